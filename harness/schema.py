@@ -1,0 +1,72 @@
+"""Column names of every table the harness writes, in one place.
+
+The loop's `report(dict)` uses METRIC_KEYS (plus LAYERS, a column-wise dict of
+per-layer statistics); results tables add identifying columns in front. A test
+pins these lists against the README's schema section.
+"""
+
+from __future__ import annotations
+
+# --- one row per report (evaluation) ------------------------------------------------------
+METRIC_KEYS: dict[str, str] = {
+    "iteration": "batches trained so far (the report's x-axis)",
+    "epoch": "epoch the report fell in (1-based)",
+    "samples": "training samples seen so far",
+    "elapsed_s": "seconds since training started (evaluation included)",
+    "lr": "learning rate at the report",
+    "train_loss": "mean training loss over the batches since the last report",
+    "train_acc": "training accuracy over the batches since the last report",
+    "dev_loss": "loss on the dev split",
+    "dev_acc": "accuracy on the dev split",
+    "improved": "dev loss improved on the best so far (the classic '*')",
+    "best_dev_loss": "best dev loss so far",
+    "best_dev_acc": "dev accuracy at the best dev loss so far",
+    "grad_norm": "mean global L2 gradient norm (before clipping) over the sampled steps",
+    "grad_norm_max": "largest global gradient norm over the sampled steps",
+    "grad_max_abs": "largest |g| over all gradient entries in the sampled steps",
+    "grad_vanish_frac": "fraction of gradient entries with |g| below vanish_threshold",
+    "grad_clip_frac": "fraction of steps since the last report whose norm exceeded clip_norm",
+    "grad_nonfinite": "steps since the last report with a NaN/Inf loss or gradient",
+    "update_ratio": "mean global ||update|| / ||weights|| over the sampled steps",
+    "grad_vanishing": "grad_norm fell below vanish_threshold * sqrt(#params)",
+    "grad_exploding": "grad_norm_max exceeded explode_threshold",
+}
+
+LAYERS = "layers"  # report key: {column: [value per layer]} with LAYER_KEYS columns
+
+# --- one row per (report, layer) ----------------------------------------------------------
+LAYER_KEYS: dict[str, str] = {
+    "layer": "parameter name (e.g. convs.weight)",
+    "grad_norm": "mean L2 norm of this layer's gradient over the sampled steps",
+    "grad_max_abs": "largest |g| in this layer over the sampled steps",
+    "vanish_frac": "fraction of this layer's gradient entries below vanish_threshold",
+    "weight_norm": "L2 norm of the layer's weights at the report",
+    "update_ratio": "mean ||update|| / ||weights|| of this layer over the sampled steps",
+}
+
+# --- one row per trial (results/<name>/trials.parquet) ------------------------------------
+# Parameter columns follow these, one `param.<name>` per searched parameter.
+PARAM_PREFIX = "param."
+TRIAL_KEYS: dict[str, str] = {
+    "trial_id": "Ray Tune's trial id (short, unique within the sweep)",
+    "trial_number": "Optuna trial number (0 is the baseline when baseline: true)",
+    "status": "COMPLETED | PRUNED | FAILED | DIVERGED",
+    "metric": "the sweep's objective value (metric.name) as told to Optuna",
+    "best_dev_loss": "best dev loss reached",
+    "best_dev_acc": "dev accuracy at the best dev loss",
+    "best_iteration": "iteration of the best dev loss",
+    "test_acc": "test accuracy of the best weights (COMPLETED only)",
+    "test_loss": "test loss of the best weights",
+    "test_f1_macro": "test macro F1 of the best weights",
+    "iterations": "batches trained",
+    "epochs": "epochs started",
+    "samples": "training samples seen",
+    "train_s": "seconds the trial trained (evaluation included)",
+    "start_time": "UTC time the trial started",
+    "end_time": "UTC time the trial ended",
+    "node_id": "Ray node id the trial ran on",
+    "node_ip": "address of that node",
+    "device": "cpu, cuda:N",
+    "error": "why the trial failed or diverged; notes such as a GPU fallback",
+}
+STATUSES = ("COMPLETED", "PRUNED", "FAILED", "DIVERGED")

@@ -1,0 +1,194 @@
+"""One trial's complete settings: which model, its hyperparameters, and how to train it.
+
+A trial is described to the outside world as a flat mapping of names to values
+(`learning_rate`, `dropout`, `num_filters`, ...), the same names a search space's
+`parameters` block and `--set` use. `resolve` is the one place that turns such a
+mapping into typed dataclasses, starting from the model's classic settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from harness.errors import UserError
+from harness.models import MODELS, model_entry
+from harness.models.base import ModelParams
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "exponential", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the shared loop trains; defaults are the classic loop's (plus shuffling)."""
+
+    optimizer: str = "adam"  # adam | adamw | sgd (with momentum)
+    learning_rate: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    max_epochs: int = 20
+    max_steps: int = 0  # 0: no cap beyond max_epochs
+    eval_every: int = 100  # batches between dev evaluations (and reports)
+    require_improvement: int = 1000  # batches without dev-loss improvement before stopping
+    schedule: str = "none"  # none | exponential (per epoch) | cosine (per step, after warmup)
+    gamma: float = 0.9  # exponential decay per epoch
+    warmup_steps: int = 0
+    clip_norm: float = 0.0  # global-norm clipping; 0 disables
+    label_smoothing: float = 0.0
+    shuffle: bool = True
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    eval_batch_size: int = 1024
+    grad_stats_every: int = 10  # steps between gradient-statistics samples; 0 disables
+    vanish_threshold: float = 1e-8  # |g| below this counts as vanished
+    explode_threshold: float = 1e3  # global grad norm above this counts as exploding
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule: must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.device not in DEVICES:
+            problems.append(f"device: must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name in ("batch_size", "max_epochs", "eval_every", "require_improvement", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "warmup_steps", "grad_stats_every", "weight_decay", "clip_norm"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if problems:
+            raise UserError("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    model: str
+    params: ModelParams
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_flat(self) -> dict[str, Any]:
+        """JSON-ready flat mapping; `resolve(model, to_flat())` gives this config back."""
+        flat = {f.name: getattr(self.train, f.name) for f in fields(self.train)}
+        for f in fields(self.params):
+            v = getattr(self.params, f.name)
+            flat[f.name] = list(v) if isinstance(v, tuple) else v
+        return flat
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def setting_names(model: str) -> set[str]:
+    """Every flat name a trial of `model` accepts."""
+    return set(_field_types(TrainConfig)) | set(_field_types(model_entry(model).params_cls))
+
+
+def suggest(name: str, choices: typing.Iterable[str]) -> str:
+    """A ` (did you mean 'x'?)` suffix, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def coerce(name: str, value: Any, typ: Any) -> Any:
+    """Check/convert one value to a field's declared type; UserError names the field."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(name, value, inner[0])
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise UserError(f"{name}: expected true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise UserError(f"{name}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise UserError(f"{name}: expected an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, bool):
+            raise UserError(f"{name}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UserError(f"{name}: expected a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"{name}: expected a string, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise UserError(f"{name}: expected a non-empty list, got {value!r}")
+        return tuple(coerce(name, v, args[0]) for v in value)
+    return value
+
+
+def resolve(model: str, flat: dict[str, Any] | None = None) -> TrialConfig:
+    """Classic defaults of `model`, then `flat` overrides; every problem reported at once."""
+    entry = model_entry(model)
+    flat = dict(flat or {})
+    train_types = _field_types(TrainConfig)
+    param_types = _field_types(entry.params_cls)
+    train_kw: dict[str, Any] = dict(entry.classic_train)
+    param_kw: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in flat.items():
+        try:
+            if name in param_types:
+                param_kw[name] = coerce(name, value, param_types[name])
+            elif name in train_types:
+                train_kw[name] = coerce(name, value, train_types[name])
+            else:
+                known = set(train_types) | set(param_types)
+                others = [m for m in MODELS if name in _field_types(MODELS[m].params_cls)]
+                hint = f" (it belongs to {', '.join(others)})" if others else suggest(name, known)
+                problems.append(f"{name}: not a setting of {model} or of training{hint}")
+        except UserError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise UserError("\n".join(problems))
+    try:
+        train = TrainConfig(**train_kw)
+        params = entry.params_cls(**param_kw)
+    except UserError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    return TrialConfig(model=model, params=params, train=train)
+
+
+def replace_train(cfg: TrialConfig, **changes: Any) -> TrialConfig:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
