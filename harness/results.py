@@ -1,0 +1,387 @@
+"""A sweep's results folder: Parquet tables written while the sweep runs, and read back.
+
+Why this shape: the driver-side Tune callback (in sweep.py) hands every report and
+every finished trial to a `ResultsWriter`, which keeps rows keyed by
+(trial_id, iteration) and rewrites the tables atomically (temporary file, then
+os.replace). Keyed rows make writing idempotent: feeding the same report twice, or
+reopening a folder after a crash and replaying what Ray re-sends, never duplicates a
+row, which is what a resumed sweep needs. Writes are throttled only by their own
+cost (at most ~5% of wall time goes to writing), so a small sweep writes on every
+report and a crash loses nothing already reported.
+
+This module does not import Ray: `load()` is for notebooks and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.errors import UserError
+from harness.schema import LAYER_KEYS, LAYERS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
+
+TRIALS_FILE = "trials.parquet"
+METRICS_FILE = "metrics.parquet"
+LAYERS_FILE = "grad_layers.parquet"
+SWEEP_FILE = "sweep.json"
+OPTUNA_FILE = "optuna.db"
+RAY_DIR = "ray"
+LOG_FILE = "ray.log"
+
+# Arrow types of the fixed columns; parameter columns are inferred.
+_BOOL = pa.bool_()
+_INT = pa.int64()
+_FLOAT = pa.float64()
+_STR = pa.string()
+_TIME = pa.timestamp("us", tz="UTC")
+
+_METRIC_TYPES: dict[str, pa.DataType] = {
+    k: (
+        _BOOL
+        if k in ("improved", "grad_vanishing", "grad_exploding")
+        else _INT
+        if k in ("iteration", "epoch", "samples", "grad_nonfinite")
+        else _FLOAT
+    )
+    for k in METRIC_KEYS
+}
+_LAYER_TYPES: dict[str, pa.DataType] = {k: (_STR if k == "layer" else _FLOAT) for k in LAYER_KEYS}
+_TRIAL_TYPES: dict[str, pa.DataType] = {
+    k: (
+        _STR
+        if k in ("trial_id", "status", "node_id", "node_ip", "device", "error")
+        else _INT
+        if k in ("trial_number", "best_iteration", "iterations", "epochs", "samples")
+        else _TIME
+        if k in ("start_time", "end_time")
+        else _FLOAT
+    )
+    for k in TRIAL_KEYS
+}
+
+METRICS_SCHEMA = pa.schema([("trial_id", _STR), *_METRIC_TYPES.items()])
+LAYERS_SCHEMA = pa.schema([("trial_id", _STR), ("iteration", _INT), *_LAYER_TYPES.items()])
+TRIALS_SCHEMA = pa.schema(list(_TRIAL_TYPES.items()))
+
+
+def param_value(value: Any) -> Any:
+    """A parameter value as stored in a table: lists become readable JSON text ('[2, 3, 4]')."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return value
+
+
+def _cell(value: Any, typ: pa.DataType) -> Any:
+    """Coerce one value to its column type; NaN/None/unknown become null, never an exception."""
+    if value is None:
+        return None
+    try:
+        if typ == _BOOL:
+            return bool(value)
+        if typ == _INT:
+            f = float(value)
+            return int(f) if math.isfinite(f) else None
+        if typ == _FLOAT:
+            return float(value)
+        if typ == _STR:
+            return str(value)
+        if typ == _TIME:
+            if isinstance(value, (int, float)):
+                return datetime.fromtimestamp(value, tz=timezone.utc)
+            if isinstance(value, str):
+                return pd.Timestamp(value).to_pydatetime()
+            return value
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so readers see the old or the new content, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; tables are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_table(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _KeyedTable:
+    """Rows grouped by trial and keyed by (trial_id, key); one cached Arrow table per trial.
+
+    Rebuilding only the trial that changed keeps a write O(rows of that trial) in
+    Python and leaves the rest to Arrow's concatenation and the Parquet writer.
+    """
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.rows: dict[str, dict[Any, dict[str, Any]]] = {}
+        self._cache: dict[str, pa.Table] = {}
+
+    def put(self, trial_id: str, key: Any, row: dict[str, Any]) -> None:
+        self.rows.setdefault(trial_id, {})[key] = row
+        self._cache.pop(trial_id, None)
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+    def _trial_table(self, trial_id: str) -> pa.Table:
+        table = self._cache.get(trial_id)
+        if table is None:
+            rows = [self.rows[trial_id][k] for k in sorted(self.rows[trial_id], key=_sort_key)]
+            table = self._build(rows)
+            self._cache[trial_id] = table
+        return table
+
+    def _build(self, rows: list[dict[str, Any]]) -> pa.Table:
+        known = {f.name for f in self.schema}
+        arrays = [
+            pa.array([_cell(r.get(f.name), f.type) for r in rows], type=f.type) for f in self.schema
+        ]
+        names = [f.name for f in self.schema]
+        extra = sorted({k for r in rows for k in r} - known)
+        for name in extra:
+            arrays.append(_infer_array([r.get(name) for r in rows]))
+            names.append(name)
+        return pa.Table.from_arrays(arrays, names=names)
+
+    def table(self) -> pa.Table:
+        tables = [self._trial_table(t) for t in self.rows]
+        if not tables:
+            return self.schema.empty_table()
+        return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _sort_key(key: Any) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def _infer_array(values: list[Any]) -> pa.Array:
+    """Parameter columns: numbers stay numbers, lists become JSON text, mixed types become text."""
+    values = [param_value(v) for v in values]
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], type=_STR)
+
+
+class ResultsWriter:
+    """Keeps a sweep's tables in memory and mirrors them to results/<name>/*.parquet.
+
+    `add_report` and `set_trial` are idempotent (rows are keyed), so replaying reports
+    after a resume is harmless. `open()` reloads existing tables so a resumed sweep
+    appends to what is there.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, max_write_share: float = 0.05) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.trials = _KeyedTable(TRIALS_SCHEMA)
+        self.metrics = _KeyedTable(METRICS_SCHEMA)
+        self.layers = _KeyedTable(LAYERS_SCHEMA)
+        self._order: list[str] = []  # trial ids in first-seen order (row order of trials.parquet)
+        self._dirty: set[str] = set()
+        self._max_write_share = max_write_share
+        self._next_write = 0.0
+        self.write_seconds = 0.0
+
+    # -- loading (resume) ------------------------------------------------------------------
+    @classmethod
+    def open(cls, folder: str | os.PathLike, **kw: Any) -> ResultsWriter:
+        """A writer seeded with whatever tables already exist in `folder`."""
+        writer = cls(folder, **kw)
+        paths = {
+            "trials": writer.folder / TRIALS_FILE,
+            "metrics": writer.folder / METRICS_FILE,
+            "layers": writer.folder / LAYERS_FILE,
+        }
+        if paths["trials"].exists():
+            for row in pq.read_table(paths["trials"]).to_pylist():
+                writer._put_trial_row(row)
+        if paths["metrics"].exists():
+            for row in pq.read_table(paths["metrics"]).to_pylist():
+                writer.metrics.put(row["trial_id"], row["iteration"], row)
+        if paths["layers"].exists():
+            for row in pq.read_table(paths["layers"]).to_pylist():
+                writer.layers.put(row["trial_id"], (row["iteration"], row["layer"]), row)
+        return writer
+
+    # -- rows ------------------------------------------------------------------------------
+    def add_report(self, trial_id: str, report: Mapping[str, Any]) -> None:
+        """One evaluation report (schema.METRIC_KEYS plus schema.LAYERS) of one trial."""
+        iteration = int(report["iteration"])
+        row = {"trial_id": trial_id, **{k: report.get(k) for k in METRIC_KEYS}}
+        self.metrics.put(trial_id, iteration, row)
+        layers = report.get(LAYERS) or {}
+        names = layers.get("layer") or []
+        for i, name in enumerate(names):
+            lrow = {"trial_id": trial_id, "iteration": iteration}
+            for k in LAYER_KEYS:
+                col = layers.get(k)
+                lrow[k] = col[i] if col is not None and i < len(col) else None
+            self.layers.put(trial_id, (iteration, name), lrow)
+        self._dirty.update(("metrics", "layers"))
+
+    def set_trial(self, trial_id: str, **fields: Any) -> None:
+        """Create or update a trial's row; `params={...}` become param.<name> columns."""
+        params = fields.pop("params", None) or {}
+        current = dict(self.trials.rows.get(trial_id, {}).get(0, {"trial_id": trial_id}))
+        for k, v in fields.items():
+            if k not in TRIAL_KEYS:
+                raise KeyError(f"not a trials.parquet column: {k}")
+            current[k] = v
+        for name, v in params.items():
+            current[PARAM_PREFIX + name] = param_value(v)
+        self._put_trial_row(current)
+        self._dirty.add("trials")
+
+    def _put_trial_row(self, row: dict[str, Any]) -> None:
+        tid = row["trial_id"]
+        if tid not in self._order:
+            self._order.append(tid)
+        self.trials.put(tid, 0, row)
+
+    def trial_ids(self) -> list[str]:
+        """Trial ids by Optuna trial number (the baseline first), then first seen."""
+
+        def key(item: tuple[int, str]) -> tuple[float, int]:
+            number = self.trials.rows[item[1]][0].get("trial_number")
+            return (math.inf if number is None else float(number), item[0])
+
+        return [t for _, t in sorted(enumerate(self._order), key=key)]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [self.trial_row(t) for t in self.trial_ids()]
+
+    def trial_row(self, trial_id: str) -> dict[str, Any]:
+        return dict(self.trials.rows.get(trial_id, {}).get(0, {}))
+
+    # -- writing ---------------------------------------------------------------------------
+    def flush(self, force: bool = False) -> bool:
+        """Write the changed tables unless writing would exceed its share of wall time."""
+        if not self._dirty or (not force and time.monotonic() < self._next_write):
+            return False
+        t0 = time.monotonic()
+        if "trials" in self._dirty:
+            self.trials.rows = {t: self.trials.rows[t] for t in self.trial_ids()}
+            atomic_write_table(self.folder / TRIALS_FILE, self.trials.table())
+        if "metrics" in self._dirty:
+            atomic_write_table(self.folder / METRICS_FILE, self.metrics.table())
+        if "layers" in self._dirty:
+            atomic_write_table(self.folder / LAYERS_FILE, self.layers.table())
+        self._dirty.clear()
+        spent = time.monotonic() - t0
+        self.write_seconds += spent
+        self._next_write = time.monotonic() + spent / self._max_write_share
+        return True
+
+    def write_sweep_info(self, info: Mapping[str, Any]) -> None:
+        atomic_write_bytes(
+            self.folder / SWEEP_FILE,
+            (json.dumps(info, indent=2, sort_keys=False, default=str) + "\n").encode(),
+        )
+
+
+# -- reading ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepResults:
+    """Everything a finished (or running) sweep left in its folder."""
+
+    path: Path
+    trials: pd.DataFrame
+    metrics: pd.DataFrame
+    grad_layers: pd.DataFrame
+    spec: dict[str, Any]  # the resolved spec (sweep.json["spec"])
+    info: dict[str, Any]  # all of sweep.json (versions, host, git, command, ...)
+
+    @property
+    def param_columns(self) -> list[str]:
+        return [c for c in self.trials.columns if c.startswith(PARAM_PREFIX)]
+
+
+def _read(path: Path, schema: pa.Schema) -> pd.DataFrame:
+    if path.exists():
+        return pd.read_parquet(path)
+    return schema.empty_table().to_pandas()
+
+
+def load(path: str | os.PathLike) -> SweepResults:
+    """Read results/<name>/ into DataFrames (raises UserError when it is not a results folder)."""
+    folder = Path(path)
+    info_path = folder / SWEEP_FILE
+    if not info_path.exists():
+        raise UserError(f"{folder}: not a sweep results folder (no {SWEEP_FILE})")
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{info_path}: unreadable ({exc})") from None
+    return SweepResults(
+        path=folder,
+        trials=_read(folder / TRIALS_FILE, TRIALS_SCHEMA),
+        metrics=_read(folder / METRICS_FILE, METRICS_SCHEMA),
+        grad_layers=_read(folder / LAYERS_FILE, LAYERS_SCHEMA),
+        spec=dict(info.get("spec") or {}),
+        info=info,
+    )
+
+
+def decode_param(value: Any) -> Any:
+    """Inverse of `param_value`: JSON list text back to a list."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def trial_params(results: SweepResults, trial_id: str) -> dict[str, Any]:
+    """The searched parameter values of one trial, as the trial saw them."""
+    rows = results.trials[results.trials["trial_id"] == trial_id]
+    if rows.empty:
+        known = ", ".join(results.trials["trial_id"].astype(str).tolist()[:20])
+        raise UserError(f"{results.path}: no trial {trial_id!r} (trials: {known})")
+    row = rows.iloc[0]
+    out = {}
+    for col in results.param_columns:
+        v = decode_param(row[col].item() if hasattr(row[col], "item") else row[col])
+        if v is not None:
+            out[col[len(PARAM_PREFIX) :]] = v
+    return out

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny learnable corpus on disk and one local Ray session for the suite.
+
+Ray is started at most once per test run (session scope) with 2 CPUs and one *logical*
+GPU, so CPU sweeps and the fractional-GPU scheduling test share it; it is always shut
+down at the end. Tests that need it carry @pytest.mark.ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Tiny two-class corpus: class 0 texts lean on one set of characters, class 1 on another,
+# so a few dozen steps of any model beat chance and a diverged or broken trial stands out.
+_CHARS = ("天地玄黄宇宙洪荒日月盈昃", "辰宿列张寒来暑往秋收冬藏")
+
+
+def write_tiny_corpus(
+    root: Path, sizes: tuple[int, int, int] = (256, 64, 64), seed: int = 0
+) -> Path:
+    """A thucnews-layout folder (train/dev/test.txt + class.txt) with two classes."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "class.txt").write_text("yin\nyang\n", encoding="utf-8")
+    for split, n in zip(("train", "dev", "test"), sizes):
+        lines = []
+        for i in range(n):
+            label = i % 2
+            own, other = _CHARS[label], _CHARS[1 - label]
+            text = "".join(rng.choice(own if rng.random() < 0.8 else other) for _ in range(12))
+            lines.append(f"{text}\t{label}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_corpus(tmp_path_factory.mktemp("tiny_corpus"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Dataset caches of the whole run go to a temporary folder, never ~/.cache."""
+    old = os.environ.get("HARNESS_CACHE")
+    if old is None:
+        os.environ["HARNESS_CACHE"] = str(tmp_path_factory.mktemp("harness_cache"))
+    yield
+    if old is None:
+        os.environ.pop("HARNESS_CACHE", None)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[object]:
+    """One local Ray (2 CPUs, 1 logical GPU, loopback only, no dashboard) for all Ray tests."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    importlib.import_module("harness.sweep")  # sets Ray's environment before ray's import
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -1,0 +1,178 @@
+"""harness.results: the tables' schema, atomic and idempotent writes, reopening, load()."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from harness import results as rs
+from harness.errors import UserError
+from harness.schema import LAYER_KEYS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
+
+
+def report(iteration: int, dev_acc: float = 0.5, layers: int = 2) -> dict:
+    r = {k: 0.0 for k in METRIC_KEYS}
+    r.update(iteration=iteration, epoch=1, samples=iteration * 8, dev_acc=dev_acc, improved=True)
+    r["grad_vanishing"] = r["grad_exploding"] = False
+    r["grad_nonfinite"] = 0
+    r["layers"] = {
+        "layer": [f"l{i}.weight" for i in range(layers)],
+        **{k: [float(i) for i in range(layers)] for k in LAYER_KEYS if k != "layer"},
+    }
+    return r
+
+
+def fill(w: rs.ResultsWriter) -> None:
+    w.set_trial("a", trial_number=0, status="RUNNING", params={"lr": 1e-3, "sizes": [2, 3, 4]})
+    w.add_report("a", report(10, 0.6))
+    w.add_report("a", report(20, 0.7))
+    w.set_trial("b", trial_number=1, status="RUNNING", params={"lr": 1e-2, "sizes": [3, 4, 5]})
+    w.add_report("b", report(10, 0.4))
+    w.set_trial(
+        "a",
+        status="COMPLETED",
+        metric=0.7,
+        test_acc=0.69,
+        start_time=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        end_time=1767225700.0,
+    )
+    w.set_trial("b", status="PRUNED", metric=0.4)
+    w.flush(force=True)
+
+
+def test_tables_have_the_schema_columns_and_types(tmp_path: Path) -> None:
+    w = rs.ResultsWriter(tmp_path)
+    fill(w)
+    trials = pd.read_parquet(tmp_path / rs.TRIALS_FILE)
+    metrics = pd.read_parquet(tmp_path / rs.METRICS_FILE)
+    layers = pd.read_parquet(tmp_path / rs.LAYERS_FILE)
+    assert list(trials.columns) == [*TRIAL_KEYS, "param.lr", "param.sizes"]
+    assert list(metrics.columns) == ["trial_id", *METRIC_KEYS]
+    assert list(layers.columns) == ["trial_id", "iteration", *LAYER_KEYS]
+    assert trials["trial_id"].tolist() == ["a", "b"]
+    assert trials["status"].tolist() == ["COMPLETED", "PRUNED"]
+    # lists are stored readably, numbers as numbers, times as UTC timestamps
+    assert trials["param.sizes"].tolist() == ["[2, 3, 4]", "[3, 4, 5]"]
+    assert trials["param.lr"].dtype == "float64"
+    assert str(trials["start_time"].dtype).startswith("datetime64") and "UTC" in str(
+        trials["start_time"].dtype
+    )
+    assert trials.loc[0, "end_time"].year == 2026
+    assert metrics["iteration"].dtype == "int64" and metrics["improved"].dtype == bool
+    assert len(metrics) == 3 and len(layers) == 6
+    assert metrics.groupby("trial_id").size().to_dict() == {"a": 2, "b": 1}
+
+
+def test_reports_are_keyed_so_replays_do_not_duplicate(tmp_path: Path) -> None:
+    w = rs.ResultsWriter(tmp_path)
+    fill(w)
+    w.add_report("a", report(20, 0.75))  # the same (trial, iteration) again: replaced
+    w.flush(force=True)
+    metrics = pd.read_parquet(tmp_path / rs.METRICS_FILE)
+    assert not metrics.duplicated(["trial_id", "iteration"]).any()
+    assert metrics.set_index(["trial_id", "iteration"]).loc[("a", 20), "dev_acc"] == 0.75
+    layers = pd.read_parquet(tmp_path / rs.LAYERS_FILE)
+    assert not layers.duplicated(["trial_id", "iteration", "layer"]).any()
+
+
+def test_reopened_writer_continues_without_duplicates(tmp_path: Path) -> None:
+    fill(rs.ResultsWriter(tmp_path))
+    w = rs.ResultsWriter.open(tmp_path)
+    w.add_report("b", report(10, 0.4))  # replayed after a resume
+    w.add_report("b", report(20, 0.45))
+    w.set_trial("c", trial_number=2, status="FAILED", error="ValueError: boom")
+    w.flush(force=True)
+    trials = pd.read_parquet(tmp_path / rs.TRIALS_FILE)
+    metrics = pd.read_parquet(tmp_path / rs.METRICS_FILE)
+    assert trials["trial_id"].tolist() == ["a", "b", "c"]
+    assert trials.set_index("trial_id").loc["a", "param.sizes"] == "[2, 3, 4]"
+    assert len(metrics) == 4 and not metrics.duplicated(["trial_id", "iteration"]).any()
+
+
+def test_rows_are_ordered_by_trial_number(tmp_path: Path) -> None:
+    w = rs.ResultsWriter(tmp_path)
+    w.set_trial("late", trial_number=3, status="COMPLETED")
+    w.set_trial("base", trial_number=0, status="COMPLETED")
+    w.set_trial("odd", status="FAILED")  # never got a number: last
+    w.flush(force=True)
+    assert pd.read_parquet(tmp_path / rs.TRIALS_FILE)["trial_id"].tolist() == [
+        "base",
+        "late",
+        "odd",
+    ]
+
+
+def test_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path, monkeypatch) -> None:
+    w = rs.ResultsWriter(tmp_path)
+    fill(w)
+    before = (tmp_path / rs.TRIALS_FILE).read_bytes()
+
+    def broken(table, where, **kw):
+        Path(where).write_bytes(b"half a parquet file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rs.pq, "write_table", broken)
+    w.set_trial("a", status="FAILED")
+    with pytest.raises(OSError):
+        w.flush(force=True)
+    assert (tmp_path / rs.TRIALS_FILE).read_bytes() == before  # the old table, intact
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert pq.read_table(tmp_path / rs.TRIALS_FILE).num_rows == 2
+
+
+def test_written_files_are_readable_by_others(tmp_path: Path) -> None:
+    fill(rs.ResultsWriter(tmp_path))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(tmp_path / rs.TRIALS_FILE).st_mode & 0o777 == 0o666 & ~mask  # not 0600
+
+
+def test_bad_values_become_nulls_not_errors(tmp_path: Path) -> None:
+    w = rs.ResultsWriter(tmp_path)
+    w.set_trial(
+        "x", trial_number=0, status="DIVERGED", metric=float("nan"), iterations=float("inf")
+    )
+    w.flush(force=True)
+    row = pd.read_parquet(tmp_path / rs.TRIALS_FILE).iloc[0]
+    assert pd.isna(row["iterations"]) and pd.isna(row["metric"])
+    with pytest.raises(KeyError):
+        w.set_trial("x", not_a_column=1)
+
+
+def test_flush_is_throttled_by_its_own_cost(tmp_path: Path) -> None:
+    w = rs.ResultsWriter(tmp_path, max_write_share=1e-9)  # any write buys a long pause
+    fill(w)
+    w.add_report("a", report(30))
+    assert w.flush() is False  # too soon after the last write
+    assert w.flush(force=True) is True
+    assert w.flush(force=True) is False  # nothing changed
+
+
+def test_load_returns_tables_and_spec(tmp_path: Path) -> None:
+    w = rs.ResultsWriter(tmp_path)
+    w.write_sweep_info({"spec": {"name": "demo", "model": "TextCNN"}, "host": "h"})
+    fill(w)
+    res = rs.load(tmp_path)
+    assert res.spec["model"] == "TextCNN" and res.info["host"] == "h"
+    assert len(res.trials) == 2 and len(res.metrics) == 3 and len(res.grad_layers) == 6
+    assert res.param_columns == [PARAM_PREFIX + "lr", PARAM_PREFIX + "sizes"]
+    assert rs.trial_params(res, "a") == {"lr": 1e-3, "sizes": [2, 3, 4]}
+    with pytest.raises(UserError, match="no trial 'zz'"):
+        rs.trial_params(res, "zz")
+
+
+def test_load_of_a_folder_without_tables_yet(tmp_path: Path) -> None:
+    (tmp_path / rs.SWEEP_FILE).write_text(json.dumps({"spec": {"name": "x"}}))
+    res = rs.load(tmp_path)
+    assert res.trials.empty and list(res.metrics.columns) == ["trial_id", *METRIC_KEYS]
+
+
+def test_load_refuses_other_folders(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not a sweep results folder"):
+        rs.load(tmp_path)
