@@ -1,0 +1,903 @@
+"""`python -m harness.sweep SPEC.yaml`: Ray Tune schedules the trials, Optuna drives the search.
+
+The one module that speaks to Ray. A spec (harness.config) becomes a Tuner whose search
+algorithm is Optuna (sampler per `method`, study in results/<name>/optuna.db), whose
+scheduler comes from `early_terminate`, and whose trials run the shared loop
+(harness.trainer.train) on a dataset prepared once on the driver and shipped through the
+object store. A driver-side callback writes the results tables (harness.results) and
+the console lines as trials report.
+
+Honest search: Ray's stock OptunaSearch tells Optuna that a trial the scheduler stopped
+was COMPLETE. Here the trial's last result carries a `final` flag only when the loop ran
+to its end (its own early stopping included); a trial whose last result lacks it was
+stopped from outside and reaches Optuna as PRUNED, with every evaluation's metric as an
+intermediate value at its loop iteration. A trial that raised is FAIL (error in a user
+attribute), a diverged one FAIL with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before Ray is imported: keep a single-machine Ray on loopback, keep Tune's per-trial
+# json/csv/tensorboard loggers off (results.py writes the tables), let the last result of
+# a failed trial omit the metric, don't chdir trials into their folders (relative paths in
+# a spec mean what they meant on the command line), legacy (quiet at verbose=0) output.
+for _k, _v in {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+import argparse
+import datetime as dt
+import gc
+import logging
+import math
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+import optuna
+import ray
+import yaml
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import (
+    AsyncHyperBandScheduler,
+    FIFOScheduler,
+    MedianStoppingRule,
+    TrialScheduler,
+)
+from ray.tune.search.optuna import OptunaSearch
+
+from harness import results as rs
+from harness import space
+from harness.config import SweepSpec, load_spec
+from harness.data import Dataset, load_dataset
+from harness.errors import UserError, exit_on_user_error
+from harness.schema import LAYERS, METRIC_KEYS
+
+# Keys of the trial's last result (the loop ran to its end); never in METRIC_KEYS.
+FINAL = "harness_final"
+SUMMARY = "harness_summary"
+STATUS = "harness_status"
+ERROR = "harness_error"
+INFO = "harness_info"  # node / device / start time, sent with the first report and the last
+NUMBER = "harness_number"  # Optuna trial number, put into each trial's config by the searcher
+PARAMS = "params"
+
+# Metric names whose value for a finished trial is the kept (best-dev-loss) weights' value.
+_FINAL_FROM_SUMMARY = {
+    "best_dev_acc": "best_dev_acc",
+    "dev_acc": "best_dev_acc",
+    "best_dev_loss": "best_dev_loss",
+    "dev_loss": "best_dev_loss",
+}
+
+log = logging.getLogger("harness.sweep")
+
+
+# ------------------------------------------------------------------------------ the search
+
+
+class HonestOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna how each trial really ended (see module docstring)."""
+
+    def __init__(self, *args: Any, metric_names: Sequence[str], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._metric_names = list(metric_names)
+        self._reported: dict[str, set[int]] = {}
+        self._number: dict[str, int] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        if params is None:
+            return None
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("ray_trial_id", trial_id)
+        self._number[trial_id] = ot_trial.number
+        return {PARAMS: params, NUMBER: ot_trial.number}
+
+    def _intermediate(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """Report one evaluation's metric at its loop iteration (single objective only)."""
+        if len(self._metric_names) > 1 or result.get(FINAL):
+            return
+        value, step = result.get(self._metric_names[0]), result.get("iteration")
+        if value is None or step is None or not _finite(value):
+            return
+        done = self._reported.setdefault(trial_id, set())
+        if int(step) in done:
+            return
+        done.add(int(step))
+        self._ot_trials[trial_id].report(float(value), int(step))
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._intermediate(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        result = result or {}
+        state, values = TrialState.PRUNED, None
+        if error:
+            state = TrialState.FAIL
+            ot_trial.set_user_attr("status", "FAILED")
+        elif result.get(FINAL):
+            status = result.get(STATUS, "COMPLETED")
+            ot_trial.set_user_attr("status", status)
+            if status == "COMPLETED":
+                values = [result.get(m) for m in self._metric_names]
+                if all(v is not None and _finite(v) for v in values):
+                    state = TrialState.COMPLETE
+                else:
+                    state, values = TrialState.FAIL, None
+                    ot_trial.set_user_attr("reason", "objective is not a finite number")
+            else:
+                state = TrialState.FAIL
+                ot_trial.set_user_attr("reason", str(result.get(ERROR, ""))[:1000])
+        else:
+            # Stopped from outside (scheduler, time budget): the result that triggered the
+            # stop never reached on_trial_result, so record it before pruning.
+            self._intermediate(trial_id, result)
+            ot_trial.set_user_attr("status", "PRUNED")
+        try:
+            if state == TrialState.COMPLETE:
+                out = values if len(values) > 1 else values[0]
+                self._ot_study.tell(ot_trial, out, state=state)
+            else:
+                self._ot_study.tell(ot_trial, state=state)
+        except Exception as exc:  # noqa: BLE001 -- a bad tell must not end the sweep
+            log.warning("optuna tell for %s failed: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def optuna_storage_url(folder: Path) -> str:
+    return f"sqlite:///{(folder / rs.OPTUNA_FILE).resolve()}"
+
+
+def build_searcher(spec: SweepSpec, folder: Path) -> HonestOptunaSearch:
+    storage = optuna.storages.RDBStorage(
+        optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
+    )
+    points = [space.encode(spec.parameters, spec.baseline_params())] if spec.baseline else None
+    many = len(spec.metrics) > 1
+    return HonestOptunaSearch(
+        space=space.define_by_run(spec.parameters),
+        metric=[m.name for m in spec.metrics] if many else spec.metric.name,
+        mode=[m.mode for m in spec.metrics] if many else spec.metric.mode,
+        points_to_evaluate=points or None,
+        sampler=spec.sampler(),
+        study_name=spec.name,
+        storage=storage,
+        metric_names=[m.name for m in spec.metrics],
+    )
+
+
+def build_scheduler(spec: SweepSpec, max_t: int) -> TrialScheduler:
+    et = spec.early_terminate
+    metric, mode = spec.metric.name, spec.metric.mode
+    if et.type == "asha":
+        return AsyncHyperBandScheduler(
+            time_attr="training_iteration",
+            metric=metric,
+            mode=mode,
+            max_t=max(max_t, et.grace_period),
+            grace_period=et.grace_period,
+            reduction_factor=et.reduction_factor,
+        )
+    if et.type == "hyperband":
+        # Asynchronous hyperband (several ASHA brackets): Ray's synchronous HyperBand pauses
+        # trials, which a function trainable without checkpoints can only restart from zero.
+        return AsyncHyperBandScheduler(
+            time_attr="training_iteration",
+            metric=metric,
+            mode=mode,
+            max_t=max_t,
+            grace_period=1,
+            reduction_factor=et.reduction_factor,
+            brackets=max(1, min(3, int(math.log(max(max_t, 1), et.reduction_factor)) + 1)),
+        )
+    if et.type == "median":
+        return MedianStoppingRule(
+            time_attr="training_iteration",
+            metric=metric,
+            mode=mode,
+            grace_period=et.grace_period,
+            min_samples_required=3,
+        )
+    return FIFOScheduler()
+
+
+# ------------------------------------------------------------------------------ one trial
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What every trial needs besides its sampled params; shipped once via the object store."""
+
+    spec: SweepSpec
+    cpu: float
+    gpu: float
+
+
+def _choose_device(gpu: float) -> tuple[str, str, str]:
+    """(torch device, device as recorded, note). Ray narrows CUDA_VISIBLE_DEVICES to the
+    trial's GPU, so torch's cuda:0 is the GPU Ray handed over; the record names Ray's id."""
+    if gpu <= 0:
+        return "cpu", "cpu", ""
+    ids = [str(i) for i in ray.get_gpu_ids()]
+    shown = ",".join(ids) or "?"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", f"cuda:{ids[0] if ids else 0}", ""
+    return "cpu", "cpu", f"Ray assigned GPU {shown} but CUDA is not available here; ran on CPU"
+
+
+def _free_device_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str, Any]:
+    """Ray Tune function trainable: one trial of the shared loop, reporting every evaluation.
+
+    User-side exceptions end the trial as FAILED data (they are deterministic; retrying
+    them wastes the budget); Ray's stop (SystemExit from tune.report) passes through after
+    device memory is freed.
+    """
+    from harness.trainer import train
+
+    started = time.time()
+    params = dict(config.get(PARAMS, config))
+    device, shown, note = _choose_device(job.gpu)
+    ctx = ray.get_runtime_context()
+    info = {
+        "node_id": ctx.get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "device": shown,
+        "note": note,
+        "start_time": started,
+    }
+    last: dict[str, Any] = {}
+
+    def report(metrics: dict[str, Any]) -> None:
+        out = dict(metrics)
+        if not last:
+            out[INFO] = info
+        last.update(metrics)
+        tune.report(out)
+
+    outcome: dict[str, Any] = {FINAL: True, INFO: info}
+    stop: BaseException | None = None
+    try:
+        cfg = job.spec.trial_config(params)
+        summary = train(cfg, data, report, device=device, threads=max(1, round(job.cpu)))
+        s = summary.to_dict()
+        s["device"] = shown
+        outcome[SUMMARY] = s
+        outcome[STATUS] = summary.status
+        outcome[ERROR] = "; ".join(x for x in (note, summary.reason) if x)
+        if summary.status == "COMPLETED":
+            for m in job.spec.metrics:
+                outcome[m.name] = s.get(_FINAL_FROM_SUMMARY.get(m.name, ""), None)
+    except Exception as exc:  # noqa: BLE001 -- a failed trial is data, not a crash
+        outcome[STATUS] = "FAILED"
+        outcome[ERROR] = "; ".join(x for x in (note, f"{type(exc).__name__}: {exc}".strip()) if x)
+        outcome["traceback"] = traceback.format_exc(limit=20)
+    except BaseException as exc:  # noqa: BLE001 -- Ray's stop (SystemExit), an interrupt
+        stop = type(exc)(*exc.args)
+    _free_device_memory()  # the exception (and the frames holding the model) is gone now
+    if stop is not None:
+        raise stop
+    if outcome.get(STATUS) == "COMPLETED":  # metrics not in the summary: the last report's
+        for m in job.spec.metrics:
+            if outcome.get(m.name) is None:
+                outcome[m.name] = last.get(m.name)
+    return outcome
+
+
+def _trial_name(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+# ------------------------------------------------------------------------------ console
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+class Console:
+    """Concise progress: a line per finished trial, a table now and then, a summary at the end."""
+
+    def __init__(self, spec: SweepSpec, out: TextIO = sys.stdout, table_every: int = 5) -> None:
+        self.spec = spec
+        self.out = out
+        self.table_every = table_every
+        self.finished = 0
+        self.total = spec.budget.num_samples
+        self.searched = list(spec.searched)
+        self.t0 = time.monotonic()
+
+    def print(self, line: str = "") -> None:
+        print(line, file=self.out, flush=True)
+
+    def trial_line(self, row: Mapping[str, Any]) -> None:
+        self.finished += 1
+        metric = self.spec.metric.name
+        value = row.get("metric")
+        parts = [
+            f"[{self.finished:>{len(str(self.total))}}/{self.total}]",
+            f"{row['trial_id']}",
+            f"{row.get('status', '?'):<9}",
+            f"{metric}={_fmt(value)}",
+            f"it={_fmt(row.get('iterations'))}",
+            f"{_fmt(row.get('train_s'))}s",
+        ]
+        if row.get("trial_number") == 0 and self.spec.baseline:
+            parts.append("(baseline)")
+        params = " ".join(
+            f"{n}={_fmt(rs.decode_param(row.get('param.' + n)))}" for n in self.searched
+        )
+        line = "  ".join(parts) + ("  " + params if params else "")
+        if row.get("status") in ("FAILED", "DIVERGED") and row.get("error"):
+            line += f"\n      {row['status'].lower()}: {str(row['error']).splitlines()[0][:160]}"
+        self.print(line)
+
+    def ranked(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        done = [r for r in rows if r.get("status") == "COMPLETED" and _finite(r.get("metric"))]
+        return sorted(
+            done, key=lambda r: float(r["metric"]), reverse=self.spec.metric.goal == "maximize"
+        )
+
+    def table(self, rows: Sequence[Mapping[str, Any]], top: int = 5, title: str = "") -> None:
+        ranked = self.ranked(rows)[:top]
+        if not ranked:
+            return
+        cols = [
+            "trial_id",
+            "metric",
+            "best_iteration",
+            "train_s",
+            *("param." + n for n in self.searched),
+        ]
+        head = [
+            "trial",
+            self.spec.metric.name,
+            "best_it",
+            "train_s",
+            *self.searched,
+        ]
+        cells = [[_fmt(rs.decode_param(r.get(c))) for c in cols] for r in ranked]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+        if title:
+            self.print(title)
+        self.print("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths)))
+        for c in cells:
+            self.print("  " + "  ".join(x.ljust(w) for x, w in zip(c, widths)))
+
+    def maybe_table(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if self.finished % self.table_every == 0 and self.finished < self.total:
+            self.table(rows, top=3, title=f"-- top so far ({self.finished} finished) --")
+
+    def summary(self, rows: Sequence[Mapping[str, Any]], folder: Path, seconds: float) -> None:
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+        status = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+        self.print(f"\nsweep {self.spec.name}: {len(rows)} trials in {seconds:.0f} s ({status})")
+        self.table(rows, top=5, title="top trials:")
+        ranked = self.ranked(rows)
+        if ranked:
+            best = ranked[0]
+            base = next((r for r in rows if r.get("trial_number") == 0), None)
+            if self.spec.baseline and base is not None and base is not best:
+                if _finite(base.get("metric")):
+                    delta = float(best["metric"]) - float(base["metric"])
+                    self.print(
+                        f"best {self.spec.metric.name} {_fmt(best['metric'])} vs baseline "
+                        f"{_fmt(base['metric'])} ({delta:+.4g})"
+                    )
+                else:
+                    self.print(f"baseline ended {base.get('status')}")
+            params = {n: rs.decode_param(best.get("param." + n)) for n in self.spec.parameters}
+            self.print(f"best config (trial {best['trial_id']}):")
+            text = yaml.safe_dump(params, sort_keys=False, default_flow_style=None)
+            self.print("  " + text.rstrip().replace("\n", "\n  "))
+            self.print(
+                f"rerun it alone: python -m harness.train --replay {folder} --trial {best['trial_id']}"
+            )
+        self.print(
+            f"results: {folder}/ (trials.parquet, metrics.parquet, grad_layers.parquet, sweep.json)"
+        )
+        self.print(f"optuna study: optuna-dashboard {optuna_storage_url(folder)}")
+        self.print(f"ray log: {folder / rs.LOG_FILE}")
+
+
+# ------------------------------------------------------------------------------ callback
+
+
+class SweepCallback(tune.Callback):
+    """Driver side: every report and trial end goes to the results tables and the console."""
+
+    def __init__(self, spec: SweepSpec, writer: rs.ResultsWriter, console: Console | None) -> None:
+        self.spec = spec
+        self.writer = writer
+        self.console = console
+        self.metric = spec.metric.name
+        self._best_it: dict[str, int] = {}
+        self._done: set[str] = set()
+
+    # rows -------------------------------------------------------------------------------
+    def _params(self, trial: Any) -> dict[str, Any]:
+        return dict(trial.config.get(PARAMS, {}))
+
+    def _start_row(self, trial: Any) -> None:
+        if self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
+            self.writer.set_trial(
+                trial.trial_id,
+                trial_number=trial.config.get(NUMBER),
+                status="RUNNING",
+                params=self._params(trial),
+            )
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._start_row(trial)
+        self.writer.flush()
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        tid = trial.trial_id
+        self._start_row(trial)
+        extra = result.get(INFO)
+        if extra:
+            self.writer.set_trial(
+                tid,
+                node_id=extra.get("node_id"),
+                node_ip=extra.get("node_ip"),
+                device=extra.get("device"),
+                start_time=rs._cell(extra.get("start_time"), rs._TIME),
+                error=extra.get("note") or None,
+            )
+        if result.get(FINAL):
+            self._final(tid, result)
+        elif "iteration" in result:
+            self.writer.add_report(tid, {k: result.get(k) for k in (*METRIC_KEYS, LAYERS)})
+            if result.get("improved"):
+                self._best_it[tid] = int(result["iteration"])
+            self.writer.set_trial(
+                tid,
+                metric=result.get(self.metric),
+                best_dev_loss=result.get("best_dev_loss"),
+                best_dev_acc=result.get("best_dev_acc"),
+                best_iteration=self._best_it.get(tid),
+                iterations=result.get("iteration"),
+                epochs=result.get("epoch"),
+                samples=result.get("samples"),
+                train_s=result.get("elapsed_s"),
+            )
+        self.writer.flush()
+
+    def _final(self, tid: str, result: Mapping[str, Any]) -> None:
+        s = result.get(SUMMARY) or {}
+        status = result.get(STATUS, "COMPLETED")
+        fields: dict[str, Any] = {"status": status, "error": result.get(ERROR) or None}
+        if s:
+            fields.update(
+                best_dev_loss=s.get("best_dev_loss"),
+                best_dev_acc=s.get("best_dev_acc"),
+                best_iteration=s.get("best_iteration"),
+                iterations=s.get("iterations"),
+                epochs=s.get("epochs"),
+                samples=s.get("samples"),
+                train_s=s.get("elapsed_seconds"),
+                device=s.get("device"),
+            )
+            if status == "COMPLETED":
+                fields.update(
+                    test_acc=s.get("test_acc"),
+                    test_loss=s.get("test_loss"),
+                    test_f1_macro=s.get("test_f1_macro"),
+                    metric=result.get(self.metric),
+                )
+        if status != "COMPLETED":
+            fields["metric"] = None
+        self.writer.set_trial(tid, **fields)
+
+    def _end(self, trial: Any, status: str | None = None, error: str | None = None) -> None:
+        tid = trial.trial_id
+        if tid in self._done:
+            return
+        self._done.add(tid)
+        row = self.writer.trial_row(tid)
+        if status is None:
+            last = trial.last_result or {}
+            status = "PRUNED" if not last.get(FINAL) else row.get("status", "COMPLETED")
+        fields: dict[str, Any] = {"status": status, "end_time": dt.datetime.now(dt.timezone.utc)}
+        if error:
+            fields["error"] = error
+            fields["metric"] = None
+        if status == "PRUNED" and not row.get("error"):
+            fields["error"] = None
+        self.writer.set_trial(tid, params=self._params(trial), **fields)
+        self.writer.flush(force=True)
+        if self.console is not None:
+            self.console.trial_line(self.writer.trial_row(tid))
+            self.console.maybe_table(self._rows())
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, status="FAILED", error=_ray_error_text(trial))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.writer.flush(force=True)
+
+    def _rows(self) -> list[dict[str, Any]]:
+        return self.writer.rows()
+
+
+def _ray_error_text(trial: Any) -> str:
+    """The last line of the error Ray recorded (e.g. 'RayActorError: ...'), not the whole trace."""
+    path = getattr(trial, "error_file", None)
+    text = ""
+    if path and Path(path).exists():
+        text = Path(path).read_text(errors="replace")
+    lines = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Failure #")
+    ]
+    return (lines[-1] if lines else "trial failed (no error text from Ray)")[:2000]
+
+
+# ------------------------------------------------------------------------------ running
+
+
+class _LogRoute:
+    """While a sweep runs, log records of Ray, Tune and Optuna (and Python warnings) go to
+    results/<name>/ray.log: their own console handlers come off and they propagate to one
+    file handler on the root logger (ray.init clears the "ray" logger's handlers, so a
+    handler there would not survive). The console keeps the harness's own lines. Undone by
+    close()."""
+
+    PREFIXES = ("ray", "optuna")
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(folder / rs.LOG_FILE)
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        self.saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
+        names = {"ray", "optuna"}
+        for name, lg in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(lg, logging.Logger) and name.split(".")[0] in self.PREFIXES:
+                names.add(name)
+        for name in sorted(names):
+            lg = logging.getLogger(name)
+            self.saved.append((lg, list(lg.handlers), lg.propagate))
+            for h in list(lg.handlers):
+                lg.removeHandler(h)
+            lg.propagate = True
+        self.root = logging.getLogger()
+        self.root.addHandler(self.handler)
+        logging.captureWarnings(True)
+
+    def close(self) -> None:
+        for lg, handlers, propagate in self.saved:
+            for h in list(lg.handlers):
+                lg.removeHandler(h)
+            for h in handlers:
+                lg.addHandler(h)
+            lg.propagate = propagate
+        self.root.removeHandler(self.handler)
+        logging.captureWarnings(False)
+        self.handler.close()
+
+
+def _init_ray(address: str | None, spec: SweepSpec) -> dict[str, Any]:
+    """Join a cluster (address / RAY_ADDRESS) or start a private local Ray on 127.0.0.1."""
+    common = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": False}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        ctx = None
+    elif address:
+        ctx = ray.init(address=address, **common)
+    else:
+        ctx = ray.init(
+            include_dashboard=None,  # only when ray[default] (the dashboard's deps) is installed
+            dashboard_host="127.0.0.1",
+            **common,
+        )
+    res = ray.cluster_resources()
+    out = {
+        "address": getattr(ctx, "address_info", {}).get("gcs_address") if ctx else "existing",
+        "dashboard": (getattr(ctx, "dashboard_url", "") or "") if ctx else "",
+        "cpus": res.get("CPU", 0),
+        "gpus": res.get("GPU", 0),
+        "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+    }
+    return out
+
+
+def _check_fits(spec: SweepSpec, cluster: Mapping[str, Any]) -> None:
+    r = spec.resources
+    if r.cpu > cluster["cpus"] or r.gpu > cluster["gpus"]:
+        raise UserError(
+            f"resources: each trial asks for cpu {r.cpu:g}, gpu {r.gpu:g} but the Ray cluster has "
+            f"cpu {cluster['cpus']:g}, gpu {cluster['gpus']:g}; lower resources or add nodes"
+        )
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("harness", "torch", "ray", "optuna", "numpy", "pandas", "pyarrow", "scikit-learn"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_revision() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if rev.returncode != 0:
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+@dataclass
+class SweepOutcome:
+    folder: Path
+    rows: list[dict[str, Any]]
+    seconds: float
+    first_trial_s: float | None  # command start -> first trial running (its own clock)
+
+
+def run(
+    spec: SweepSpec,
+    *,
+    results_root: str | os.PathLike = "results",
+    address: str | None = None,
+    storage: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    console: Console | None | bool = True,
+    command: Sequence[str] | None = None,
+    started: float | None = None,
+    shutdown: bool = True,
+) -> SweepOutcome:
+    """Run one sweep to its end; returns the trials' rows. UserErrors come before Ray starts."""
+    started = time.time() if started is None else started
+    folder = (Path(results_root) / spec.name).resolve()
+    if (folder / rs.SWEEP_FILE).exists() and not resume:
+        if not overwrite:
+            raise UserError(
+                f"{folder}: already holds a sweep; pass --resume to continue it, --overwrite to "
+                f"start over, or --set name=<other> for a new one"
+            )
+        shutil.rmtree(folder)
+    if resume and not (folder / rs.SWEEP_FILE).exists():
+        raise UserError(f"{folder}: nothing to resume (no {rs.SWEEP_FILE})")
+    data = load_dataset(spec.data)
+    if console is True:
+        console = Console(spec)
+    elif console is False:
+        console = None
+
+    logs = _LogRoute(folder)
+    writer = rs.ResultsWriter.open(folder) if resume else rs.ResultsWriter(folder)
+    own_ray = not ray.is_initialized()
+    try:
+        cluster = _init_ray(address, spec)
+        _check_fits(spec, cluster)
+        max_t = spec.max_t(int(data.train_x.shape[0]))
+        info = {
+            "spec": spec.to_dict(),
+            "command": list(command) if command is not None else sys.argv,
+            "cwd": os.getcwd(),
+            "host": platform.node(),
+            "git": _git_revision(),
+            "versions": _versions(),
+            "ray": cluster,
+            "data": {
+                "fingerprint": data.fingerprint,
+                "train": int(data.train_x.shape[0]),
+                "dev": int(data.dev_x.shape[0]),
+                "test": int(data.test_x.shape[0]),
+                "vocab": data.vocab_size,
+                "classes": list(data.classes),
+            },
+            "max_t": max_t,
+            "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(),
+        }
+        writer.write_sweep_info(info)
+        if console is not None:
+            _announce(console, spec, folder, cluster, data)
+            for note in spec.baseline_notes() if spec.baseline else []:
+                console.print(f"  baseline: {note}")
+
+        job = TrialJob(spec=spec, cpu=spec.resources.cpu, gpu=spec.resources.gpu)
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, job=job, data=data),
+            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+        )
+        callback = SweepCallback(spec, writer, console)
+        storage_path = storage or spec.storage
+        run_config = tune.RunConfig(
+            name=spec.name if storage_path else rs.RAY_DIR,
+            storage_path=storage_path or str(folder),
+            verbose=0,
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        )
+        tune_config = tune.TuneConfig(
+            search_alg=build_searcher(spec, folder),
+            scheduler=build_scheduler(spec, max_t),
+            num_samples=spec.budget.num_samples,
+            max_concurrent_trials=spec.budget.max_concurrent,
+            time_budget_s=spec.budget.time_budget_s,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        )
+        t_fit = time.time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if resume:
+                exp = Path(storage_path or folder) / (spec.name if storage_path else rs.RAY_DIR)
+                tuner = tune.Tuner.restore(
+                    str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True
+                )
+            else:
+                tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+            tuner.fit()
+        log.info("fit took %.1f s", time.time() - t_fit)
+        writer.flush(force=True)
+        rows = writer.rows()
+        seconds = time.time() - started
+        starts = [
+            r["start_time"].timestamp()
+            for r in rows
+            if isinstance(r.get("start_time"), dt.datetime)
+        ]
+        first = (min(starts) - started) if starts else None
+        if console is not None:
+            console.summary(rows, folder, seconds)
+        return SweepOutcome(folder=folder, rows=rows, seconds=seconds, first_trial_s=first)
+    finally:
+        if own_ray and shutdown and ray.is_initialized():
+            ray.shutdown()
+        logs.close()
+
+
+def _announce(
+    console: Console, spec: SweepSpec, folder: Path, cluster: Mapping, data: Dataset
+) -> None:
+    et = spec.early_terminate.type
+    r = spec.resources
+    console.print(
+        f"sweep {spec.name}: {spec.budget.num_samples} trials of {spec.model} on {data.name} "
+        f"({data.train_x.shape[0]} train), method {spec.method}, early_terminate {et}, "
+        f"{spec.metric.name} ({spec.metric.goal})"
+    )
+    where = f"Ray {cluster['address']} ({cluster['nodes']} node(s), {cluster['cpus']:g} cpu, {cluster['gpus']:g} gpu)"
+    if cluster.get("dashboard"):
+        where += f", dashboard http://{cluster['dashboard']}"
+    console.print(
+        f"  {spec.budget.max_concurrent} at a time, cpu {r.cpu:g} gpu {r.gpu:g} each; {where}"
+    )
+    console.print(f"  results -> {folder}/  (Ray's log: {folder / rs.LOG_FILE})")
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m harness.sweep",
+        description="Run a hyperparameter sweep: Ray Tune schedules, Optuna searches, "
+        "Parquet holds the results.",
+    )
+    p.add_argument("spec", help="search-space file, e.g. search_spaces/textcnn.yaml")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value by dotted key (repeatable), e.g. budget.num_samples=8",
+    )
+    p.add_argument("--address", help="join a running Ray cluster (default: RAY_ADDRESS, else a "
+                   "private local Ray on 127.0.0.1)")  # fmt: skip
+    p.add_argument("--storage", help="where Ray Tune keeps its experiment state (dir or URI such "
+                   "as s3://bucket/path); default results/<name>/ray")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--overwrite", action="store_true", help="replace results/<name>/ if it exists")
+    p.add_argument("--results", default="results", help="folder holding results/<name>/")
+    return p
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.time()
+    args = _parser().parse_args(argv)
+    spec = load_spec(args.spec, args.overrides)
+    out = run(
+        spec,
+        results_root=args.results,
+        address=args.address,
+        storage=args.storage,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        command=[
+            sys.executable,
+            "-m",
+            "harness.sweep",
+            *(argv if argv is not None else sys.argv[1:]),
+        ],
+        started=started,
+    )
+    return 0 if out.rows else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

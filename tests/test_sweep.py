@@ -1,0 +1,367 @@
+"""harness.sweep: honest reporting to Optuna, schedulers, the CLI's errors, and real sweeps.
+
+The searcher and scheduler tests need no running Ray; tests marked `ray` share one local
+Ray session (tests/conftest.py) and run real, tiny sweeps end to end.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from harness import results as rs
+from harness import sweep
+from harness.config import load_spec
+from harness.errors import UserError
+from harness.schema import LAYER_KEYS, METRIC_KEYS, STATUSES, TRIAL_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def write_spec(path: Path, **changes: object) -> Path:
+    """smoke.yaml with top-level keys replaced."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw.update(changes)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def study(folder: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=sweep.optuna_storage_url(folder))
+
+
+# --------------------------------------------------------------------- honest search (no Ray)
+
+
+def searcher(tmp_path: Path, **changes: object) -> sweep.HonestOptunaSearch:
+    spec = load_spec(write_spec(tmp_path / "s.yaml", **changes))
+    s = sweep.build_searcher(spec, tmp_path)
+    s.set_search_properties(None, None, {})
+    return s
+
+
+def evaluation(iteration: int, value: float) -> dict:
+    return {"iteration": iteration, "best_dev_acc": value, "training_iteration": iteration // 5}
+
+
+def final(status: str = "COMPLETED", value: float | None = 0.9, error: str = "") -> dict:
+    return {sweep.FINAL: True, sweep.STATUS: status, "best_dev_acc": value, sweep.ERROR: error}
+
+
+def test_honest_search_tells_optuna_how_each_trial_ended(tmp_path: Path) -> None:
+    s = searcher(tmp_path)
+    ids = ["done", "pruned", "failed", "diverged", "early"]
+    configs = {t: s.suggest(t) for t in ids}
+    assert configs["done"][sweep.NUMBER] == 0
+    assert configs["done"][sweep.PARAMS] == load_spec(SMOKE).baseline_params()  # baseline first
+
+    for t in ids:
+        s.on_trial_result(t, evaluation(5, 0.6))
+    s.on_trial_result("done", evaluation(10, 0.7))
+    s.on_trial_complete("done", final(value=0.8))
+    # the scheduler's STOP: Tune never passes the stopping result to on_trial_result
+    s.on_trial_complete("pruned", evaluation(10, 0.65))
+    s.on_trial_complete("failed", error=True)
+    s.on_trial_complete("diverged", final("DIVERGED", None, "non-finite loss at iteration 7"))
+    s.on_trial_complete("early", final(value=0.61))  # the loop's own early stop: complete
+
+    trials = {t.user_attrs["ray_trial_id"]: t for t in study(tmp_path, "smoke").trials}
+    assert trials["done"].state == optuna.trial.TrialState.COMPLETE
+    assert trials["done"].value == 0.8
+    assert trials["done"].intermediate_values == {5: 0.6, 10: 0.7}
+    assert trials["pruned"].state == optuna.trial.TrialState.PRUNED
+    assert trials["pruned"].intermediate_values == {5: 0.6, 10: 0.65}
+    assert trials["pruned"].value == 0.65
+    assert trials["failed"].state == optuna.trial.TrialState.FAIL
+    assert trials["diverged"].state == optuna.trial.TrialState.FAIL
+    assert trials["diverged"].user_attrs["status"] == "DIVERGED"
+    assert "non-finite loss" in trials["diverged"].user_attrs["reason"]
+    assert trials["early"].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_complete_trial_without_a_finite_objective_is_a_failure(tmp_path: Path) -> None:
+    s = searcher(tmp_path)
+    s.suggest("t")
+    s.on_trial_complete("t", final(value=float("nan")))
+    (t,) = study(tmp_path, "smoke").trials
+    assert t.state == optuna.trial.TrialState.FAIL
+
+
+def test_repeated_results_and_completions_are_ignored(tmp_path: Path) -> None:
+    s = searcher(tmp_path)
+    s.suggest("t")
+    s.on_trial_result("t", evaluation(5, 0.6))
+    s.on_trial_result("t", evaluation(5, 0.6))
+    s.on_trial_complete("t", final(value=0.7))
+    s.on_trial_complete("t", final(value=0.1))
+    (t,) = study(tmp_path, "smoke").trials
+    assert t.value == 0.7 and t.intermediate_values == {5: 0.6}
+
+
+def test_list_choices_reach_trials_as_lists(tmp_path: Path) -> None:
+    s = searcher(tmp_path, baseline=False)
+    for i in range(6):
+        params = s.suggest(f"t{i}")[sweep.PARAMS]
+        assert params["filter_sizes"] in ([2, 3], [3, 4])
+    stored = study(tmp_path, "smoke").trials[0].params["filter_sizes"]
+    assert isinstance(stored, str)  # Optuna holds the encoded form
+
+
+@pytest.mark.parametrize("kind", ["asha", "hyperband", "median", "none"])
+def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
+    et = {"type": kind}
+    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate=et))
+    sched = sweep.build_scheduler(spec, max_t=9)
+    name = type(sched).__name__
+    expected = {
+        "asha": "AsyncHyperBandScheduler",
+        "hyperband": "AsyncHyperBandScheduler",
+        "median": "MedianStoppingRule",
+        "none": "FIFOScheduler",
+    }[kind]
+    assert name == expected
+
+
+def test_console_lines_are_short_and_informative() -> None:
+    spec = load_spec(SMOKE)
+    out = io.StringIO()
+    c = sweep.Console(spec, out=out)
+    rows = [
+        {"trial_id": "aaa", "trial_number": 0, "status": "COMPLETED", "metric": 0.8,
+         "iterations": 20, "train_s": 1.5, "param.learning_rate": 0.001,
+         "param.filter_sizes": "[2, 3]", "best_iteration": 20},
+        {"trial_id": "bbb", "trial_number": 1, "status": "FAILED", "error": "ValueError: x\nmore",
+         "param.learning_rate": 0.005},
+    ]  # fmt: skip
+    for r in rows:
+        c.trial_line(r)
+    c.summary(rows, Path("results/smoke"), 12.0)
+    text = out.getvalue()
+    assert "[1/4]  aaa  COMPLETED" in text and "(baseline)" in text
+    assert "filter_sizes=[2,3]" in text
+    assert "failed: ValueError: x" in text and "more" not in text
+    assert "best config (trial aaa)" in text and "filter_sizes: [2, 3]" in text
+    assert "python -m harness.train --replay results/smoke --trial aaa" in text
+
+
+# --------------------------------------------------------------------- CLI errors (no Ray)
+
+
+def _ray_session_marker() -> str | None:
+    latest = Path("/tmp/ray/session_latest")
+    return os.readlink(latest) if latest.is_symlink() else None
+
+
+def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "harness.sweep", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+BAD_SPECS = [
+    ("name: x\nmodel: TextCNN\nparamters: {}\n", "did you mean 'parameters'"),
+    ("model: TextCNN\nparameters:\n  dropout: {distribution: uniform, min: 0.6, max: 0.1}\n",
+     "parameters.dropout"),
+    ("model: NoSuchNet\n", "NoSuchNet"),
+    ("model: TextCNN\nparameters: [\n", "invalid YAML"),
+    ("", "empty"),
+    (("model: TextCNN\ndata: {name: thucnews, path: /no/such/dir}\n"
+     "parameters: {dropout: {values: [0.1, 0.5]}}\n"), "/no/such/dir"),
+]  # fmt: skip
+
+
+def test_bad_spec_exits_2_before_ray_starts(tmp_path: Path) -> None:
+    """The real command: exit status 2, one error line, no traceback, no Ray, no files."""
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(BAD_SPECS[0][0])
+    before = _ray_session_marker()
+    t0 = time.monotonic()
+    proc = _run_cli(str(spec), "--results", str(tmp_path / "results"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and BAD_SPECS[0][1] in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "results").exists()  # nothing written, Ray never started
+    assert _ray_session_marker() == before
+    assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SPECS)
+def test_every_bad_spec_is_one_clear_error(tmp_path: Path, capsys, text: str, message: str) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        sweep.main([str(spec), "--results", str(tmp_path / "results")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_existing_results_need_resume_or_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "results" / "smoke").mkdir(parents=True)
+    (tmp_path / "results" / "smoke" / rs.SWEEP_FILE).write_text("{}")
+    spec = load_spec(SMOKE)
+    with pytest.raises(UserError, match="already holds a sweep"):
+        sweep.run(spec, results_root=tmp_path / "results", console=False)
+    with pytest.raises(UserError, match="nothing to resume"):
+        sweep.run(spec, results_root=tmp_path / "fresh", resume=True, console=False)
+
+
+# --------------------------------------------------------------------- real sweeps (Ray)
+
+
+def _tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return (
+        pd.read_parquet(folder / rs.TRIALS_FILE),
+        pd.read_parquet(folder / rs.METRICS_FILE),
+        pd.read_parquet(folder / rs.LAYERS_FILE),
+    )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end(ray_session: object, tmp_path: Path, capsys) -> None:
+    # A learning rate that cannot learn in 20 steps next to the classic one, so ASHA has
+    # something to stop; otherwise smoke.yaml as shipped (4 trials, 2 at a time).
+    args = [
+        str(SMOKE),
+        "--set",
+        "parameters.learning_rate={values: [1.0e-3, 1.0e-9]}",
+        "--results",
+        str(tmp_path),
+    ]
+    assert sweep.main(args) == 0
+    folder = tmp_path / "smoke"
+    trials, metrics, layers = _tables(folder)
+    spec = load_spec(SMOKE, args[2:3])
+
+    # trials.parquet: one row per trial, the schema's columns plus one per parameter
+    assert len(trials) == 4
+    assert list(trials.columns) == [*TRIAL_KEYS, *(f"param.{n}" for n in spec.parameters)]
+    assert set(trials["status"]) <= set(STATUSES) and "COMPLETED" in set(trials["status"])
+    assert trials["trial_number"].tolist() == [0, 1, 2, 3]
+    base = trials.iloc[0]
+    assert rs.trial_params(rs.load(folder), base["trial_id"]) == spec.baseline_params()
+    assert set(trials["node_ip"]) == {"127.0.0.1"} and trials["node_id"].notna().all()
+    assert (trials["end_time"] >= trials["start_time"]).all()
+    done = trials[trials["status"] == "COMPLETED"]
+    assert done["test_acc"].between(0, 1).all() and done["metric"].notna().all()
+
+    # metrics / grad_layers: one row per report (and layer), keyed by trial and iteration
+    assert list(metrics.columns) == ["trial_id", *METRIC_KEYS]
+    assert not metrics.duplicated(["trial_id", "iteration"]).any()
+    per_trial = metrics.groupby("trial_id")["iteration"].max()
+    assert (per_trial.reindex(trials["trial_id"]).values == trials["iterations"].values).all()
+    assert list(layers.columns) == ["trial_id", "iteration", *LAYER_KEYS]
+    assert len(layers) >= len(metrics)
+
+    # the Optuna study tells the same story: PRUNED where ASHA stopped, with the curve
+    st = study(folder, "smoke")
+    by_id = {t.user_attrs["ray_trial_id"]: t for t in st.trials}
+    assert len(st.trials) == 4 and st.trials[0].user_attrs["ray_trial_id"] == base["trial_id"]
+    state = {"COMPLETED": "COMPLETE", "PRUNED": "PRUNED", "FAILED": "FAIL", "DIVERGED": "FAIL"}
+    for row in trials.itertuples():
+        t = by_id[row.trial_id]
+        assert t.state.name == state[row.status]
+        curve = metrics[metrics["trial_id"] == row.trial_id].set_index("iteration")
+        assert t.intermediate_values == pytest.approx(curve["best_dev_acc"].to_dict())
+    assert "PRUNED" in set(trials["status"]), "ASHA stopped nothing: the check above was empty"
+    pruned = trials[trials["status"] == "PRUNED"]
+    assert (pruned["iterations"] < 20).all() and pruned["test_acc"].isna().all()
+
+    info = json.loads((folder / rs.SWEEP_FILE).read_text())
+    assert info["spec"]["name"] == "smoke" and "ray" in info["versions"]
+    assert info["command"][:3] == [sys.executable, "-m", "harness.sweep"]
+    assert (folder / "ray").is_dir() and all(len(p.name) <= 12 for p in (folder / "ray").iterdir())
+
+    out = capsys.readouterr().out
+    assert out.count("[") >= 4 and "best config" in out and str(folder) in out
+    assert "Token authentication" not in out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_failed_and_diverged_trials_are_data(ray_session: object, tmp_path: Path) -> None:
+    # A grid over a learning rate that blows up and an embedding file that does not exist:
+    # one trial completes, one diverges, two fail, and the sweep finishes.
+    spec_path = write_spec(
+        tmp_path / "faults.yaml",
+        name="faults",
+        method="grid",
+        baseline=False,
+        early_terminate={"type": "none"},
+        parameters={
+            "learning_rate": {"values": [1.0e-3, 1.0e4]},
+            "embedding_path": {"values": [None, str(tmp_path / "missing.npz")]},
+        },
+        budget={"num_samples": 4, "max_concurrent": 2},
+    )
+    out = sweep.run(load_spec(spec_path), results_root=tmp_path / "results", console=False)
+    trials, _, _ = _tables(out.folder)
+    status = {
+        (r["param.learning_rate"], r["param.embedding_path"] is not None): r["status"]
+        for _, r in trials.iterrows()
+    }
+    assert status == {
+        (1e-3, False): "COMPLETED",
+        (1e4, False): "DIVERGED",
+        (1e-3, True): "FAILED",
+        (1e4, True): "FAILED",
+    }
+    errors = trials.set_index("status")["error"]
+    assert "non-finite" in errors["DIVERGED"]
+    assert all("missing.npz" in e for e in trials[trials["status"] == "FAILED"]["error"])
+    assert trials.loc[trials["status"] == "DIVERGED", "iterations"].item() >= 1
+    states = {
+        t.user_attrs["ray_trial_id"]: t.state.name for t in study(out.folder, "faults").trials
+    }
+    for row in trials.itertuples():
+        assert states[row.trial_id] == ("COMPLETE" if row.status == "COMPLETED" else "FAIL")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_fractional_gpus_pack_four_trials_on_one_gpu(ray_session: object, tmp_path: Path) -> None:
+    # The session has one logical GPU: four trials asking for a quarter each run at once,
+    # each handed GPU 0 by Ray; without CUDA they train on the CPU and say so in their row.
+    import torch
+
+    spec_path = write_spec(
+        tmp_path / "gpu.yaml",
+        name="gpu",
+        baseline=False,
+        early_terminate={"type": "none"},
+        train={"embed": 16, "batch_size": 32, "max_steps": 60, "max_epochs": 1,
+               "eval_every": 20, "eval_batch_size": 512, "seed": 0},
+        budget={"num_samples": 4, "max_concurrent": 4},
+        resources={"cpu": 0.5, "gpu": 0.25},
+    )  # fmt: skip
+    out = sweep.run(load_spec(spec_path), results_root=tmp_path / "results", console=False)
+    trials, _, _ = _tables(out.folder)
+    assert len(trials) == 4 and set(trials["status"]) == {"COMPLETED"}
+    assert trials["start_time"].max() < trials["end_time"].min(), "not all four ran at once"
+    if torch.cuda.is_available():
+        assert set(trials["device"]) == {"cuda:0"}
+    else:
+        assert set(trials["device"]) == {"cpu"}
+        assert all("Ray assigned GPU 0" in e and "CPU" in e for e in trials["error"])
