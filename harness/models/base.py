@@ -1,7 +1,9 @@
-"""What every model's hyperparameters share, and how pretrained embeddings are loaded."""
+"""What every model shares: common hyperparameters, the embedding layer and the classic init."""
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +18,31 @@ from harness.errors import UserError
 class ModelParams:
     """Hyperparameters every model takes. Subclasses add their own, with the classic defaults."""
 
-    embed: int = 300
+    embed: int = 300  # ignored when embedding_path is set: the file's width wins
     dropout: float = 0.5
     embedding_path: str | None = None  # .npz with an `embeddings` array (vocab_size, embed)
     freeze_embedding: bool = False
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise UserError("\n".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every invalid value, one line each; subclasses extend the list."""
+        out = []
+        if self.embed < 1:
+            out.append(f"embed: must be >= 1, got {self.embed}")
+        if not 0 <= self.dropout < 1:
+            out.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        return out
+
+
+def positive(params: ModelParams, *names: str) -> list[str]:
+    """Problems for integer fields that must be >= 1."""
+    return [
+        f"{n}: must be >= 1, got {getattr(params, n)}" for n in names if getattr(params, n) < 1
+    ]
 
 
 def load_embeddings(path: str, vocab_size: int) -> np.ndarray:
@@ -34,7 +57,8 @@ def load_embeddings(path: str, vocab_size: int) -> np.ndarray:
             emb = np.asarray(npz["embeddings"], dtype=np.float32)
     except UserError:
         raise
-    except Exception as exc:  # corrupt zip, object arrays refused by allow_pickle=False, ...
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # corrupt zip, a plain pickle, object arrays refused by allow_pickle=False, ...
         raise UserError(f"{path}: not a readable .npz embedding file ({exc})") from None
     if emb.ndim != 2 or emb.shape[0] != vocab_size:
         raise UserError(
@@ -52,3 +76,20 @@ def make_embedding(params: ModelParams, vocab_size: int, pad_id: int) -> nn.Embe
         )
     return nn.Embedding(vocab_size, params.embed, padding_idx=pad_id)
 
+
+
+def init_weights(module: nn.Module) -> None:
+    """The classic init: Xavier-normal weight matrices, zero biases, embeddings left alone.
+
+    Like the classic `init_network`, anything that is neither a >=2-D weight nor a bias
+    (LayerNorm scales, TextRNN_Att's attention vector) keeps its own initialisation.
+    """
+    skip = {id(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    for name, p in module.named_parameters():
+        if id(p) in skip:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if "weight" in leaf and p.dim() >= 2:
+            nn.init.xavier_normal_(p)
+        elif "bias" in leaf:
+            nn.init.zeros_(p)
