@@ -27,7 +27,9 @@ class TextCNNParams(ModelParams):
     def problems(self) -> list[str]:
         out = super().problems() + positive(self, "num_filters")
         if not self.filter_sizes or min(self.filter_sizes) < 1:
-            out.append(f"filter_sizes: must be a non-empty list of sizes >= 1, got {self.filter_sizes}")
+            out.append(
+                f"filter_sizes: must be a non-empty list of sizes >= 1, got {self.filter_sizes}"
+            )
         return out
 
 

@@ -1,12 +1,24 @@
-"""Transformer (TODO docstring)."""
+"""Transformer encoder classifier: sinusoidal positions, post-norm encoder layers, and a
+linear layer over the flattened [seq_len * d_model] sequence (why seq_len is passed).
+
+Built from torch's nn.TransformerEncoderLayer (post-norm, ReLU, batch_first), fitted to the
+classic block: dropout only after the attention projection and after the feed-forward
+output, none on attention weights or inside the feed-forward. Unlike the classic code,
+heads are split the standard way (the classic reshapes [B, L, d] to [B*h, L, d/h] without a
+transpose, which mixes positions across heads) and the encoder layers start from
+independent weights (the classic deep-copies one layer and, alone among the zoo, skips the
+Xavier init). No attention mask, as in the classic: padding positions are attended to.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from harness.models.base import ModelParams
+from harness.errors import UserError
+from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
 
 @dataclass(frozen=True)
@@ -15,8 +27,63 @@ class TransformerParams(ModelParams):
     num_heads: int = 5
     num_encoders: int = 2
 
+    def problems(self) -> list[str]:
+        out = super().problems() + positive(self, "ffn_hidden", "num_heads", "num_encoders")
+        if self.num_heads >= 1 and self.embed % self.num_heads:
+            out.append(f"num_heads: must divide embed={self.embed}, got {self.num_heads}")
+        return out
+
+
+def positional_encoding(seq_len: int, d_model: int) -> torch.Tensor:
+    """Classic sinusoids: pe[pos, i] = sin/cos(pos / 10000^(2*(i//2)/d_model)), [seq_len, d]."""
+    pos = torch.arange(seq_len, dtype=torch.float64).unsqueeze(1)
+    i = torch.arange(d_model)
+    angle = pos / torch.pow(10000.0, (i // 2 * 2).double() / d_model)
+    pe = torch.where(i % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return pe.float()
+
 
 class Transformer(nn.Module):
-    def __init__(self, params: TransformerParams, vocab_size: int, num_classes: int, pad_id: int, seq_len: int):
+    def __init__(
+        self,
+        params: TransformerParams,
+        vocab_size: int,
+        num_classes: int,
+        pad_id: int,
+        seq_len: int,
+    ):
         super().__init__()
-        raise NotImplementedError
+        self.embedding = make_embedding(params, vocab_size, pad_id)
+        d_model = self.embedding.embedding_dim
+        if d_model % params.num_heads:
+            raise UserError(
+                f"num_heads: must divide the embedding width {d_model} "
+                f"(from {params.embedding_path}), got {params.num_heads}"
+            )
+        self.seq_len = seq_len
+        self.register_buffer("pe", positional_encoding(seq_len, d_model), persistent=False)
+        self.dropout = nn.Dropout(params.dropout)
+        self.encoders = nn.ModuleList()
+        for _ in range(params.num_encoders):
+            layer = nn.TransformerEncoderLayer(
+                d_model,
+                params.num_heads,
+                dim_feedforward=params.ffn_hidden,
+                dropout=params.dropout,
+                batch_first=True,
+            )
+            layer.self_attn.dropout = 0.0  # classic: no dropout on attention weights
+            layer.dropout = nn.Identity()  # classic: no dropout between the two FFN linears
+            self.encoders.append(layer)
+        self.fc1 = nn.Linear(seq_len * d_model, num_classes)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.seq_len:
+            raise ValueError(f"Transformer built for seq_len {self.seq_len}, got {x.shape[1]}")
+        out = self.dropout(self.embedding(x) + self.pe)
+        for layer in self.encoders:
+            out = layer(out)
+        return self.fc1(out.flatten(1))
+
+
