@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -148,8 +148,9 @@ class _KeyedTable:
     Python and leaves the rest to Arrow's concatenation and the Parquet writer.
     """
 
-    def __init__(self, schema: pa.Schema) -> None:
+    def __init__(self, schema: pa.Schema, extra_order: Sequence[str] = ()) -> None:
         self.schema = schema
+        self.extra_order = list(extra_order)  # extra (parameter) columns in this order first
         self.rows: dict[str, dict[Any, dict[str, Any]]] = {}
         self._cache: dict[str, pa.Table] = {}
 
@@ -174,7 +175,8 @@ class _KeyedTable:
             pa.array([_cell(r.get(f.name), f.type) for r in rows], type=f.type) for f in self.schema
         ]
         names = [f.name for f in self.schema]
-        extra = sorted({k for r in rows for k in r} - known)
+        found = {k for r in rows for k in r} - known
+        extra = [c for c in self.extra_order if c in found] + sorted(found - set(self.extra_order))
         for name in extra:
             arrays.append(_infer_array([r.get(name) for r in rows]))
             names.append(name)
@@ -184,7 +186,11 @@ class _KeyedTable:
         tables = [self._trial_table(t) for t in self.rows]
         if not tables:
             return self.schema.empty_table()
-        return pa.concat_tables(tables, promote_options="permissive")
+        table = pa.concat_tables(tables, promote_options="permissive")
+        names = [f.name for f in self.schema]
+        extra = [n for n in table.column_names if n not in names]
+        ordered = [c for c in self.extra_order if c in extra]
+        return table.select(names + ordered + sorted(set(extra) - set(ordered)))
 
 
 def _sort_key(key: Any) -> tuple:
@@ -208,10 +214,16 @@ class ResultsWriter:
     appends to what is there.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, max_write_share: float = 0.05) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        *,
+        params: Sequence[str] = (),
+        max_write_share: float = 0.05,
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.trials = _KeyedTable(TRIALS_SCHEMA)
+        self.trials = _KeyedTable(TRIALS_SCHEMA, [PARAM_PREFIX + p for p in params])
         self.metrics = _KeyedTable(METRICS_SCHEMA)
         self.layers = _KeyedTable(LAYERS_SCHEMA)
         self._order: list[str] = []  # trial ids in first-seen order (row order of trials.parquet)

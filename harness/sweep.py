@@ -349,7 +349,7 @@ def _fmt(v: Any) -> str:
 class Console:
     """Concise progress: a line per finished trial, a table now and then, a summary at the end."""
 
-    def __init__(self, spec: SweepSpec, out: TextIO = sys.stdout, table_every: int = 5) -> None:
+    def __init__(self, spec: SweepSpec, out: TextIO | None = None, table_every: int = 5) -> None:
         self.spec = spec
         self.out = out
         self.table_every = table_every
@@ -359,7 +359,9 @@ class Console:
         self.t0 = time.monotonic()
 
     def print(self, line: str = "") -> None:
-        print(line, file=self.out, flush=True)
+        # sys.stdout looked up at each call: Tune pickles its callbacks, and a stream
+        # (pytest's capture, say) need not be picklable
+        print(line, file=self.out or sys.stdout, flush=True)
 
     def trial_line(self, row: Mapping[str, Any]) -> None:
         self.finished += 1
@@ -743,7 +745,12 @@ def run(
         console = None
 
     logs = _LogRoute(folder)
-    writer = rs.ResultsWriter.open(folder) if resume else rs.ResultsWriter(folder)
+    params = list(spec.parameters)
+    writer = (
+        rs.ResultsWriter.open(folder, params=params)
+        if resume
+        else rs.ResultsWriter(folder, params=params)
+    )
     own_ray = not ray.is_initialized()
     try:
         cluster = _init_ray(address, spec)
