@@ -397,3 +397,23 @@ def trial_params(results: SweepResults, trial_id: str) -> dict[str, Any]:
         if v is not None:
             out[col[len(PARAM_PREFIX) :]] = v
     return out
+
+
+def trial_config_for(path: str | os.PathLike, trial_id: str) -> tuple[Any, Any]:
+    """(TrialConfig, DataSpec) of one trial of a sweep: `python -m harness.train --replay`.
+
+    The resolved spec in sweep.json gives the model, data and fixed settings; the trial's
+    row gives its sampled values; the seed is part of them, so the rerun is the same trial.
+    """
+    from harness.config import load_spec
+
+    res = load(path)
+    params = trial_params(res, trial_id)
+    with tempfile.TemporaryDirectory(prefix="harness-replay-") as tmp:
+        spec_file = Path(tmp) / f"{res.spec.get('name', 'sweep')}.yaml"
+        spec_file.write_text(json.dumps(res.spec), encoding="utf-8")  # JSON is YAML
+        try:
+            spec = load_spec(spec_file)
+        except UserError as exc:
+            raise UserError(f"{Path(path) / SWEEP_FILE}: its spec no longer loads: {exc}") from None
+    return spec.trial_config(params), spec.data

@@ -260,6 +260,15 @@ def _choose_device(gpu: float) -> tuple[str, str, str]:
     return "cpu", "cpu", f"Ray assigned GPU {shown} but CUDA is not available here; ran on CPU"
 
 
+def _process_start() -> float | None:
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 -- only a timing note
+        return None
+
+
 def _free_device_memory() -> None:
     gc.collect()
     torch = sys.modules.get("torch")
@@ -274,6 +283,7 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
     them wastes the budget); Ray's stop (SystemExit from tune.report) passes through after
     device memory is freed.
     """
+    entered = time.time()
     from harness.trainer import train
 
     started = time.time()
@@ -286,6 +296,8 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
         "device": shown,
         "note": note,
         "start_time": started,
+        "entered": entered,
+        "process_started": _process_start(),
     }
     last: dict[str, Any] = {}
 
@@ -323,6 +335,12 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
             if outcome.get(m.name) is None:
                 outcome[m.name] = last.get(m.name)
     return outcome
+
+
+def warm_worker() -> None:
+    """Ray runs this as each worker process starts: torch and the loop are imported while
+    the driver is still setting up, not when the first trial begins."""
+    import harness.trainer  # noqa: F401
 
 
 def _trial_name(trial: Any) -> str:
@@ -468,6 +486,7 @@ class SweepCallback(tune.Callback):
         self.metric = spec.metric.name
         self._best_it: dict[str, int] = {}
         self._done: set[str] = set()
+        self.started = time.time()  # reset by run() to the command's start
 
     # rows -------------------------------------------------------------------------------
     def _params(self, trial: Any) -> dict[str, Any]:
@@ -483,6 +502,11 @@ class SweepCallback(tune.Callback):
             )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.info(
+            "timeline: trial %s started by Tune at %.2f s",
+            trial.trial_id,
+            time.time() - self.started,
+        )
         self._start_row(trial)
         self.writer.flush()
 
@@ -493,6 +517,18 @@ class SweepCallback(tune.Callback):
         self._start_row(trial)
         extra = result.get(INFO)
         if extra:
+            t0 = self.started
+            log.info(
+                "timeline: trial %s worker process started at %s s, entered at %.2f s, "
+                "loop imported at %.2f s, first result on the driver at %.2f s",
+                tid,
+                "?"
+                if extra.get("process_started") is None
+                else f"{extra['process_started'] - t0:.2f}",
+                extra.get("entered", 0) - t0,
+                extra.get("start_time", 0) - t0,
+                time.time() - t0,
+            )
             self.writer.set_trial(
                 tid,
                 node_id=extra.get("node_id"),
@@ -623,6 +659,8 @@ class _LogRoute:
             lg.propagate = True
         self.root = logging.getLogger()
         self.root.addHandler(self.handler)
+        self.level = log.level
+        log.setLevel(logging.INFO)
         logging.captureWarnings(True)
 
     def close(self) -> None:
@@ -633,13 +671,20 @@ class _LogRoute:
                 lg.addHandler(h)
             lg.propagate = propagate
         self.root.removeHandler(self.handler)
+        log.setLevel(self.level)
         logging.captureWarnings(False)
         self.handler.close()
 
 
 def _init_ray(address: str | None, spec: SweepSpec) -> dict[str, Any]:
     """Join a cluster (address / RAY_ADDRESS) or start a private local Ray on 127.0.0.1."""
-    common = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": False}
+    common: dict[str, Any] = {
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+        "configure_logging": False,
+    }
+    if os.environ.get("HARNESS_WARM_WORKERS", "1") == "1":
+        common["runtime_env"] = {"worker_process_setup_hook": "harness.sweep.warm_worker"}
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         ctx = None
@@ -753,7 +798,9 @@ def run(
     )
     own_ray = not ray.is_initialized()
     try:
+        log.info("timeline: data ready at %.2f s", time.time() - started)
         cluster = _init_ray(address, spec)
+        log.info("timeline: ray ready at %.2f s", time.time() - started)
         _check_fits(spec, cluster)
         max_t = spec.max_t(int(data.train_x.shape[0]))
         info = {
@@ -787,6 +834,7 @@ def run(
             {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
         )
         callback = SweepCallback(spec, writer, console)
+        callback.started = started
         storage_path = storage or spec.storage
         run_config = tune.RunConfig(
             name=spec.name if storage_path else rs.RAY_DIR,
@@ -807,6 +855,7 @@ def run(
             trial_dirname_creator=_trial_name,
         )
         t_fit = time.time()
+        log.info("timeline: fit starts at %.2f s", t_fit - started)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if resume:

@@ -297,6 +297,16 @@ def test_smoke_sweep_end_to_end(
     trial_dirs = [p.name for p in (folder / "ray").iterdir() if p.is_dir()]
     assert sorted(trial_dirs) == sorted(trials["trial_id"])  # short names, config in tables
 
+    # any trial reruns alone, outside Ray, with the same config and seed: same numbers
+    from harness.data import load_dataset
+    from harness.trainer import train
+
+    row = done.iloc[0]
+    cfg, data_spec = rs.trial_config_for(folder, row["trial_id"])
+    again = train(cfg, load_dataset(data_spec), device="cpu", threads=1)
+    assert again.best_dev_acc == pytest.approx(row["best_dev_acc"], abs=1e-9)
+    assert again.best_iteration == row["best_iteration"]
+
     out = capsys.readouterr().out
     assert out.count("[") >= 4 and "best config" in out and str(folder) in out
     assert "Token authentication" not in out

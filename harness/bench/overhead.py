@@ -1,0 +1,155 @@
+"""`python -m harness.bench overhead`: what running trials as a Ray Tune sweep costs.
+
+The same N trials (one config, seeds 0..N-1; a grid over the seed, so the sweep runs
+exactly these) run twice: once in this process, one after another, each with the
+threads a sweep trial gets; then as a real `python -m harness.sweep` command with C at a
+time. The ideal sweep takes the in-process time divided by C; the figures are the
+sweep's wall time against that ideal, and the time from the command's start to the
+first trial running (the trial's own clock at its first line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.config import SweepSpec, load_spec
+from harness.errors import UserError
+
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "search_spaces" / "textcnn.yaml"
+
+
+def bench_overrides(trials: int, concurrency: int, steps: int, eval_every: int) -> list[str]:
+    """Spec overrides that turn any sweep file into N fixed trials differing only by seed."""
+    seeds = ", ".join(str(i) for i in range(trials))
+    return [
+        "name=overhead",
+        "method=grid",
+        "baseline=false",
+        "early_terminate={type: none}",
+        f"parameters={{seed: {{values: [{seeds}]}}}}",
+        f"budget={{num_samples: {trials}, max_concurrent: {concurrency}}}",
+        "resources={cpu: 1, gpu: 0}",
+        f"train.max_steps={steps}",
+        f"train.eval_every={eval_every}",
+        "train.require_improvement=1000000",
+    ]
+
+
+def run_in_process(spec: SweepSpec, trials: int) -> list[float]:
+    """Seconds per trial, trained here one after another (data loaded once, not timed)."""
+    from harness.data import load_dataset
+    from harness.trainer import train
+
+    data = load_dataset(spec.data)
+    threads = max(1, round(spec.resources.cpu))
+    times = []
+    for seed in range(trials):
+        cfg = spec.trial_config({"seed": seed})
+        t0 = time.perf_counter()
+        train(cfg, data, lambda _m: None, device="cpu", threads=threads)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_sweep_command(spec_path: str, overrides: Sequence[str], results: Path) -> dict[str, Any]:
+    """The sweep as a user runs it; times from just before the command starts."""
+    import pandas as pd
+
+    cmd = [sys.executable, "-m", "harness.sweep", spec_path, "--results", str(results)]
+    for o in overrides:
+        cmd += ["--set", o]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise UserError(f"the sweep failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    trials = pd.read_parquet(results / "overhead" / "trials.parquet")
+    if set(trials["status"]) != {"COMPLETED"}:
+        raise UserError(f"not every trial completed: {trials['status'].tolist()}")
+    start = trials["start_time"].map(lambda t: t.timestamp())
+    end = trials["end_time"].map(lambda t: t.timestamp())
+    return {
+        "wall_s": wall,
+        "until_last_trial_s": float(end.max() - t0),
+        "first_trial_running_s": float(start.min() - t0),
+        "trial_s": [float(x) for x in (end - start)],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.bench overhead", description=__doc__)
+    p.add_argument("--spec", default=str(DEFAULT_SPEC), help="sweep file the trials come from")
+    p.add_argument("--trials", type=int, default=4, help="N trials (default 4)")
+    p.add_argument("--concurrency", type=int, default=2, help="trials at a time (default 2)")
+    p.add_argument("--steps", type=int, default=60, help="batches per trial (default 60)")
+    p.add_argument("--eval-every", type=int, default=20, help="batches between evaluations")
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="further spec overrides, e.g. data.pad_size=32")  # fmt: skip
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    if args.trials < 1 or args.concurrency < 1 or args.steps < 1:
+        raise UserError("--trials, --concurrency and --steps must be >= 1")
+
+    overrides = [
+        *bench_overrides(args.trials, args.concurrency, args.steps, args.eval_every),
+        *args.extra,
+    ]
+    spec = load_spec(args.spec, overrides)
+    print(
+        f"overhead: {args.trials} trials of {spec.model} ({args.steps} batches, eval every "
+        f"{args.eval_every}) from {args.spec}; sweep runs {args.concurrency} at a time, "
+        f"cpu {spec.resources.cpu:g} each; {os.cpu_count()} cpus here",
+        flush=True,
+    )
+    seq = run_in_process(spec, args.trials)
+    total = sum(seq)
+    ideal = total / args.concurrency
+    print(
+        f"in-process, one after another: {total:.1f} s "
+        f"({', '.join(f'{t:.1f}' for t in seq)} s per trial)",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="harness-overhead-") as tmp:
+        sw = run_sweep_command(args.spec, overrides, Path(tmp))
+    figures = {
+        "trials": args.trials,
+        "concurrency": args.concurrency,
+        "steps": args.steps,
+        "in_process_s": total,
+        "in_process_trial_s": seq,
+        "ideal_s": ideal,
+        **{f"sweep_{k}": v for k, v in sw.items()},
+        "ratio_until_last_trial": sw["until_last_trial_s"] / ideal,
+        "ratio_command_wall": sw["wall_s"] / ideal,
+    }
+    print(f"ideal sweep (in-process / {args.concurrency}): {ideal:.1f} s")
+    print(
+        f"sweep, command start -> last trial ended: {sw['until_last_trial_s']:.1f} s = "
+        f"{figures['ratio_until_last_trial']:.2f}x ideal"
+    )
+    print(
+        f"sweep command wall (with Ray start-up and shutdown): {sw['wall_s']:.1f} s = "
+        f"{figures['ratio_command_wall']:.2f}x ideal"
+    )
+    print(f"command start -> first trial running: {sw['first_trial_running_s']:.1f} s")
+    print(
+        "trial time inside the sweep: "
+        + ", ".join(f"{t:.1f}" for t in sorted(sw["trial_s"]))
+        + " s (vs in-process above: the rest of the gap is trials slowing each other)"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
