@@ -21,16 +21,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from harness.config import SweepSpec, load_spec
 from harness.errors import UserError
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "search_spaces" / "textcnn.yaml"
 
 
-def bench_overrides(trials: int, concurrency: int, steps: int, eval_every: int) -> list[str]:
-    """Spec overrides that turn any sweep file into N fixed trials differing only by seed."""
+def bench_overrides(
+    spec_path: str | Path, trials: int, concurrency: int, steps: int, eval_every: int
+) -> list[str]:
+    """Spec overrides that turn a sweep file into N fixed trials differing only by seed."""
+    try:
+        raw = yaml.safe_load(Path(spec_path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{spec_path}: cannot read ({exc})") from None
+    train = dict(raw.get("train") or {}) if isinstance(raw, dict) else {}
+    train.pop("seed", None)  # the seed is what the trials differ by
+    train.update(max_steps=steps, eval_every=eval_every, require_improvement=10**6)
     seeds = ", ".join(str(i) for i in range(trials))
     return [
+        f"train={json.dumps(train)}",
         "name=overhead",
         "method=grid",
         "baseline=false",
@@ -38,9 +50,6 @@ def bench_overrides(trials: int, concurrency: int, steps: int, eval_every: int) 
         f"parameters={{seed: {{values: [{seeds}]}}}}",
         f"budget={{num_samples: {trials}, max_concurrent: {concurrency}}}",
         "resources={cpu: 1, gpu: 0}",
-        f"train.max_steps={steps}",
-        f"train.eval_every={eval_every}",
-        "train.require_improvement=1000000",
     ]
 
 
@@ -100,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--trials, --concurrency and --steps must be >= 1")
 
     overrides = [
-        *bench_overrides(args.trials, args.concurrency, args.steps, args.eval_every),
+        *bench_overrides(args.spec, args.trials, args.concurrency, args.steps, args.eval_every),
         *args.extra,
     ]
     spec = load_spec(args.spec, overrides)
