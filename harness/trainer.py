@@ -60,6 +60,7 @@ class TrialSummary:
     train_seconds: float = 0.0  # training steps only
     eval_seconds: float = 0.0  # dev and test evaluation
     elapsed_seconds: float = 0.0  # everything from the first step to the test result
+    train_cpu_seconds: float = 0.0  # process CPU time of the training steps (robust on busy hosts)
     train_samples_per_s: float = 0.0
     eval_samples_per_s: float = 0.0
     device: str = "cpu"
@@ -232,12 +233,12 @@ def train(
     step = 0  # batches trained
     samples = 0
     window_start, window_samples = 0, 0
-    eval_seconds, eval_samples = 0.0, 0
+    eval_seconds, eval_samples, eval_cpu = 0.0, 0, 0.0
     lr = lr_at(tc, 0, 0, total_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
     stop = False
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     epoch = 0
     for epoch in range(1, tc.max_epochs + 1):
         if tc.shuffle:
@@ -276,11 +277,12 @@ def train(
 
             # ---- evaluate + report: the one host transfer of this window
             _sync(dev)
-            t_eval = time.perf_counter()
+            t_eval, cpu_eval = time.perf_counter(), time.process_time()
             dev_acc_t, _ = evaluate(model, dev_x, dev_y, tc.eval_batch_size, autocast)
             n = step - window_start
             host = torch.cat([window[:, :n].reshape(-1), stats.read(), dev_acc_t]).tolist()
             eval_seconds += time.perf_counter() - t_eval
+            eval_cpu += time.process_time() - cpu_eval
             eval_samples += n_dev
             losses, corrects, norms = host[:n], host[n : 2 * n], host[2 * n : 3 * n]
             g_values = host[3 * n : 3 * n + stats.read_size]
@@ -340,6 +342,7 @@ def train(
             break
     _sync(dev)
     elapsed = time.perf_counter() - t_start
+    summary.train_cpu_seconds = time.process_time() - cpu_start - eval_cpu
 
     summary.iterations, summary.epochs, summary.samples = step, epoch, samples
     summary.best_iteration, summary.best_dev_loss, summary.best_dev_acc = best_it, best_loss, best_acc

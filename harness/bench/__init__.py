@@ -1,0 +1,13 @@
+"""Benchmarks: `python -m harness.bench loop|overhead|searchers|zoo`.
+
+Each subcommand lives in its own module here (`harness.bench.<name>`) with a
+`main(argv)`; `__main__` only dispatches, so one benchmark's imports (Ray, Optuna)
+never slow down or break another.
+"""
+
+SUBCOMMANDS: dict[str, str] = {
+    "loop": "training/evaluation samples/s of one model, with and without gradient statistics",
+    "overhead": "what the sweep machinery costs per trial",
+    "searchers": "search methods compared on the same budget",
+    "zoo": "every model of the zoo on one data set",
+}
