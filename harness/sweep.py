@@ -337,12 +337,6 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
     return outcome
 
 
-def warm_worker() -> None:
-    """Ray runs this as each worker process starts: torch and the loop are imported while
-    the driver is still setting up, not when the first trial begins."""
-    import harness.trainer  # noqa: F401
-
-
 def _trial_name(trial: Any) -> str:
     return str(trial.trial_id)
 
@@ -683,8 +677,6 @@ def _init_ray(address: str | None, spec: SweepSpec) -> dict[str, Any]:
         "logging_level": logging.WARNING,
         "configure_logging": False,
     }
-    if os.environ.get("HARNESS_WARM_WORKERS", "1") == "1":
-        common["runtime_env"] = {"worker_process_setup_hook": "harness.sweep.warm_worker"}
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         ctx = None

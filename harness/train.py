@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no per-evaluation progress lines")
     # `--replay results/<name> --trial ID` (re-run a sweep's trial) resolves its config in
     # `resolve_run`; everything after that is shared.
+    p.add_argument("--replay", metavar="RESULTS_DIR",
+                   help="rerun one trial of a sweep alone: its folder, e.g. results/textcnn")
+    p.add_argument("--trial", help="with --replay: the trial_id (see trials.parquet)")
     return p
 
 
@@ -100,6 +103,12 @@ def data_spec(arg: str, overrides: dict[str, str]) -> Any:
 
 def resolve_run(args: argparse.Namespace) -> tuple[TrialConfig, Any]:
     """The trial config and data spec this invocation asks for."""
+    if getattr(args, "replay", None) or getattr(args, "trial", None):
+        if not (args.replay and args.trial):
+            raise UserError("--replay RESULTS_DIR and --trial ID go together")
+        from harness.results import trial_config_for
+
+        return trial_config_for(args.replay, args.trial)  # same config, same seed
     trial, data = split_sets(args.sets)
     flat: dict[str, Any] = dict(trial)
     if args.epochs is not None:
