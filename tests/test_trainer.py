@@ -212,12 +212,15 @@ THUCNEWS = Path(__file__).resolve().parents[1].parent / "shared/data/thucnews"
 @pytest.mark.slow
 @pytest.mark.skipif(not (THUCNEWS / "train.txt").is_file(), reason="no THUCNews subset beside the repo")
 def test_textcnn_one_epoch_on_thucnews() -> None:
-    """Real model, real data: one epoch of a slimmed classic TextCNN beats 80% test accuracy."""
+    """Real model, real data: one epoch of the classic TextCNN beats 80% test accuracy (~45 s).
+
+    Classic architecture and batch; lr 3e-3 instead of 1e-3 so one epoch is enough (measured
+    0.828; 1e-3 gives 0.811, a slimmer 64/128-wide model under 0.78).
+    """
     from harness.data import DataSpec, load_dataset
 
     data = load_dataset(DataSpec(name="thucnews", path=str(THUCNEWS)))
-    c = resolve("TextCNN", {"max_epochs": 1, "embed": 64, "num_filters": 64, "eval_every": 100,
-                            "learning_rate": 3e-3, "grad_stats_every": 10})
+    c = resolve("TextCNN", {"max_epochs": 1, "learning_rate": 3e-3})
     s = trainer.train(c, data, device="cpu")
     assert s.status == "COMPLETED"
     assert s.test_acc > 0.80, s.to_dict()
