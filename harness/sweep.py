@@ -41,6 +41,7 @@ import logging
 import math
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -670,6 +671,21 @@ class _LogRoute:
         self.handler.close()
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minute of retries, when host:port does not answer."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray://..., or something Ray itself will judge
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"--address {address}: nothing answers there ({exc.strerror or exc}); start the "
+            "cluster first (ray start --head) or check the address"
+        ) from None
+
+
 def _init_ray(address: str | None, spec: SweepSpec) -> dict[str, Any]:
     """Join a cluster (address / RAY_ADDRESS) or start a private local Ray on 127.0.0.1."""
     common: dict[str, Any] = {
@@ -681,7 +697,15 @@ def _init_ray(address: str | None, spec: SweepSpec) -> dict[str, Any]:
     if ray.is_initialized():
         ctx = None
     elif address:
-        ctx = ray.init(address=address, **common)
+        try:
+            ctx = ray.init(address=address, **common)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+            raise UserError(
+                f"--address {address}: cannot join that Ray cluster ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}). Is it running? "
+                "If it uses token authentication, set RAY_AUTH_MODE=token and provide its "
+                "token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            ) from None
     else:
         ctx = ray.init(
             include_dashboard=None,  # only when ray[default] (the dashboard's deps) is installed
@@ -776,6 +800,9 @@ def run(
     if resume and not (folder / rs.SWEEP_FILE).exists():
         raise UserError(f"{folder}: nothing to resume (no {rs.SWEEP_FILE})")
     data = load_dataset(spec.data)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and not ray.is_initialized():
+        _check_reachable(address)
     if console is True:
         console = Console(spec)
     elif console is False:
@@ -870,11 +897,24 @@ def run(
         first = (min(starts) - started) if starts else None
         if console is not None:
             console.summary(rows, folder, seconds)
+            if len(spec.metrics) > 1:
+                _print_pareto(console, spec, folder)
         return SweepOutcome(folder=folder, rows=rows, seconds=seconds, first_trial_s=first)
     finally:
         if own_ray and shutdown and ray.is_initialized():
             ray.shutdown()
         logs.close()
+
+
+def _print_pareto(console: Console, spec: SweepSpec, folder: Path) -> None:
+    """Several objectives have no single best: name the trials on the Pareto front."""
+    study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
+    names = ", ".join(m.name for m in spec.metrics)
+    front = [
+        f"{t.user_attrs.get('ray_trial_id', t.number)} ({', '.join(_fmt(v) for v in t.values)})"
+        for t in study.best_trials
+    ]
+    console.print(f"pareto front over {names}: {'; '.join(front) or '-'}")
 
 
 def _announce(

@@ -92,6 +92,20 @@ def test_honest_search_tells_optuna_how_each_trial_ended(tmp_path: Path) -> None
     assert trials["early"].state == optuna.trial.TrialState.COMPLETE
 
 
+def test_concurrent_tpe_uses_the_constant_liar(tmp_path: Path) -> None:
+    s = searcher(tmp_path)  # smoke.yaml: tpe, 2 at a time
+    assert isinstance(s._sampler, optuna.samplers.TPESampler)
+    assert s._sampler._constant_liar
+
+
+def test_an_unreachable_address_is_a_user_error_in_seconds() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match="nothing answers there"):
+        sweep._check_reachable("127.0.0.1:1")
+    assert time.monotonic() - t0 < 10
+    sweep._check_reachable("auto")  # left to Ray
+
+
 def test_a_complete_trial_without_a_finite_objective_is_a_failure(tmp_path: Path) -> None:
     s = searcher(tmp_path)
     s.suggest("t")
