@@ -714,8 +714,9 @@ def _init_ray(address: str | None, spec: SweepSpec) -> dict[str, Any]:
         )
     res = ray.cluster_resources()
     out = {
-        "address": getattr(ctx, "address_info", {}).get("gcs_address") if ctx else "existing",
-        "dashboard": (getattr(ctx, "dashboard_url", "") or "") if ctx else "",
+        "address": ctx.address_info.get("gcs_address") if ctx is not None else "existing",
+        "dashboard": (ctx.dashboard_url or "") if ctx is not None else "",
+        "joined": bool(address),
         "cpus": res.get("CPU", 0),
         "gpus": res.get("GPU", 0),
         "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
@@ -723,13 +724,20 @@ def _init_ray(address: str | None, spec: SweepSpec) -> dict[str, Any]:
     return out
 
 
-def _check_fits(spec: SweepSpec, cluster: Mapping[str, Any]) -> None:
+def _check_fits(spec: SweepSpec, cluster: Mapping[str, Any], console: Console | None) -> None:
+    """A trial bigger than the whole Ray cluster would wait forever: say so up front (a joined
+    cluster may autoscale, so there it is a warning)."""
     r = spec.resources
-    if r.cpu > cluster["cpus"] or r.gpu > cluster["gpus"]:
-        raise UserError(
-            f"resources: each trial asks for cpu {r.cpu:g}, gpu {r.gpu:g} but the Ray cluster has "
-            f"cpu {cluster['cpus']:g}, gpu {cluster['gpus']:g}; lower resources or add nodes"
-        )
+    if r.cpu <= cluster["cpus"] and r.gpu <= cluster["gpus"]:
+        return
+    msg = (
+        f"resources: each trial asks for cpu {r.cpu:g}, gpu {r.gpu:g} but the Ray cluster has "
+        f"cpu {cluster['cpus']:g}, gpu {cluster['gpus']:g}"
+    )
+    if not cluster.get("joined"):
+        raise UserError(msg + "; lower resources (e.g. --set resources.gpu=0) or use --address")
+    if console is not None:
+        console.print(f"  warning: {msg}; trials wait until the cluster grows")
 
 
 def _versions() -> dict[str, str]:
@@ -820,7 +828,7 @@ def run(
         log.info("timeline: data ready at %.2f s", time.time() - started)
         cluster = _init_ray(address, spec)
         log.info("timeline: ray ready at %.2f s", time.time() - started)
-        _check_fits(spec, cluster)
+        _check_fits(spec, cluster, console)
         max_t = spec.max_t(int(data.train_x.shape[0]))
         info = {
             "spec": spec.to_dict(),
