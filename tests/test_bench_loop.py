@@ -23,7 +23,7 @@ def test_loop_smoke(tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 0
     text = capsys.readouterr().out
     for needle in ("machine:", "SGEMM 64x64 fp32", "train, grad stats every 10", "classic loop, eval",
-                   "gradient statistics overhead", "speed-up over the classic loop"):
+                   "gradient statistics (every 10 steps) cost", "speed-up over the classic loop"):
         assert needle in text
     res = json.loads(out.read_text())
     assert res["model"] == "TextCNN" and res["machine"]["torch_threads"] >= 1
@@ -31,6 +31,7 @@ def test_loop_smoke(tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFix
         fig = res[clock]
         assert fig["sgemm"] > 0 and fig["train"] > 0 and fig["eval"] > 0 and fig["train_stats"] > 0
         assert len(fig["grad_stats_overheads"]) == 2 and fig["train_per_gflops"] > 0
+        assert 0 < fig["grad_stats_cost"] < 1
     assert len(res["rounds"]["train"]) == 2
 
 

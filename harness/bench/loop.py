@@ -5,9 +5,12 @@ neighbours' load, so every figure here comes with a yardstick measured in the sa
 interleaved with it: the achieved SGEMM rate (a 4096x4096 fp32 matmul), giving samples/s
 per GFLOP/s, which carries across machines, and, with --classic, a transcription of the
 classic Chinese-Text-Classification TextCNN loop (Python-list batches, per-parameter
-Adam, conv2d model, per-batch host copies in evaluation) on the same data. Training runs
-with and without gradient statistics alternate (ABBA order, same seed) and the overhead
-is the median of the paired ratios, so slow drifts in load cancel.
+Adam, conv2d model, per-batch host copies in evaluation) on the same data. Every clock
+is read twice: wall time (what a user waits) and process CPU time (the work done, far
+less sensitive to neighbours). The cost of gradient statistics is their own time inside
+GradStats against the training time of the same run; runs with and without them also
+alternate (ABBA order, same seed) as a cross-check, though a sub-percent cost drowns in
+the run-to-run noise of a busy host.
 
 Training is timed through `trainer.train` itself (set-up excluded, its own clock), on
 the full training split with a short dev split so the closing evaluation stays cheap;
@@ -24,7 +27,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from torch import nn
 
 from harness import trainer
 from harness.errors import UserError, exit_on_user_error
+from harness.gradstats import GradStats
 from harness.models import build_model
 from harness.train import atomic_write, data_spec, split_sets
 from harness.trialconfig import TrialConfig, replace_train, resolve
@@ -214,15 +218,50 @@ def classic_eval_rate(
 # ---------------------------------------------------------------------- the shared loop
 
 
+@contextlib.contextmanager
+def timing_gradstats() -> Iterator[list[float]]:
+    """Clock every GradStats call made inside: [wall seconds, CPU seconds].
+
+    The direct way to see what the statistics cost: their own time against the
+    training time of the same run, immune to the load swings between two runs. On a
+    GPU it is the host's launch time, which is what bounds a small model there.
+    """
+    spent = [0.0, 0.0]
+    originals = {name: getattr(GradStats, name) for name in ("after_backward", "after_step")}
+
+    def clocked(fn: Callable) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - wall
+                spent[1] += time.process_time() - cpu
+
+        return wrapper
+
+    for name, fn in originals.items():
+        setattr(GradStats, name, clocked(fn))
+    try:
+        yield spent
+    finally:
+        for name, fn in originals.items():
+            setattr(GradStats, name, fn)
+
+
 def train_rate(
     cfg: TrialConfig, data: Any, stats_every: int, batches: int, device: str
-) -> tuple[float, float]:
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """Training (samples/s, samples/CPU-s) of trainer.train over `batches` batches, by its own
-    clocks: set-up and evaluation excluded."""
+    clocks (set-up and evaluation excluded), and the (wall, CPU) share of that training time
+    spent inside GradStats."""
     run = replace_train(cfg, max_steps=batches, eval_every=batches, require_improvement=10**9,
                         grad_stats_every=stats_every, max_epochs=10**6)
-    s = trainer.train(run, data, device=device)
-    return s.train_samples_per_s, s.samples / max(s.train_cpu_seconds, 1e-9)
+    with timing_gradstats() as spent:
+        s = trainer.train(run, data, device=device)
+    cpu = max(s.train_cpu_seconds, 1e-9)
+    rates = (s.train_samples_per_s, s.samples / cpu)
+    return rates, (spent[0] / s.train_seconds, spent[1] / cpu)
 
 
 def eval_rate(
@@ -244,7 +283,7 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-KINDS = ("sgemm", "train", "train_stats", "eval", "classic_train", "classic_eval")
+KINDS = ("sgemm", "train", "train_stats", "stats_share", "eval", "classic_train", "classic_eval")
 
 
 def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, Any]:
@@ -279,7 +318,7 @@ def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, 
     ey = torch.as_tensor(data.dev_y[:n_eval]).to(device)
     # warm-up (allocator, kernels, primitive caches), not counted
     warm = min(3, args.batches)
-    train_rate(cfg, train_data, every, warm, dev)
+    train_rate(cfg, train_data, every, warm, dev)  # warm-up
     eval_rate(model, ex[: cfg.train.eval_batch_size], ey[: cfg.train.eval_batch_size], cfg, device)
     if args.classic:
         classic_train_rate(cfg, data, warm, device)
@@ -288,13 +327,15 @@ def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, 
     for r in range(args.repeats):
         rounds["sgemm"].append(sgemm_gflops(args.sgemm_size, device))
         for stats in ((0, every) if r % 2 == 0 else (every, 0)):  # ABBA: drifts cancel in pairs
-            rounds["train_stats" if stats else "train"].append(
-                train_rate(cfg, train_data, stats, args.batches, dev))
+            rates, share = train_rate(cfg, train_data, stats, args.batches, dev)
+            rounds["train_stats" if stats else "train"].append(rates)
+            if stats:
+                rounds["stats_share"].append(share)
         rounds["eval"].append(eval_rate(model, ex, ey, cfg, device))
         if args.classic:
             rounds["classic_train"].append(classic_train_rate(cfg, data, args.batches, device))
             rounds["classic_eval"].append(classic_eval_rate(cfg, data, n_eval, device))
-        done = {k: v[-1][0] for k, v in rounds.items() if v}
+        done = {k: v[-1][0] for k, v in rounds.items() if v and k != "stats_share"}
         echo(f"  round {r + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in done.items())
              + "  (GFLOP/s, samples/s; wall clock)")
 
@@ -314,10 +355,12 @@ def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, 
         col = {k: [v[i] for v in vals] for k, vals in rounds.items() if vals}
         fig: dict[str, Any] = {f"{k}": _median(v) for k, v in col.items()}
         for k, values in col.items():
-            if k != "sgemm":  # samples per GFLOP, per round (same moment, same load)
+            if k not in ("sgemm", "stats_share"):  # samples per GFLOP, per round (same moment, same load)
                 fig[f"{k}_per_gflops"] = _median([a / g for a, g in zip(values, col["sgemm"])])
         fig["grad_stats_overheads"] = [off / on - 1 for off, on in zip(col["train"], col["train_stats"])]
         fig["grad_stats_overhead"] = _median(fig["grad_stats_overheads"])
+        # own time of the statistics over the rest of the training time, same run
+        fig["grad_stats_cost"] = _median([sh / (1 - sh) for sh in col["stats_share"]])
         if args.classic:
             fig["speedup_train"] = _median([a / b for a, b in zip(col["train"], col["classic_train"])])
             fig["speedup_eval"] = _median([a / b for a, b in zip(col["eval"], col["classic_eval"])])
@@ -369,9 +412,13 @@ def render(res: dict[str, Any]) -> str:
             f"{w['speedup_eval']:.2f}x wall / {c['speedup_eval']:.2f}x CPU"
         )
     lines.append(
-        f"gradient statistics overhead (every {res['grad_stats_every']} steps): "
-        f"{c['grad_stats_overhead']:+.1%} of training CPU time, {w['grad_stats_overhead']:+.1%} wall "
-        f"(rounds, CPU: {', '.join(f'{o:+.1%}' for o in c['grad_stats_overheads'])})"
+        f"gradient statistics (every {res['grad_stats_every']} steps) cost {c['grad_stats_cost']:.2%} of "
+        f"training CPU time, {w['grad_stats_cost']:.2%} wall (own time inside GradStats, same runs)"
+    )
+    lines.append(
+        f"  runs with vs without them differ by {c['grad_stats_overhead']:+.1%} CPU, "
+        f"{w['grad_stats_overhead']:+.1%} wall (rounds, CPU: "
+        f"{', '.join(f'{o:+.1%}' for o in c['grad_stats_overheads'])}; load noise included)"
     )
     lines.append(
         f"vs ref: per-GFLOP rate over the classic implementation's {CLASSIC_TRAIN_PER_GFLOPS} train / "
