@@ -288,6 +288,15 @@ class ResultsWriter:
             self._order.append(tid)
         self.trials.put(tid, 0, row)
 
+    def drop_trial(self, trial_id: str) -> None:
+        """Forget a trial's rows (an interrupted run that a resume starts over)."""
+        for table in (self.trials, self.metrics, self.layers):
+            if table.rows.pop(trial_id, None) is not None:
+                table._cache.pop(trial_id, None)
+        if trial_id in self._order:
+            self._order.remove(trial_id)
+        self._dirty.update(("trials", "metrics", "layers"))
+
     def trial_ids(self) -> list[str]:
         """Trial ids by Optuna trial number (the baseline first), then first seen."""
 

@@ -99,13 +99,35 @@ log = logging.getLogger("harness.sweep")
 class HonestOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna how each trial really ended (see module docstring)."""
 
-    def __init__(self, *args: Any, metric_names: Sequence[str], **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        metric_names: Sequence[str],
+        parameters: Mapping[str, Any],
+        rerun: Sequence[int] = (),
+        **kw: Any,
+    ) -> None:
         super().__init__(*args, **kw)
         self._metric_names = list(metric_names)
+        self._parameters = dict(parameters)
+        self._rerun = list(rerun)  # numbers of interrupted Optuna trials, handed out first
         self._reported: dict[str, set[int]] = {}
         self._number: dict[str, int] = {}
 
+    def _resume_trial(self, trial_id: str, number: int) -> dict:
+        """An interrupted trial runs again as the same Optuna trial (same number, params)."""
+        study = self._ot_study
+        storage_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        ot_trial = optuna.trial.Trial(study, storage_id)
+        self._ot_trials[trial_id] = ot_trial
+        ot_trial.set_user_attr("ray_trial_id", trial_id)
+        self._number[trial_id] = number
+        params = space.decode(self._parameters, study._storage.get_trial(storage_id).params)
+        return {PARAMS: params, NUMBER: number}
+
     def suggest(self, trial_id: str) -> dict | None:
+        if self._rerun and trial_id not in self._ot_trials:
+            return self._resume_trial(trial_id, self._rerun.pop(0))
         params = super().suggest(trial_id)
         if params is None:
             return None
@@ -125,7 +147,13 @@ class HonestOptunaSearch(OptunaSearch):
         if int(step) in done:
             return
         done.add(int(step))
-        self._ot_trials[trial_id].report(float(value), int(step))
+        ot_trial = self._ot_trials[trial_id]
+        if int(step) in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            return  # a rerun of an interrupted trial: the first run's value stands
+        ot_trial.report(float(value), int(step))
+
+    def _finished_in_study(self, ot_trial: optuna.Trial) -> bool:
+        return ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._ot_trials and trial_id not in self._completed_trials:
@@ -137,6 +165,9 @@ class HonestOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        if self._finished_in_study(ot_trial):
+            self._completed_trials.add(trial_id)
+            return
         result = result or {}
         state, values = TrialState.PRUNED, None
         if error:
@@ -182,21 +213,37 @@ def optuna_storage_url(folder: Path) -> str:
     return f"sqlite:///{(folder / rs.OPTUNA_FILE).resolve()}"
 
 
-def build_searcher(spec: SweepSpec, folder: Path) -> HonestOptunaSearch:
+def build_searcher(
+    spec: SweepSpec, folder: Path, rerun: Sequence[int] = (), resume: bool = False
+) -> HonestOptunaSearch:
     storage = optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
     )
-    points = [space.encode(spec.parameters, spec.baseline_params())] if spec.baseline else None
+    points = None  # on resume the baseline is in the study already
+    if spec.baseline and not resume:
+        points = [space.encode(spec.parameters, spec.baseline_params())]
+    sampler = spec.sampler()
+    if resume and spec.method not in ("grid", "qmc"):
+        # A sampler seeded as before would draw the first run's values again; grid and QMC
+        # read their place in the sequence from the study, the others get a fresh seed.
+        done = len(
+            storage.get_all_trials(storage.get_study_id_from_name(spec.name), deepcopy=False)
+        )
+        sampler = space.sampler(
+            spec.method, spec.seed + done, spec.parameters, spec.budget.num_samples
+        )
     many = len(spec.metrics) > 1
     return HonestOptunaSearch(
         space=space.define_by_run(spec.parameters),
         metric=[m.name for m in spec.metrics] if many else spec.metric.name,
         mode=[m.mode for m in spec.metrics] if many else spec.metric.mode,
         points_to_evaluate=points or None,
-        sampler=spec.sampler(),
+        sampler=sampler,
         study_name=spec.name,
         storage=storage,
         metric_names=[m.name for m in spec.metrics],
+        parameters=spec.parameters,
+        rerun=rerun,
     )
 
 
@@ -780,6 +827,122 @@ class SweepOutcome:
     rows: list[dict[str, Any]]
     seconds: float
     first_trial_s: float | None  # command start -> first trial running (its own clock)
+    interrupted: bool = False  # stopped before the end (Ctrl-C): --resume continues it
+
+
+# ------------------------------------------------------------------------------ resume
+
+_STATE_STATUS = {"COMPLETE": "COMPLETED", "PRUNED": "PRUNED", "FAIL": "FAILED"}
+
+
+@dataclass
+class ResumePlan:
+    """What an interrupted sweep left: trials finished for good, trials to run again."""
+
+    finished: int
+    rerun: list[int]  # Optuna numbers of interrupted trials (same params, run from the start)
+    dropped: list[str]  # their old Ray trial ids, whose partial rows were removed
+
+
+def _check_same_spec(folder: Path, spec: SweepSpec) -> None:
+    """A resume must search the same space the same way; only the budget may change."""
+    import json
+
+    old = json.loads((folder / rs.SWEEP_FILE).read_text()).get("spec", {})
+    new = spec.to_dict()
+    differ = sorted(
+        k
+        for k in set(old) | set(new)
+        if k not in ("budget", "storage") and old.get(k) != new.get(k)
+    )
+    if differ:
+        raise UserError(
+            f"--resume: the spec differs from the one {folder / rs.SWEEP_FILE} was run with "
+            f"({', '.join(differ)}); resume with the same file and --set values (only budget.* "
+            "may change), or start a new sweep"
+        )
+
+
+def plan_resume(spec: SweepSpec, folder: Path, writer: rs.ResultsWriter) -> ResumePlan:
+    """Optuna's study and the tables are the record (Tune's own state may be older): trials
+    the study closed stay closed; one whose final result reached the tables but whose verdict
+    never reached the study is told now; every other started trial runs again from the start,
+    as the same Optuna trial, its partial rows dropped so each trial appears once."""
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
+    except KeyError:
+        raise UserError(f"{folder}: no Optuna study {spec.name!r} in {rs.OPTUNA_FILE}") from None
+    finished, rerun, dropped = 0, [], []
+    known: set[str] = set()
+    single = len(spec.metrics) == 1
+    for t in study.get_trials(deepcopy=False):
+        tid = t.user_attrs.get("ray_trial_id")
+        row = writer.trial_row(tid) if tid else {}
+        if tid:
+            known.add(tid)
+        if t.state.is_finished():
+            finished += 1
+            if tid and row.get("status") in (None, "RUNNING"):
+                writer.set_trial(
+                    tid,
+                    trial_number=t.number,
+                    status=t.user_attrs.get("status") or _STATE_STATUS.get(t.state.name, "FAILED"),
+                )
+            continue
+        if t.state == TrialState.WAITING:
+            continue  # enqueued (the baseline) but never started: study.ask() hands it out
+        status = row.get("status")
+        if status == "COMPLETED" and single and _finite(row.get("metric")):
+            study.tell(t.number, float(row["metric"]))
+        elif status in ("FAILED", "DIVERGED"):
+            study.tell(t.number, state=TrialState.FAIL)
+        else:
+            rerun.append(t.number)
+            if tid and tid in writer.trial_ids():
+                writer.drop_trial(tid)
+                dropped.append(tid)
+            continue
+        finished += 1
+    for tid in writer.trial_ids():  # rows Optuna never heard of: a start cut short
+        if tid not in known and writer.trial_row(tid).get("status") == "RUNNING":
+            writer.drop_trial(tid)
+            dropped.append(tid)
+    writer.flush(force=True)
+    return ResumePlan(finished=finished, rerun=rerun, dropped=dropped)
+
+
+def _settle_unfinished(
+    spec: SweepSpec,
+    folder: Path,
+    writer: rs.ResultsWriter,
+    fit_seconds: float,
+    console: Console | None = None,
+) -> int:
+    """Trials Tune left running when it stopped: past the time budget they were stopped
+    from outside (PRUNED, told so); otherwise the sweep was interrupted and they stay
+    RUNNING for --resume. Returns how many were left for --resume."""
+    running = [r for r in writer.rows() if r.get("status") == "RUNNING"]
+    if not running:
+        return 0
+    budget = spec.budget.time_budget_s
+    if not budget or fit_seconds < budget * 0.98:
+        return len(running)
+    study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    now = dt.datetime.now(dt.timezone.utc)
+    for r in running:
+        t = by_number.get(r.get("trial_number"))
+        if t is not None and not t.state.is_finished():
+            study._storage.set_trial_user_attr(t._trial_id, "status", "PRUNED")
+            study._storage.set_trial_user_attr(t._trial_id, "reason", "budget.time_budget_s")
+            study.tell(t.number, state=TrialState.PRUNED)
+        writer.set_trial(
+            r["trial_id"], status="PRUNED", error="stopped by budget.time_budget_s", end_time=now
+        )
+        if console is not None:
+            console.trial_line(writer.trial_row(r["trial_id"]))
+    writer.flush(force=True)
+    return 0
 
 
 def run(
@@ -816,6 +979,8 @@ def run(
     elif console is False:
         console = None
 
+    if resume:
+        _check_same_spec(folder, spec)
     logs = _LogRoute(folder)
     params = list(spec.parameters)
     writer = (
@@ -823,6 +988,7 @@ def run(
         if resume
         else rs.ResultsWriter(folder, params=params)
     )
+    plan = plan_resume(spec, folder, writer) if resume else ResumePlan(0, [], [])
     own_ray = not ray.is_initialized()
     try:
         log.info("timeline: data ready at %.2f s", time.time() - started)
@@ -849,11 +1015,26 @@ def run(
             "max_t": max_t,
             "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(),
         }
+        if resume:
+            first_info = rs.load(folder).info
+            info["started"] = first_info.get("started", info["started"])
+            info["resumed"] = [
+                *first_info.get("resumed", []),
+                dt.datetime.now(dt.timezone.utc).isoformat(),
+            ]
         writer.write_sweep_info(info)
+        remaining = spec.budget.num_samples - plan.finished
         if console is not None:
             _announce(console, spec, folder, cluster, data)
-            for note in spec.baseline_notes() if spec.baseline else []:
-                console.print(f"  baseline: {note}")
+            if resume:
+                console.finished = plan.finished
+                console.print(
+                    f"  resuming: {plan.finished} trials done, {len(plan.rerun)} interrupted "
+                    f"(run again from the start), {max(0, remaining - len(plan.rerun))} new"
+                )
+            elif spec.baseline:
+                for note in spec.baseline_notes():
+                    console.print(f"  baseline: {note}")
 
         job = TrialJob(spec=spec, cpu=spec.resources.cpu, gpu=spec.resources.gpu)
         trainable = tune.with_resources(
@@ -872,9 +1053,9 @@ def run(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
         tune_config = tune.TuneConfig(
-            search_alg=build_searcher(spec, folder),
+            search_alg=build_searcher(spec, folder, rerun=plan.rerun, resume=resume),
             scheduler=build_scheduler(spec, max_t),
-            num_samples=spec.budget.num_samples,
+            num_samples=max(remaining, 1),
             max_concurrent_trials=spec.budget.max_concurrent,
             time_budget_s=spec.budget.time_budget_s,
             reuse_actors=True,
@@ -883,17 +1064,12 @@ def run(
         )
         t_fit = time.time()
         log.info("timeline: fit starts at %.2f s", t_fit - started)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if resume:
-                exp = Path(storage_path or folder) / (spec.name if storage_path else rs.RAY_DIR)
-                tuner = tune.Tuner.restore(
-                    str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True
-                )
-            else:
-                tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-            tuner.fit()
+        if remaining > 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tune.Tuner(trainable, tune_config=tune_config, run_config=run_config).fit()
         log.info("fit took %.1f s", time.time() - t_fit)
+        left = _settle_unfinished(spec, folder, writer, time.time() - t_fit, console)
         writer.flush(force=True)
         rows = writer.rows()
         seconds = time.time() - started
@@ -907,7 +1083,14 @@ def run(
             console.summary(rows, folder, seconds)
             if len(spec.metrics) > 1:
                 _print_pareto(console, spec, folder)
-        return SweepOutcome(folder=folder, rows=rows, seconds=seconds, first_trial_s=first)
+            if left:
+                console.print(
+                    f"interrupted: {left} trial(s) did not finish; continue with the same "
+                    "command plus --resume"
+                )
+        return SweepOutcome(
+            folder=folder, rows=rows, seconds=seconds, first_trial_s=first, interrupted=left > 0
+        )
     finally:
         if own_ray and shutdown and ray.is_initialized():
             ray.shutdown()
@@ -992,7 +1175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         started=started,
     )
-    return 0 if out.rows else 1
+    return 130 if out.interrupted else 0
 
 
 if __name__ == "__main__":

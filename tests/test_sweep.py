@@ -392,3 +392,77 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(ray_session: object, tmp_pa
     else:
         assert set(trials["device"]) == {"cpu"}
         assert all("Ray assigned GPU 0" in e and "CPU" in e for e in trials["error"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_interrupted_and_killed_sweeps_resume_to_exactly_the_budget(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # Ctrl-C (SIGINT) leaves a resumable sweep; a SIGKILL of the driver mid-way too; the same
+    # command plus --resume then finishes: every trial once, no duplicated report rows, and
+    # the Optuna study ends with exactly num_samples trials.
+    import signal
+
+    folder = tmp_path / "smoke"
+    args = [str(SMOKE), "--results", str(tmp_path)]
+    for o in ("data.name=thucnews", f"data.path={tiny_corpus}", "train.max_epochs=40",
+              "train.max_steps=300", "train.eval_every=20", "early_terminate={type: none}",
+              "budget.num_samples=5"):  # fmt: skip
+        args += ["--set", o]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "harness.sweep", *args, *extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_for_rows(proc: subprocess.Popen, done: int, timeout: float = 120) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout and proc.poll() is None:
+            try:
+                t = pd.read_parquet(folder / rs.TRIALS_FILE)
+                if (t["status"] == "COMPLETED").sum() >= done and (t["status"] == "RUNNING").any():
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"never saw {done} finished trials and one running")
+
+    proc = start()
+    wait_for_rows(proc, 1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "--resume" in out
+    assert "RUNNING" in set(pd.read_parquet(folder / rs.TRIALS_FILE)["status"])
+
+    proc = start("--resume")
+    wait_for_rows(proc, 2)
+    proc.kill()  # SIGKILL: no goodbye at all
+    proc.communicate(timeout=60)
+
+    proc = start("--resume")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    trials, metrics, layers = _tables(folder)
+    assert len(trials) == 5 and trials["trial_id"].is_unique
+    assert set(trials["status"]) == {"COMPLETED"} and trials["trial_number"].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert not metrics.duplicated(["trial_id", "iteration"]).any()
+    assert set(metrics["trial_id"]) == set(trials["trial_id"])
+    assert not layers.duplicated(["trial_id", "iteration", "layer"]).any()
+    st = study(folder, "smoke")
+    assert len(st.trials) == 5 and all(t.state.name == "COMPLETE" for t in st.trials)
+    assert {t.user_attrs["ray_trial_id"] for t in st.trials} == set(trials["trial_id"])
+    params = trials[[c for c in trials.columns if c.startswith("param.")]].astype(str)
+    assert not params.duplicated().any(), "a resumed sampler repeated the first run's draws"
