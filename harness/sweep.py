@@ -320,7 +320,8 @@ def _process_start() -> float | None:
 def _free_device_memory() -> None:
     gc.collect()
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
         torch.cuda.empty_cache()
 
 
@@ -443,6 +444,8 @@ class Console:
         line = "  ".join(parts) + ("  " + params if params else "")
         if row.get("status") in ("FAILED", "DIVERGED") and row.get("error"):
             line += f"\n      {row['status'].lower()}: {str(row['error']).splitlines()[0][:160]}"
+            if row.get("status") == "FAILED":
+                line += f"  (traceback in {rs.LOG_FILE})"
         self.print(line)
 
     def ranked(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -599,6 +602,8 @@ class SweepCallback(tune.Callback):
         self.writer.flush()
 
     def _final(self, tid: str, result: Mapping[str, Any]) -> None:
+        if result.get("traceback"):
+            log.warning("trial %s failed:\n%s", tid, result["traceback"])
         s = result.get(SUMMARY) or {}
         status = result.get(STATUS, "COMPLETED")
         fields: dict[str, Any] = {"status": status, "error": result.get(ERROR) or None}
