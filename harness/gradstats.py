@@ -24,10 +24,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-# rows of the per-layer accumulator
-_NORM, _MAXABS, _VANISH, _RATIO = range(4)
+# rows of the per-layer accumulator (_RATIO_N: samples with nonzero weights, where a ratio exists)
+_NORM, _MAXABS, _VANISH, _RATIO, _RATIO_N = range(5)
+_LAYER_ROWS = 5
 # entries of the global accumulator
-_G_NORM, _G_NORM_MAX, _G_RATIO = range(3)
+_G_NORM, _G_NORM_MAX, _G_RATIO, _G_RATIO_N = range(4)
+_GLOBAL_SIZE = 4
 
 
 class GradStats:
@@ -54,8 +56,8 @@ class GradStats:
         self.total_numel = sum(self.numel)
         device = self.params[0].device
         n = len(self.params)
-        self._layer = torch.zeros(4, n, device=device)
-        self._global = torch.zeros(3, device=device)
+        self._layer = torch.zeros(_LAYER_ROWS, n, device=device)
+        self._global = torch.zeros(_GLOBAL_SIZE, device=device)
         self._scratch: list[Tensor] | None = None  # weight snapshot / scratch, sampled steps only
         self._w_before: Tensor | None = None
         self._zeros: dict[int, Tensor] = {}
@@ -122,13 +124,22 @@ class GradStats:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """On a sampled step, after optimizer.step(): per-layer ||Δw|| / ||w_before||."""
+        """On a sampled step, after optimizer.step(): per-layer ||Δw|| / ||w_before||.
+
+        A layer whose weights are all zero (biases at the classic init) has no ratio at
+        that step; it is left out of that layer's mean rather than divided by ~0.
+        """
         assert self._scratch is not None and self._w_before is not None
         torch._foreach_sub_(self._scratch, self.params)  # w_before - w_after
         upd = torch.stack(torch._foreach_norm(self._scratch))
         w = self._w_before
-        self._layer[_RATIO] += upd / w.clamp_min(1e-12)
-        self._global[_G_RATIO] += torch.linalg.vector_norm(upd) / torch.linalg.vector_norm(w).clamp_min(1e-12)
+        has = w > 0
+        self._layer[_RATIO] += torch.where(has, upd / w.clamp_min(1e-30), 0.0)
+        self._layer[_RATIO_N] += has
+        w_all = torch.linalg.vector_norm(w)
+        ratio = torch.linalg.vector_norm(upd) / w_all.clamp_min(1e-30)
+        self._global[_G_RATIO] += torch.where(w_all > 0, ratio, 0.0)
+        self._global[_G_RATIO_N] += w_all > 0
         self._w_before = None
 
     # ------------------------------------------------------------------ per report
@@ -141,7 +152,7 @@ class GradStats:
 
     @property
     def read_size(self) -> int:
-        return 5 * len(self.params) + 3
+        return (_LAYER_ROWS + 1) * len(self.params) + _GLOBAL_SIZE
 
     def reset(self) -> None:
         self._layer.zero_()
@@ -157,8 +168,9 @@ class GradStats:
         measured none); with clipping on every step has one, so the clip fraction is exact.
         """
         n = len(self.params)
-        layer = [list(values[i * n : (i + 1) * n]) for i in range(5)]
-        g_norm, g_norm_max, g_ratio = values[5 * n : 5 * n + 3]
+        layer = [list(values[i * n : (i + 1) * n]) for i in range(_LAYER_ROWS)]
+        weight_norms = list(values[_LAYER_ROWS * n : (_LAYER_ROWS + 1) * n])
+        g_norm, g_norm_max, g_ratio, g_ratio_n = values[(_LAYER_ROWS + 1) * n :][:_GLOBAL_SIZE]
         k = self.sampled
         nan = math.nan
         if self.clip_norm > 0 and steps:
@@ -173,7 +185,7 @@ class GradStats:
                 "grad_max_abs": max(layer[_MAXABS]),
                 "grad_vanish_frac": sum(layer[_VANISH]) / (self.total_numel * k),
                 "grad_clip_frac": clip_frac,
-                "update_ratio": g_ratio / k,
+                "update_ratio": g_ratio / g_ratio_n if g_ratio_n else nan,
                 "grad_vanishing": bool(grad_norm < self.vanish_threshold * math.sqrt(self.total_numel)),
                 "grad_exploding": bool(not g_norm_max <= self.explode_threshold),
             }
@@ -182,8 +194,8 @@ class GradStats:
                 "grad_norm": [v / k for v in layer[_NORM]],
                 "grad_max_abs": layer[_MAXABS],
                 "vanish_frac": [v / (m * k) for v, m in zip(layer[_VANISH], self.numel)],
-                "weight_norm": layer[4],
-                "update_ratio": [v / k for v in layer[_RATIO]],
+                "weight_norm": weight_norms,
+                "update_ratio": [v / c if c else nan for v, c in zip(layer[_RATIO], layer[_RATIO_N])],
             }
         else:
             metrics = {
@@ -201,7 +213,7 @@ class GradStats:
                 "grad_norm": [nan] * n,
                 "grad_max_abs": [nan] * n,
                 "vanish_frac": [nan] * n,
-                "weight_norm": layer[4],
+                "weight_norm": weight_norms,
                 "update_ratio": [nan] * n,
             }
         return metrics, layers

@@ -261,8 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg, spec = resolve_run(args)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("results") / "train" / f"{cfg.model}-{stamp}"
+    command = ["python", "-m", "harness.train", *(sys.argv[1:] if argv is None else argv)]
     run(cfg, spec, out, device=args.device, threads=args.threads, progress=not args.quiet,
-        echo=lambda s: print(s, flush=True), command=["python", "-m", "harness.train", *(sys.argv[1:] if argv is None else argv)])
+        echo=lambda s: print(s, flush=True), command=command)
     return 0
 
 

@@ -224,7 +224,7 @@ def train(
     shuffle_gen = torch.Generator().manual_seed(tc.seed)
 
     # per-step device buffers of the current report window: loss, correct, global grad norm
-    window = torch.zeros(3, tc.eval_every, device=dev)
+    window = torch.zeros(3, min(tc.eval_every, total_steps), device=dev)
     state = list(model.state_dict().values())
     best_state = [t.detach().clone() for t in state]
     best_loss, best_acc, best_it = math.inf, math.nan, 0

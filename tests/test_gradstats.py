@@ -117,3 +117,37 @@ def test_nonfinite_gradient_shows_in_norm() -> None:
     assert not math.isfinite(float(total))
     metrics, _ = stats.decode(stats.read().tolist(), [float(total)], 1)
     assert metrics["grad_exploding"] is True
+
+
+def test_zero_weights_have_no_update_ratio() -> None:
+    """Biases start at zero (classic init): that step has no ratio instead of a 1e9 outlier."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    nn.init.zeros_(model.bias)
+    named = list(model.named_parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    stats = GradStats(named, every=1)
+    ratios = []
+    for step in range(2):
+        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        before = model.bias.detach().clone()
+        stats.after_backward(True)
+        opt.step()
+        stats.after_step()
+        if step:
+            ratios.append(float((model.bias.detach() - before).norm() / before.norm()))
+    _, layers = stats.decode(stats.read().tolist(), [0.0, 0.0], 2)
+    assert layers["update_ratio"][1] == pytest.approx(ratios[0], rel=1e-5)
+    assert math.isfinite(layers["update_ratio"][0])
+
+    fresh = GradStats(named, every=1)
+    nn.init.zeros_(model.bias)
+    opt.zero_grad()
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    fresh.after_backward(True)
+    opt.step()
+    fresh.after_step()
+    _, layers = fresh.decode(fresh.read().tolist(), [0.0], 1)
+    assert math.isnan(layers["update_ratio"][1])

@@ -155,7 +155,9 @@ def _classic_batches(x: np.ndarray, y: np.ndarray, batch: int) -> list[list[tupl
     return [rows[i : i + batch] for i in range(0, len(rows), batch)]
 
 
-def _classic_tensors(datas: list, device: torch.device) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _classic_tensors(
+    datas: list, device: torch.device
+) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The classic DatasetIterater._to_tensor."""
     x = torch.LongTensor([_[0] for _ in datas]).to(device)
     y = torch.LongTensor([_[1] for _ in datas]).to(device)
