@@ -105,12 +105,14 @@ class GradStats:
             self._scratch = [torch.empty_like(p) for p in self.params]
         scratch = self._scratch
         max_abs = torch.stack(torch._foreach_norm(grads, float("inf")))
-        # count |g| < t as the nonzeros of min(|g| - t, 0): one foreach pass per op, any layer count
+        # count |g| < t as the L1 norm of sign(min(|g| - t, 0)): fused foreach kernels only, so
+        # the launch count does not grow with the number of layers (ord=0 would, on CUDA)
         torch._foreach_copy_(scratch, grads)
         torch._foreach_abs_(scratch)
         torch._foreach_sub_(scratch, self.vanish_threshold)
         torch._foreach_clamp_max_(scratch, 0.0)
-        vanished = torch.stack(torch._foreach_norm(scratch, 0))
+        torch._foreach_sign_(scratch)
+        vanished = torch.stack(torch._foreach_norm(scratch, 1))
         layer = self._layer
         layer[_NORM] += layer_norms
         torch.maximum(layer[_MAXABS], max_abs, out=layer[_MAXABS])
@@ -134,12 +136,12 @@ class GradStats:
         upd = torch.stack(torch._foreach_norm(self._scratch))
         w = self._w_before
         has = w > 0
-        self._layer[_RATIO] += torch.where(has, upd / w.clamp_min(1e-30), 0.0)
+        self._layer[_RATIO] += torch.where(has, upd / w, 0.0)  # 0/0 lanes are discarded
         self._layer[_RATIO_N] += has
         w_all = torch.linalg.vector_norm(w)
-        ratio = torch.linalg.vector_norm(upd) / w_all.clamp_min(1e-30)
-        self._global[_G_RATIO] += torch.where(w_all > 0, ratio, 0.0)
-        self._global[_G_RATIO_N] += w_all > 0
+        has_all = w_all > 0
+        self._global[_G_RATIO] += torch.where(has_all, torch.linalg.vector_norm(upd) / w_all, 0.0)
+        self._global[_G_RATIO_N] += has_all
         self._w_before = None
 
     # ------------------------------------------------------------------ per report
