@@ -97,7 +97,7 @@ def run_sweep_command(spec_path: str, overrides: Sequence[str], results: Path) -
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.bench overhead", description=__doc__)
     p.add_argument("--spec", default=str(DEFAULT_SPEC), help="sweep file the trials come from")
-    p.add_argument("--trials", type=int, default=4, help="N trials (default 4)")
+    p.add_argument("--trials", type=int, default=8, help="N trials (default 8)")
     p.add_argument("--concurrency", type=int, default=2, help="trials at a time (default 2)")
     p.add_argument("--steps", type=int, default=80, help="batches per trial (default 80)")
     p.add_argument("--eval-every", type=int, default=20, help="batches between evaluations")
