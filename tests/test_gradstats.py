@@ -21,13 +21,14 @@ def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randint(0, 20, (16, 3), generator=g), torch.randint(0, 3, (16,), generator=g)
 
 
-def _run(clip: float, steps: int, every: int, lr: float = 0.1):
+def _run(clip: float, steps: int, every: int, lr: float = 0.1, fused: bool | None = None):
     """Train a few steps with GradStats and, beside it, record the same numbers the plain way."""
     model = _model()
     named = list(model.named_parameters())
     params = [p for _, p in named]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
-    stats = GradStats(named, every=every, clip_norm=clip, vanish_threshold=1e-3, explode_threshold=5.0)
+    stats = GradStats(named, every=every, clip_norm=clip, vanish_threshold=1e-3, explode_threshold=5.0,
+                      fused=fused)
     plain = {"norm": [], "max": [], "vanish": [], "ratio": [], "gnorm": [], "gratio": [], "clipped": 0}
     norms = []
     for step in range(steps):
@@ -62,9 +63,10 @@ def _run(clip: float, steps: int, every: int, lr: float = 0.1):
     return stats, params, plain, metrics, layers
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("clip", [0.0, 0.35])
-def test_statistics_match_plain_computation(clip: float) -> None:
-    stats, params, plain, metrics, layers = _run(clip=clip, steps=7, every=3)
+def test_statistics_match_plain_computation(clip: float, fused: bool) -> None:
+    stats, params, plain, metrics, layers = _run(clip=clip, steps=7, every=3, fused=fused)
     k = len(plain["gnorm"])
     assert k == 3 == stats.sampled  # steps 0, 3, 6
     numel = [p.numel() for p in params]
