@@ -22,8 +22,11 @@ import os
 # Before Ray is imported: keep a single-machine Ray on loopback, keep Tune's per-trial
 # json/csv/tensorboard loggers off (results.py writes the tables), let the last result of
 # a failed trial omit the metric, don't chdir trials into their folders (relative paths in
-# a spec mean what they meant on the command line), legacy (quiet at verbose=0) output.
+# a spec mean what they meant on the command line), legacy (quiet at verbose=0) output,
+# and trial processes at normal priority (Ray's default nice 15 lets any other busy process
+# on the machine starve a sweep's trials).
 for _k, _v in {
+    "RAY_worker_niceness": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
