@@ -186,11 +186,37 @@ class _KeyedTable:
         tables = [self._trial_table(t) for t in self.rows]
         if not tables:
             return self.schema.empty_table()
-        table = pa.concat_tables(tables, promote_options="permissive")
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            table = pa.concat_tables(_as_text_where_mixed(tables), promote_options="permissive")
         names = [f.name for f in self.schema]
         extra = [n for n in table.column_names if n not in names]
         ordered = [c for c in self.extra_order if c in extra]
         return table.select(names + ordered + sorted(set(extra) - set(ordered)))
+
+
+def _as_text_where_mixed(tables: list[pa.Table]) -> list[pa.Table]:
+    """A parameter whose values differ in type between trials (1 here, "auto" there) is
+    stored as text in every row, rather than failing the write."""
+    types: dict[str, set[pa.DataType]] = {}
+    for t in tables:
+        for f in t.schema:
+            if not pa.types.is_null(f.type):
+                types.setdefault(f.name, set()).add(f.type)
+    numeric = (pa.types.is_integer, pa.types.is_floating)
+    mixed = {
+        n
+        for n, ts in types.items()
+        if len(ts) > 1 and not all(any(is_(t) for is_ in numeric) for t in ts)
+    }
+    out = []
+    for t in tables:
+        for name in mixed & set(t.column_names):
+            i = t.column_names.index(name)
+            t = t.set_column(i, name, t.column(name).cast(_STR))
+        out.append(t)
+    return out
 
 
 def _sort_key(key: Any) -> tuple:

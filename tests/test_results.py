@@ -133,6 +133,17 @@ def test_written_files_are_readable_by_others(tmp_path: Path) -> None:
     assert os.stat(tmp_path / rs.TRIALS_FILE).st_mode & 0o777 == 0o666 & ~mask  # not 0600
 
 
+def test_a_parameter_of_mixed_types_is_stored_as_text(tmp_path: Path) -> None:
+    w = rs.ResultsWriter(tmp_path, params=["heads", "lr"])
+    w.set_trial("a", trial_number=0, status="COMPLETED", params={"lr": 0.1, "heads": 1})
+    w.set_trial("b", trial_number=1, status="COMPLETED", params={"lr": 1, "heads": "auto"})
+    w.flush(force=True)
+    t = pd.read_parquet(tmp_path / rs.TRIALS_FILE)
+    assert t["param.heads"].tolist() == ["1", "auto"]
+    assert t["param.lr"].tolist() == [0.1, 1.0]
+    assert list(t.columns[-2:]) == ["param.heads", "param.lr"]  # the spec's order
+
+
 def test_bad_values_become_nulls_not_errors(tmp_path: Path) -> None:
     w = rs.ResultsWriter(tmp_path)
     w.set_trial(
