@@ -378,8 +378,10 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(ray_session: object, tmp_pa
         name="gpu",
         baseline=False,
         early_terminate={"type": "none"},
-        train={"embed": 16, "batch_size": 32, "max_steps": 60, "max_epochs": 1,
-               "eval_every": 20, "eval_batch_size": 512, "seed": 0},
+        # long enough (a few seconds) that the last of four worker processes is up before
+        # the first trial ends, even on a busy machine
+        train={"embed": 64, "batch_size": 64, "max_steps": 200, "max_epochs": 1,
+               "eval_every": 100, "eval_batch_size": 512, "seed": 0},
         budget={"num_samples": 4, "max_concurrent": 4},
         resources={"cpu": 0.5, "gpu": 0.25},
     )  # fmt: skip
