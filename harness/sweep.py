@@ -930,13 +930,16 @@ def _settle_unfinished(
     from outside (PRUNED, told so); otherwise the sweep was interrupted and they stay
     RUNNING for --resume. Returns how many were left for --resume."""
     running = [r for r in writer.rows() if r.get("status") == "RUNNING"]
-    if not running:
-        return 0
     budget = spec.budget.time_budget_s
     if not budget or fit_seconds < budget * 0.98:
         return len(running)
     study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    rows = {r.get("trial_number") for r in writer.rows()}
+    for t in by_number.values():  # asked for, but the budget ran out before it started
+        if t.state == TrialState.RUNNING and t.number not in rows:
+            study._storage.set_trial_user_attr(t._trial_id, "reason", "never started: time budget")
+            study.tell(t.number, state=TrialState.FAIL)
     now = dt.datetime.now(dt.timezone.utc)
     for r in running:
         t = by_number.get(r.get("trial_number"))
