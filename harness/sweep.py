@@ -40,6 +40,7 @@ for _k, _v in {
 import argparse
 import datetime as dt
 import gc
+import json
 import logging
 import math
 import platform
@@ -854,8 +855,6 @@ class ResumePlan:
 
 def _check_same_spec(folder: Path, spec: SweepSpec) -> None:
     """A resume must search the same space the same way; only the budget may change."""
-    import json
-
     old = json.loads((folder / rs.SWEEP_FILE).read_text()).get("spec", {})
     new = spec.to_dict()
     differ = sorted(
