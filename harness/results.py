@@ -339,19 +339,28 @@ class ResultsWriter:
         return dict(self.trials.rows.get(trial_id, {}).get(0, {}))
 
     # -- writing ---------------------------------------------------------------------------
-    def flush(self, force: bool = False) -> bool:
-        """Write the changed tables unless writing would exceed its share of wall time."""
-        if not self._dirty or (not force and time.monotonic() < self._next_write):
+    def flush(self, force: bool = False, only: Sequence[str] | None = None) -> bool:
+        """Write the changed tables unless writing would exceed its share of wall time.
+
+        `force` writes now; `only` (e.g. ("trials",)) limits a forced write to the small
+        tables so a trial's end does not rewrite every report of a large sweep."""
+        if force:
+            todo = self._dirty & set(only) if only else set(self._dirty)
+        elif time.monotonic() >= self._next_write:
+            todo = set(self._dirty)
+        else:
+            return False
+        if not todo:
             return False
         t0 = time.monotonic()
-        if "trials" in self._dirty:
+        if "trials" in todo:
             self.trials.rows = {t: self.trials.rows[t] for t in self.trial_ids()}
             atomic_write_table(self.folder / TRIALS_FILE, self.trials.table())
-        if "metrics" in self._dirty:
+        if "metrics" in todo:
             atomic_write_table(self.folder / METRICS_FILE, self.metrics.table())
-        if "layers" in self._dirty:
+        if "layers" in todo:
             atomic_write_table(self.folder / LAYERS_FILE, self.layers.table())
-        self._dirty.clear()
+        self._dirty -= todo
         spent = time.monotonic() - t0
         self.write_seconds += spent
         self._next_write = time.monotonic() + spent / self._max_write_share

@@ -649,7 +649,8 @@ class SweepCallback(tune.Callback):
         if status == "PRUNED" and not row.get("error"):
             fields["error"] = None
         self.writer.set_trial(tid, params=self._params(trial), **fields)
-        self.writer.flush(force=True)
+        self.writer.flush(force=True, only=("trials",))
+        self.writer.flush()  # the reports too, when their turn has come
         if self.console is not None:
             self.console.trial_line(self.writer.trial_row(tid))
             self.console.maybe_table(self._rows())

@@ -161,6 +161,7 @@ def test_flush_is_throttled_by_its_own_cost(tmp_path: Path) -> None:
     fill(w)
     w.add_report("a", report(30))
     assert w.flush() is False  # too soon after the last write
+    assert w.flush(force=True, only=("trials",)) is False  # only reports changed
     assert w.flush(force=True) is True
     assert w.flush(force=True) is False  # nothing changed
 
