@@ -29,7 +29,7 @@ from harness.errors import UserError
 from harness.models import MODELS
 from harness.schema import METRIC_KEYS
 from harness.space import DISTRIBUTIONS, GRIDDABLE, ParamSpec
-from harness.trialconfig import TrialConfig, coerce, resolve, setting_names, suggest
+from harness.trialconfig import TrialConfig, coerce, resolve, setting_names, setting_types, suggest
 
 METHODS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
 GOALS = ("maximize", "minimize")
@@ -525,15 +525,21 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
 
     if p.items or None in (data, train, metrics, parameters, early, budget, resources):
         return None
-    if budget.num_samples is None:  # not given: a grid runs once through, others the default
-        n = space.grid_size(parameters) + int(baseline) if method == "grid" else DEFAULT_NUM_SAMPLES
-        budget = dataclasses.replace(budget, num_samples=n)
-    return SweepSpec(
+    spec = SweepSpec(
         name=name, data=data, model=model, train=train, metrics=metrics, method=method,
         seed=seed, parameters=parameters, early_terminate=early, budget=budget,
         resources=resources, baseline=baseline, max_failures=max_failures,
         storage=_abspath(storage),
     )  # fmt: skip
+    try:  # the fixed settings with the baseline values must make a valid trial
+        spec.trial_config(spec.baseline_params())
+    except UserError as exc:
+        p.add_lines("train", exc)
+        return None
+    if budget.num_samples is None:  # not given: a grid runs once through, others the default
+        n = space.grid_size(parameters) + int(baseline) if method == "grid" else DEFAULT_NUM_SAMPLES
+        spec = dataclasses.replace(spec, budget=dataclasses.replace(budget, num_samples=n))
+    return spec
 
 
 def _data(raw: Any, p: _Problems) -> DataSpec | None:
@@ -579,8 +585,16 @@ def _train(raw: Any, model: str | None, p: _Problems) -> dict[str, Any] | None:
     try:
         flat = resolve(model, raw).to_flat()
     except UserError as exc:
-        p.add_lines("train", exc)
-        return None
+        # A rule across settings (num_heads must divide embed) may hold only together with
+        # the searched parameters: keep train when each key is fine on its own; the
+        # baseline trial is checked once the parameters are known (see _build).
+        own = [ln for ln in str(exc).splitlines() if ln.split(":", 1)[0] in raw]
+        if own:
+            p.add_lines("train", UserError("\n".join(own)))
+            return None
+        types = setting_types(model)
+        coerced = {k: coerce(k, v, types[k]) for k, v in raw.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in coerced.items()}
     return {k: flat[k] for k in raw}
 
 
@@ -843,8 +857,15 @@ def _param(name: str, spec: Any, path: str, model: str, base: dict, method: Any,
         try:
             got = resolve(model, {**base, name: value}).to_flat()[name]
         except UserError as exc:
-            p.add_lines(vpath, exc, strip=name)
-            return _MISSING
+            # A rule about another setting (num_heads vs embed) is not this value's fault:
+            # the baseline trial checks the combination once (see _build).
+            others = set(setting_types(model)) - {name}
+            own = [ln for ln in str(exc).splitlines() if ln.split(":", 1)[0] not in others]
+            if own:
+                p.add_lines(vpath, UserError("\n".join(own)), strip=name)
+                return _MISSING
+            got = coerce(name, value, setting_types(model)[name])
+            got = list(got) if isinstance(got, tuple) else got
         if name == "dropout" and not 0 <= got < 1:
             p.add(vpath, "must be in [0, 1)", got)
             return _MISSING

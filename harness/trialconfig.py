@@ -93,9 +93,14 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(cls)}
 
 
+def setting_types(model: str) -> dict[str, Any]:
+    """Every flat name a trial of `model` accepts, with its declared type."""
+    return {**_field_types(TrainConfig), **_field_types(model_entry(model).params_cls)}
+
+
 def setting_names(model: str) -> set[str]:
     """Every flat name a trial of `model` accepts."""
-    return set(_field_types(TrainConfig)) | set(_field_types(model_entry(model).params_cls))
+    return set(setting_types(model))
 
 
 def suggest(name: str, choices: typing.Iterable[str]) -> str:

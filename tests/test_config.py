@@ -597,3 +597,21 @@ def test_nsga2_takes_a_metric_list(tmp_path):
     ]
     assert spec.to_dict()["metric"] == [{"name": "best_dev_acc", "goal": "maximize"},
                                         {"name": "dev_loss", "goal": "minimize"}]  # fmt: skip
+
+
+def test_rules_across_settings_hold_for_the_trial_not_each_key(tmp_path: Path) -> None:
+    """embed: 128 with the classic 5 heads is invalid alone, valid once num_heads is searched."""
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "model: Transformer\ntrain: {embed: 128}\n"
+        "parameters:\n  num_heads: {values: [4, 8]}\n"
+    )
+    assert load_spec(good).trial_config({"num_heads": 8}).params.num_heads == 8
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "model: Transformer\ntrain: {embed: 128}\n"
+        "parameters:\n  learning_rate: {min: 1.0e-4, max: 1.0e-3}\n"
+    )
+    with pytest.raises(UserError) as err:
+        load_spec(bad)
+    assert str(err.value).splitlines() == [f"{bad}: train.num_heads: must divide embed=128, got 5"]
