@@ -61,7 +61,7 @@ _LAYER_TYPES: dict[str, pa.DataType] = {k: (_STR if k == "layer" else _FLOAT) fo
 _TRIAL_TYPES: dict[str, pa.DataType] = {
     k: (
         _STR
-        if k in ("trial_id", "status", "node_id", "node_ip", "device", "error")
+        if k in ("trial_id", "status", "node_id", "node_ip", "device", "error", "confusion")
         else _INT
         if k in ("trial_number", "best_iteration", "iterations", "epochs", "samples")
         else _TIME

@@ -23,11 +23,11 @@ METRIC_KEYS: dict[str, str] = {
     "best_dev_acc": "dev accuracy at the best dev loss so far",
     "grad_norm": "mean global L2 gradient norm (before clipping) over the sampled steps",
     "grad_norm_max": "largest global gradient norm over the sampled steps",
-    "grad_max_abs": "largest |g| over all gradient entries in the sampled steps",
-    "grad_vanish_frac": "fraction of gradient entries with |g| below vanish_threshold",
+    "grad_max_abs": "largest absolute gradient entry in the sampled steps",
+    "grad_vanish_frac": "fraction of gradient entries whose magnitude is below vanish_threshold",
     "grad_clip_frac": "fraction of steps since the last report whose norm exceeded clip_norm",
     "grad_nonfinite": "steps since the last report with a NaN/Inf loss or gradient",
-    "update_ratio": "mean global ||update|| / ||weights|| over the sampled steps",
+    "update_ratio": "mean global norm(update) / norm(weights) over the sampled steps",
     "grad_vanishing": "grad_norm fell below vanish_threshold * sqrt(#params)",
     "grad_exploding": "grad_norm_max exceeded explode_threshold",
 }
@@ -38,10 +38,10 @@ LAYERS = "layers"  # report key: {column: [value per layer]} with LAYER_KEYS col
 LAYER_KEYS: dict[str, str] = {
     "layer": "parameter name (e.g. convs.weight)",
     "grad_norm": "mean L2 norm of this layer's gradient over the sampled steps",
-    "grad_max_abs": "largest |g| in this layer over the sampled steps",
+    "grad_max_abs": "largest absolute gradient entry of this layer in the sampled steps",
     "vanish_frac": "fraction of this layer's gradient entries below vanish_threshold",
     "weight_norm": "L2 norm of the layer's weights at the report",
-    "update_ratio": "mean ||update|| / ||weights|| of this layer over the sampled steps",
+    "update_ratio": "mean norm(update) / norm(weights) of this layer over the sampled steps",
 }
 
 # --- one row per trial (results/<name>/trials.parquet) ------------------------------------
@@ -50,7 +50,7 @@ PARAM_PREFIX = "param."
 TRIAL_KEYS: dict[str, str] = {
     "trial_id": "Ray Tune's trial id (short, unique within the sweep)",
     "trial_number": "Optuna trial number (0 is the baseline when baseline: true)",
-    "status": "COMPLETED | PRUNED | FAILED | DIVERGED",
+    "status": "COMPLETED, PRUNED, FAILED or DIVERGED",
     "metric": "the sweep's objective value (metric.name) as told to Optuna",
     "best_dev_loss": "best dev loss reached",
     "best_dev_acc": "dev accuracy at the best dev loss",
@@ -68,5 +68,6 @@ TRIAL_KEYS: dict[str, str] = {
     "node_ip": "address of that node",
     "device": "cpu, cuda:N",
     "error": "why the trial failed or diverged; notes such as a GPU fallback",
+    "confusion": "test confusion matrix of the best weights as JSON [[...]] (rows: true class)",
 }
 STATUSES = ("COMPLETED", "PRUNED", "FAILED", "DIVERGED")

@@ -628,6 +628,7 @@ class SweepCallback(tune.Callback):
                     test_loss=s.get("test_loss"),
                     test_f1_macro=s.get("test_f1_macro"),
                     metric=result.get(self.metric),
+                    confusion=json.dumps(s["confusion"]) if s.get("confusion") else None,
                 )
         if status != "COMPLETED":
             fields["metric"] = None

@@ -1,0 +1,36 @@
+"""The README's results schema is the one harness/schema.py (and so every writer) uses."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import results, schema
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_columns(table: str) -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    marker = f"<!-- schema:{table} -->"
+    assert marker in text, f"README lacks {marker}"
+    block = text.split(marker, 1)[1].strip().split("\n\n", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \|", block, flags=re.M)
+
+
+@pytest.mark.parametrize(
+    "table, keys",
+    [("trials", schema.TRIAL_KEYS), ("metrics", schema.METRIC_KEYS), ("layers", schema.LAYER_KEYS)],
+)
+def test_readme_documents_exactly_the_schema(table: str, keys: dict) -> None:
+    assert readme_columns(table) == list(keys)
+
+
+def test_writers_use_the_schema_columns() -> None:
+    assert results.TRIALS_SCHEMA.names == list(schema.TRIAL_KEYS)
+    assert results.METRICS_SCHEMA.names == ["trial_id", *schema.METRIC_KEYS]
+    assert results.LAYERS_SCHEMA.names == ["trial_id", "iteration", *schema.LAYER_KEYS]
+
+
+def test_statuses() -> None:
+    assert schema.STATUSES == ("COMPLETED", "PRUNED", "FAILED", "DIVERGED")
