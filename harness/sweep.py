@@ -766,6 +766,7 @@ def _init_ray(address: str | None, spec: SweepSpec) -> dict[str, Any]:
             ) from None
     else:
         ctx = ray.init(
+            address="local",  # a new private Ray, even when another runs on this machine
             include_dashboard=None,  # only when ray[default] (the dashboard's deps) is installed
             dashboard_host="127.0.0.1",
             **common,

@@ -64,6 +64,7 @@ def ray_session() -> Iterator[object]:
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
+        address="local",  # never join another Ray running on this machine
         num_cpus=2,
         num_gpus=1,
         include_dashboard=False,
