@@ -15,7 +15,7 @@ def readme_columns(table: str) -> list[str]:
     marker = f"<!-- schema:{table} -->"
     assert marker in text, f"README lacks {marker}"
     block = text.split(marker, 1)[1].strip().split("\n\n", 1)[0]
-    return re.findall(r"^\| `([^`]+)` \|", block, flags=re.M)
+    return re.findall(r"^\| `([^`]+)` \|", block, flags=re.MULTILINE)
 
 
 @pytest.mark.parametrize(
