@@ -1,0 +1,261 @@
+"""Faults a long sweep meets: the driver killed at any moment (then --resume), a trial's
+worker process killed (retried by max_failures), a trial that runs out of memory (FAILED
+data, the sweep goes on), and Tune's state on a pyarrow filesystem URI (--storage).
+
+The chosen-moment SIGKILL and Ctrl-C cases are in tests/test_sweep.py; here the kill comes
+at a random moment (seed printed; HARNESS_FAULT_SEED=<seed> replays it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_sweep import ROOT, SMOKE, _tables, study, write_spec
+
+from harness import results as rs
+from harness import sweep
+from harness.config import load_spec
+
+# A trial of a few seconds on the tiny corpus, reports every 20 batches, nothing stopped early.
+LONG = ("train.max_epochs=40", "train.max_steps=300", "train.eval_every=20",
+        "early_terminate={type: none}")  # fmt: skip
+
+
+def _cli_args(tiny_corpus: Path, results: Path, *sets: str) -> list[str]:
+    args = [str(SMOKE), "--results", str(results)]
+    for o in ("data.name=thucnews", f"data.path={tiny_corpus}", *sets):
+        args += ["--set", o]
+    return args
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    """The real command, in its own session so everything it starts can be reaped."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.sweep", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _procs() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, command line), from /proc (Linux)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            out[int(d.name)] = (int(fields[1]), int(fields[3]), cmd)
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _descendants(pid: int, procs: dict[int, tuple[int, int, str]]) -> set[int]:
+    """The processes below one we started."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, (pp, _, _) in procs.items() if pp == parent and p not in found]
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    procs = _procs()
+    # a zombie has left /proc/<pid>/cmdline empty; only running processes count
+    return {p for p in pids if p in procs and procs[p][2]}
+
+
+def _kill_driver_and_its_ray(proc: subprocess.Popen) -> None:
+    """SIGKILL of the driver, then of the Ray processes it started (its session and its
+    descendants, nothing else): Ray's agents would otherwise linger for a minute."""
+    procs = _procs()
+    family = _descendants(proc.pid, procs)
+    proc.kill()
+    proc.communicate(timeout=60)
+    orphans = family | {p for p, (_, sid, _) in _procs().items() if sid == proc.pid}
+    for pid in orphans:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    t0 = time.monotonic()
+    while _alive(orphans) and time.monotonic() - t0 < 30:
+        time.sleep(0.2)
+    assert not _alive(orphans), f"Ray processes of the killed sweep survive: {_alive(orphans)}"
+
+
+def _first_running(proc: subprocess.Popen, folder: Path, timeout: float = 120) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout and proc.poll() is None:
+        try:
+            if (pd.read_parquet(folder / rs.TRIALS_FILE)["status"] == "RUNNING").any():
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("no trial ever started")
+
+
+def _exactly_once(folder: Path, n: int) -> pd.DataFrame:
+    """Every trial once, in both the tables and the study, and the files readable."""
+    trials, metrics, layers = _tables(folder)
+    assert len(trials) == n and trials["trial_id"].is_unique
+    assert sorted(trials["trial_number"]) == list(range(n))
+    assert set(trials["status"]) == {"COMPLETED"}, trials[["trial_id", "status", "error"]]
+    assert not metrics.duplicated(["trial_id", "iteration"]).any()
+    assert set(metrics["trial_id"]) == set(trials["trial_id"])
+    assert not layers.duplicated(["trial_id", "iteration", "layer"]).any()
+    st = study(folder, "smoke")
+    assert len(st.trials) == n and all(t.state.name == "COMPLETE" for t in st.trials)
+    assert {t.user_attrs["ray_trial_id"] for t in st.trials} == set(trials["trial_id"])
+    return trials
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_driver_killed_at_a_random_moment_resumes_to_exactly_the_budget(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    seed = int(os.environ.get("HARNESS_FAULT_SEED", random.SystemRandom().randrange(2**32)))
+    delay = random.Random(seed).uniform(0.0, 6.0)  # within the run (~15 s after the first start)
+    print(f"HARNESS_FAULT_SEED={seed}: SIGKILL {delay:.2f} s after the first trial started")
+    folder = tmp_path / "smoke"
+    args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=6")
+
+    proc = _start(args)
+    try:
+        _first_running(proc, folder)
+        time.sleep(delay)
+        assert proc.poll() is None, f"seed {seed}: the sweep ended before the kill"
+    finally:
+        _kill_driver_and_its_ray(proc)
+    for name in (rs.TRIALS_FILE, rs.METRICS_FILE, rs.LAYERS_FILE):
+        if (folder / name).exists():
+            pd.read_parquet(folder / name)  # readable after a kill at any moment
+
+    proc = _start([*args, "--resume"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"seed {seed}:\n{out}"
+    trials = _exactly_once(folder, 6)
+    params = trials[[c for c in trials.columns if c.startswith("param.")]].astype(str)
+    assert not params.duplicated().any(), f"seed {seed}: a resumed sampler repeated a draw"
+
+
+def _trial_workers() -> list[int]:
+    """Trial actors (process title ray::ImplicitFunc...) under this test process's Ray."""
+    procs = _procs()
+    return [p for p in _descendants(os.getpid(), procs) if "ImplicitFunc" in procs[p][2]]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_trial_worker_is_retried_and_completes_once(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    overrides = ["data.name=thucnews", f"data.path={tiny_corpus}", *LONG, "max_failures=1",
+                 "budget.num_samples=2", "budget.max_concurrent=1"]  # fmt: skip
+    spec = load_spec(SMOKE, overrides)
+    folder = tmp_path / "smoke"
+    killed: dict[str, object] = {}
+    done = threading.Event()
+
+    def killer() -> None:
+        # once the first trial has reported, SIGKILL the one process running it
+        while not done.is_set():
+            try:
+                t = pd.read_parquet(folder / rs.TRIALS_FILE)
+                running = t[(t["status"] == "RUNNING") & (t["iterations"].fillna(0) >= 20)]
+                workers = _trial_workers()
+                if len(running) == 1 and len(workers) == 1:
+                    killed["trial"] = running["trial_id"].iloc[0]
+                    killed["pid"] = workers[0]
+                    os.kill(workers[0], signal.SIGKILL)
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        sweep.run(spec, results_root=tmp_path, console=False)
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert killed, "no trial worker was seen running"
+    trials = _exactly_once(folder, 2).set_index("trial_id")
+    assert trials.loc[killed["trial"], "iterations"] == 300  # ran again to its end
+    assert killed["pid"] not in _trial_workers()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_out_of_memory_is_a_failed_trial_and_the_sweep_goes_on(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # an embedding table of 2**40 rows x 16 cannot be allocated: the trial records why
+    spec_path = write_spec(
+        tmp_path / "oom.yaml",
+        name="oom",
+        method="grid",
+        baseline=False,
+        data={"name": "thucnews", "path": str(tiny_corpus)},
+        early_terminate={"type": "none"},
+        train={"batch_size": 32, "max_steps": 20, "max_epochs": 1, "eval_every": 5, "seed": 0},
+        parameters={"embed": {"values": [16, 2**40]}},
+        budget={"num_samples": 2, "max_concurrent": 2},
+    )
+    out = sweep.run(load_spec(spec_path), results_root=tmp_path / "results", console=False)
+    trials, _, _ = _tables(out.folder)
+    by_embed = trials.set_index("param.embed")
+    assert by_embed.loc[16, "status"] == "COMPLETED"
+    assert by_embed.loc[2**40, "status"] == "FAILED"
+    assert "memory" in by_embed.loc[2**40, "error"].lower()
+    st = {t.params["embed"]: t.state.name for t in study(out.folder, "oom").trials}
+    assert st == {16: "COMPLETE", 2**40: "FAIL"}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_storage_uri_holds_tune_state_and_resume_works(tiny_corpus: Path, tmp_path: Path) -> None:
+    # --storage file:///... (any pyarrow filesystem URI): Tune's experiment state goes there,
+    # the tables stay in results/<name>/; a Ctrl-C'd sweep resumes from both.
+    store = tmp_path / "tune_store"
+    folder = tmp_path / "smoke"
+    args = [*_cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=2"),
+            "--storage", store.as_uri()]  # fmt: skip
+    proc = _start(args)
+    try:
+        _first_running(proc, folder)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            _kill_driver_and_its_ray(proc)
+    assert proc.returncode == 130, out
+    assert (store / "smoke").is_dir() and any((store / "smoke").glob("experiment_state*"))
+    assert not (folder / "ray").exists()
+
+    proc = _start([*args, "--resume"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    _exactly_once(folder, 2)
