@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_sweep import ROOT, SMOKE, _tables, study
+from test_faults import _exactly_once
+from test_sweep import ROOT, SMOKE
 
 from harness import results as rs
 
@@ -76,17 +77,6 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
     return out
 
 
-def _each_trial_once(folder: Path, n: int) -> pd.DataFrame:
-    trials, metrics, _ = _tables(folder)
-    assert len(trials) == n and trials["trial_id"].is_unique
-    assert set(trials["status"]) == {"COMPLETED"}, trials[["trial_id", "status", "error"]]
-    assert not metrics.duplicated(["trial_id", "iteration"]).any()
-    st = study(folder, "smoke")
-    assert len(st.trials) == n and all(t.state.name == "COMPLETE" for t in st.trials)
-    assert {t.user_attrs["ray_trial_id"] for t in st.trials} == set(trials["trial_id"])
-    return trials
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sweep_joins_a_two_node_cluster_and_records_the_node(
@@ -98,7 +88,7 @@ def test_sweep_joins_a_two_node_cluster_and_records_the_node(
     args = _sweep_args(tiny_corpus, tmp_path, "train.max_steps=60", "budget.num_samples=4")
     out = _finish(_start(args, cluster.address))
     assert "2 node(s)" in out, out
-    trials = _each_trial_once(tmp_path / "smoke", 4)
+    trials = _exactly_once(tmp_path / "smoke", 4)
     assert set(trials["node_id"]) == nodes
     assert set(trials["node_ip"]) == {"127.0.0.1"}
 
@@ -137,7 +127,7 @@ def test_a_node_removed_mid_trial_loses_nothing(
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
             proc.communicate()
-    trials = _each_trial_once(folder, 3).set_index("trial_id")
+    trials = _exactly_once(folder, 3).set_index("trial_id")
     # the lost trial ran again, from the start, on the node that is left
     assert trials.loc[victim, "node_id"] == cluster.head_node.node_id, out
     assert set(trials["node_id"]) <= {cluster.head_node.node_id, worker.node_id}
