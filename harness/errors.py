@@ -7,9 +7,10 @@ so the user sees `error: <message>` and the shell sees status 2.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,6 +20,12 @@ EXIT_USER_ERROR = 2
 
 class UserError(Exception):
     """A mistake in the user's input; the message names the file/key/line and what is wrong."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A ` (did you mean 'x'?)` suffix for an unknown name, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
