@@ -14,9 +14,9 @@ METRIC_KEYS: dict[str, str] = {
     "samples": "training samples seen so far",
     "elapsed_s": "seconds since training started (evaluation included)",
     "lr": "learning rate at the report",
-    "train_loss": "mean training loss over the batches since the last report",
-    "train_acc": "training accuracy over the batches since the last report",
-    "dev_loss": "loss on the dev split",
+    "train_loss": "mean training loss per sample since the last report (label smoothing included)",
+    "train_acc": "training accuracy over the samples since the last report",
+    "dev_loss": "cross-entropy loss on the dev split (no label smoothing)",
     "dev_acc": "accuracy on the dev split",
     "improved": "dev loss improved on the best so far (the classic '*')",
     "best_dev_loss": "best dev loss so far",
@@ -24,7 +24,8 @@ METRIC_KEYS: dict[str, str] = {
     "grad_norm": "mean global L2 gradient norm (before clipping) over the sampled steps",
     "grad_norm_max": "largest global gradient norm over the sampled steps",
     "grad_max_abs": "largest absolute gradient entry in the sampled steps",
-    "grad_vanish_frac": "fraction of gradient entries whose magnitude is below vanish_threshold",
+    "grad_vanish_frac": "fraction of gradient entries (embedding tables apart) below vanish_threshold",
+    "embed_vanish_frac": "the same fraction in the embedding tables (rows of absent tokens count)",
     "grad_clip_frac": "fraction of steps since the last report whose norm exceeded clip_norm",
     "grad_nonfinite": "steps since the last report with a NaN/Inf loss or gradient",
     "update_ratio": "mean global norm(update) / norm(weights) over the sampled steps",
@@ -42,6 +43,7 @@ LAYER_KEYS: dict[str, str] = {
     "vanish_frac": "fraction of this layer's gradient entries below vanish_threshold",
     "weight_norm": "L2 norm of the layer's weights at the report",
     "update_ratio": "mean norm(update) / norm(weights) of this layer over the sampled steps",
+    "embedding": "the layer is an embedding table (its absent tokens' rows get zero gradient)",
 }
 
 # --- one row per trial (results/<name>/trials.parquet) ------------------------------------

@@ -1,16 +1,25 @@
-"""The one train/evaluate loop every trial, test and standalone run goes through.
+"""The one train/evaluate loop every trial, group of trials, test and standalone run goes through.
 
-It follows the classic Chinese-Text-Classification loop (Adam, cross entropy, evaluate
-on dev every `eval_every` batches, keep the weights with the best dev loss, stop after
+It follows the classic Chinese-Text-Classification loop (Adam, cross entropy, evaluate on
+dev every `eval_every` batches, keep the weights with the best dev loss, stop after
 `require_improvement` batches without improvement, test the best weights) and adds
 schedules, clipping, seeds, bf16 autocast and gradient statistics.
 
+It trains a *group*: N trials of one model that share every shape setting and differ in
+fusible ones (harness.trialconfig), as one module (harness.members) whose forward gives
+[N, B, C] logits. One step is one forward and backward over the same batch for every member
+and one optimizer step with each member's own learning rate; every report, early stop,
+divergence and test is per member, and a member that ends leaves the group (`drop`), so the
+others run on cheaper and unchanged. A single trial is the group of one (`train`).
+
 Why it looks the way it does: the host must not wait for the device every batch. Data
 lives on the device and is shuffled by one index permutation per epoch; per-step loss,
-correct counts and gradient norms go into small device buffers; a report copies
-everything it needs (train window, gradient statistics, dev result) to the host in one
-transfer. Divergence (a non-finite loss or gradient) is therefore noticed at the next
-report, not at the step itself, and ends the trial there.
+correct counts and gradient norms go into small device buffers (harness.window); a report
+copies everything it needs (train window, gradient statistics, dev result) to the host in
+one transfer. Divergence (a non-finite loss or gradient) is therefore noticed at the next
+report, not at the step itself, and ends the member there. A non-finite gradient on a step
+whose gradients were not measured shows up one step later, in the next step's loss. On CUDA
+the step can run as a captured CUDA graph (harness.graphs).
 
 No Ray here: `report` is any callable; Ray trials, the CLI and tests pass different ones.
 """
@@ -20,9 +29,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,20 +39,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness import schema
+from harness import members as grouping
+from harness import window as windows
 from harness.errors import UserError
 from harness.gradstats import GradStats
+from harness.keeper import Keeper
 from harness.models import build_model
-from harness.trialconfig import TrainConfig, TrialConfig
+from harness.optimizer import MemberOptimizer, lr_at
+from harness.trialconfig import TrainConfig, TrialConfig, check_group, with_batch_seed
 
-Report = Callable[[dict[str, Any]], None]
+Report = Callable[[dict[str, Any]], Any]
+MemberReport = Callable[[int, dict[str, Any]], Any]
+PRUNE = "prune"  # a report callback's verdict: stop this member now (recorded as PRUNED)
+
+seed_everything = grouping.seed_everything
 
 
 @dataclass
 class TrialSummary:
-    """How one trial ended; `to_dict()` is JSON-ready."""
+    """How one trial (one member of a group) ended; `to_dict()` is JSON-ready."""
 
-    status: str = "COMPLETED"  # COMPLETED | DIVERGED
+    status: str = "COMPLETED"  # COMPLETED | DIVERGED | PRUNED
     reason: str = ""  # why it diverged; notes such as a device fallback
     best_iteration: int = 0
     best_dev_loss: float = math.inf
@@ -65,6 +80,9 @@ class TrialSummary:
     eval_samples_per_s: float = 0.0
     device: str = "cpu"
     stopped_early: bool = False
+    group_size: int = 1  # members trained together (1: alone)
+    fused: bool = False  # the group ran as one fused module (harness.members.Fused)
+    cuda_graphs: bool = False  # its training step ran as a captured CUDA graph
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,44 +108,30 @@ def pick_device(requested: str | None, configured: str) -> tuple[torch.device, s
     return torch.device(configured), ""
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def autocast_for(device: torch.device, amp: bool) -> Callable[[], Any]:
+    """bf16 autocast on CUDA when `amp`, else nothing."""
+    if amp and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
-def make_optimizer(tc: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD+momentum; the fused implementation when the build has one."""
-    if tc.optimizer == "adam":
-        cls, kw = torch.optim.Adam, {}
-    elif tc.optimizer == "adamw":
-        cls, kw = torch.optim.AdamW, {}
-    else:
-        cls, kw = torch.optim.SGD, {"momentum": tc.momentum}
-    kw.update(lr=tc.learning_rate, weight_decay=tc.weight_decay)
-    try:
-        return cls(params, fused=True, **kw)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(params, foreach=True, **kw)
+def full_precision(logits: Tensor) -> Tensor:
+    """bf16/fp16 logits (autocast) as float32; float32 and float64 stay as they are."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
 
 
-def lr_at(tc: TrainConfig, step: int, epoch: int, total_steps: int) -> float:
-    """Learning rate of 0-based `step` in 0-based `epoch`.
-
-    Linear warmup over warmup_steps (any schedule), then: none -> constant;
-    exponential -> x gamma per finished epoch; cosine -> half cosine from the base
-    rate to 0 at total_steps.
-    """
-    base = tc.learning_rate
-    if step < tc.warmup_steps:
-        return base * (step + 1) / tc.warmup_steps
-    if tc.schedule == "exponential":
-        return base * tc.gamma**epoch
-    if tc.schedule == "cosine":
-        span = max(1, total_steps - tc.warmup_steps)
-        t = min(1.0, (step - tc.warmup_steps) / span)
-        return base * 0.5 * (1.0 + math.cos(math.pi * t))
-    return base
+def member_loss(logits: Tensor, y: Tensor, smoothing: Sequence[float]) -> Tensor:
+    """Per-member mean cross entropy [N] of logits [N, B, C], each with its label smoothing."""
+    n, b, c = logits.shape
+    if len(set(smoothing)) == 1:
+        per = F.cross_entropy(
+            logits.reshape(n * b, c), y.repeat(n), label_smoothing=smoothing[0], reduction="none"
+        )
+        return per.view(n, b).mean(1)
+    logp = F.log_softmax(logits, dim=2)
+    nll = -logp.gather(2, y.view(1, b, 1).expand(n, b, 1)).squeeze(2)
+    eps = torch.tensor(list(smoothing), dtype=logits.dtype, device=logits.device).view(n, 1)
+    return ((1 - eps) * nll + eps * (-logp.sum(2) / c)).mean(1)
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -137,10 +141,8 @@ def lr_at(tc: TrainConfig, step: int, epoch: int, total_steps: int) -> float:
 def evaluate(
     model: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast: Any, preds: bool = False
 ) -> tuple[Tensor, Tensor | None]:
-    """Device tensor [loss_sum, correct] (plain cross entropy), and argmax predictions if asked.
-
-    Nothing is read back here: the caller copies the result with its other numbers.
-    """
+    """One plain model: device tensor [loss_sum, correct] (plain cross entropy), and argmax
+    predictions if asked. Nothing is read back here: the caller copies the result."""
     was_training = model.training
     model.eval()
     acc = torch.zeros(2, device=x.device)
@@ -149,7 +151,7 @@ def evaluate(
         xb, yb = x[s : s + batch_size], y[s : s + batch_size]
         with autocast():
             logits = model(xb)
-        logits = logits.float()
+        logits = full_precision(logits)
         p = logits.argmax(1)
         acc[0] += F.cross_entropy(logits, yb, reduction="sum")
         acc[1] += (p == yb).sum()
@@ -159,9 +161,34 @@ def evaluate(
     return acc, (torch.cat(out) if preds else None)
 
 
+@torch.inference_mode()
+def evaluate_members(members: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast: Any) -> Tensor:
+    """Every member at once: device tensor [N, 2] of (loss sum, correct) on (x, y)."""
+    was_training = members.training
+    members.eval()
+    acc = None
+    for s in range(0, x.shape[0], batch_size):
+        xb, yb = x[s : s + batch_size], y[s : s + batch_size]
+        with autocast():
+            logits = members(xb)
+        logits = full_precision(logits)
+        n, b, c = logits.shape
+        loss = F.cross_entropy(logits.reshape(n * b, c), yb.repeat(n), reduction="none")
+        correct = (logits.argmax(2) == yb).sum(1).to(loss.dtype)
+        part = torch.stack([loss.view(n, b).sum(1), correct], 1)
+        acc = part if acc is None else acc + part
+    members.train(was_training)
+    assert acc is not None
+    return acc
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------------- the loop
@@ -175,196 +202,270 @@ def train(
     device: str | None = None,
     threads: int | None = None,
 ) -> TrialSummary:
-    """Train cfg.model on `data` (a harness.data.Dataset), calling report(dict) at every evaluation."""
-    tc = cfg.train
-    if threads:
-        torch.set_num_threads(int(threads))
-    dev, note = pick_device(device, tc.device)
-    seed_everything(tc.seed)
-    summary = TrialSummary(device=str(dev), reason=note)
+    """Train one trial on `data` (a harness.data.Dataset), calling report(dict) at every
+    evaluation: the group of one."""
+    member_report = None if report is None else (lambda _i, m: report(m))
+    return train_group([cfg], data, member_report, device=device, threads=threads)[0]
 
-    model = build_model(
-        cfg.model,
-        cfg.params,
-        vocab_size=data.vocab_size,
-        num_classes=data.num_classes,
-        pad_id=data.pad_id,
-        seq_len=int(data.train_x.shape[1]),
-    ).to(dev)
-    model.train()
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = make_optimizer(tc, [p for _, p in named])
-    stats = GradStats(
-        named,
-        every=tc.grad_stats_every,
-        clip_norm=tc.clip_norm,
-        vanish_threshold=tc.vanish_threshold,
-        explode_threshold=tc.explode_threshold,
-    )
-    use_amp = tc.amp and dev.type == "cuda"
 
-    def autocast() -> Any:
-        if use_amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def to_dev(a: np.ndarray) -> Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long).to(dev)
-
-    train_x, train_y = to_dev(data.train_x), to_dev(data.train_y)
-    dev_x, dev_y = to_dev(data.dev_x), to_dev(data.dev_y)
-    n_train, n_dev = int(train_y.shape[0]), int(dev_y.shape[0])
-    if n_train == 0 or n_dev == 0:
-        raise UserError(f"{data.name}: empty train or dev split")
-    bs = tc.batch_size
-    batches = math.ceil(n_train / bs)
-    total_steps = batches * tc.max_epochs
-    if tc.max_steps:
-        total_steps = min(total_steps, tc.max_steps)
-    shuffle_gen = torch.Generator().manual_seed(tc.seed)
-
-    # per-step device buffers of the current report window: loss, correct, global grad norm
-    window = torch.zeros(3, min(tc.eval_every, total_steps), device=dev)
-    state = list(model.state_dict().values())
-    best_state = [t.detach().clone() for t in state]
-    best_loss, best_acc, best_it = math.inf, math.nan, 0
-    label_smoothing = tc.label_smoothing
-
-    step = 0  # batches trained
-    samples = 0
-    window_start, window_samples = 0, 0
-    eval_seconds, eval_samples, eval_cpu = 0.0, 0, 0.0
-    lr = lr_at(tc, 0, 0, total_steps)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    stop = False
-    t_start, cpu_start = time.perf_counter(), time.process_time()
-    epoch = 0
-    for epoch in range(1, tc.max_epochs + 1):
-        if tc.shuffle:
-            perm = torch.randperm(n_train, generator=shuffle_gen).to(dev)
-            ex, ey = train_x.index_select(0, perm), train_y.index_select(0, perm)
-        else:
-            ex, ey = train_x, train_y
-        for b in range(batches):
-            new_lr = lr_at(tc, step, epoch - 1, total_steps)
-            if new_lr != lr:
-                lr = new_lr
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            xb, yb = ex[b * bs : (b + 1) * bs], ey[b * bs : (b + 1) * bs]
-            with autocast():
-                logits = model(xb)
-            logits = logits.float()
-            loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sampled = stats.is_sampled(step)
-            gnorm = stats.after_backward(sampled)
-            optimizer.step()
-            if sampled:
-                stats.after_step()
-            k = step - window_start
-            window[0, k] = loss.detach()
-            window[1, k] = (logits.detach().argmax(1) == yb).sum()
-            if gnorm is not None:
-                window[2, k] = gnorm
-            step += 1
-            samples += int(yb.shape[0])
-            window_samples += int(yb.shape[0])
-            if step % tc.eval_every and step < total_steps:
-                continue
-
-            # ---- evaluate + report: the one host transfer of this window
-            _sync(dev)
-            t_eval, cpu_eval = time.perf_counter(), time.process_time()
-            dev_acc_t, _ = evaluate(model, dev_x, dev_y, tc.eval_batch_size, autocast)
-            n = step - window_start
-            host = torch.cat([window[:, :n].reshape(-1), stats.read(), dev_acc_t]).tolist()
-            eval_seconds += time.perf_counter() - t_eval
-            eval_cpu += time.process_time() - cpu_eval
-            eval_samples += n_dev
-            losses, corrects, norms = host[:n], host[n : 2 * n], host[2 * n : 3 * n]
-            g_values = host[3 * n : 3 * n + stats.read_size]
-            dev_loss = host[-2] / n_dev
-            dev_acc = host[-1] / n_dev
-            bad = [i for i in range(n) if not (math.isfinite(losses[i]) and math.isfinite(norms[i]))]
-            improved = math.isfinite(dev_loss) and dev_loss < best_loss
-            if improved:
-                best_loss, best_acc, best_it = dev_loss, dev_acc, step
-                with torch.no_grad():
-                    torch._foreach_copy_(best_state, state)
-            g_metrics, g_layers = stats.decode(g_values, norms, n)
-            metrics: dict[str, Any] = {
-                "iteration": step,
-                "epoch": epoch,
-                "samples": samples,
-                "elapsed_s": time.perf_counter() - t_start,
-                "lr": lr,
-                "train_loss": sum(losses) / n,
-                "train_acc": sum(corrects) / window_samples,
-                "dev_loss": dev_loss,
-                "dev_acc": dev_acc,
-                "improved": improved,
-                "best_dev_loss": best_loss,
-                "best_dev_acc": best_acc,
-                "grad_nonfinite": len(bad),
-                **g_metrics,
-            }
-            metrics = {key: metrics[key] for key in schema.METRIC_KEYS}
-            metrics[schema.LAYERS] = g_layers
-            window.zero_()
-            stats.reset()
-            window_start, window_samples = step, 0
-            if bad:
-                first = window_start - n + bad[0]  # 0-based step index
-                what = "loss" if not math.isfinite(losses[bad[0]]) else "gradient"
-                summary.status = "DIVERGED"
-                summary.reason = _join(
-                    note,
-                    f"non-finite {what} at iteration {first + 1} "
-                    f"(lr {lr_at(tc, first, first // batches, total_steps):g})",
-                )
-            elif not math.isfinite(dev_loss):
-                summary.status = "DIVERGED"
-                summary.reason = _join(note, f"non-finite dev loss at iteration {step} (lr {lr:g})")
-            if report is not None:
-                report(metrics)
-            if summary.status == "DIVERGED":
-                stop = True
-            elif step - best_it >= tc.require_improvement:
-                summary.stopped_early = True
-                stop = True
-            if stop or step >= total_steps:
-                stop = True
+def train_group(
+    cfgs: Sequence[TrialConfig],
+    data: Any,
+    report: MemberReport | None = None,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    fuse: str = "auto",
+) -> list[TrialSummary]:
+    """Train the members `cfgs` together on `data`; report(member, dict) at every evaluation
+    of each live member (return PRUNE to stop that member). Members may differ only in
+    fusible settings; their batch order is the first member's unless they set data_seed.
+    `fuse` chooses the group's form (harness.members.build: auto, fused, stacked, vmap)."""
+    loop = Loop(cfgs, data, device=device, threads=threads, fuse=fuse)
+    for epoch in range(1, loop.max_epochs + 1):
+        for xb, yb in loop.batches(epoch):
+            loop.step(xb, yb)
+            if loop.report_due():
+                loop.evaluate_and_report(report)
+            if loop.done():
                 break
-        if stop:
+        if loop.done():
             break
-    _sync(dev)
-    elapsed = time.perf_counter() - t_start
-    summary.train_cpu_seconds = time.process_time() - cpu_start - eval_cpu
-
-    summary.iterations, summary.epochs, summary.samples = step, epoch, samples
-    summary.best_iteration, summary.best_dev_loss, summary.best_dev_acc = best_it, best_loss, best_acc
-    if summary.status == "COMPLETED":
-        t_test = time.perf_counter()
-        with torch.no_grad():
-            torch._foreach_copy_(state, best_state)
-        _test(model, data, to_dev, tc, autocast, summary)
-        test_seconds = time.perf_counter() - t_test
-        eval_seconds += test_seconds
-        eval_samples += int(data.test_y.shape[0])
-        elapsed += test_seconds
-    summary.elapsed_seconds = elapsed
-    summary.eval_seconds = eval_seconds
-    summary.train_seconds = max(elapsed - eval_seconds, 1e-9)
-    summary.train_samples_per_s = samples / summary.train_seconds
-    summary.eval_samples_per_s = eval_samples / eval_seconds if eval_seconds > 0 else 0.0
-    return summary
+    return loop.close()
 
 
-def _join(*parts: str) -> str:
-    return "; ".join(p for p in parts if p)
+class Loop:
+    """The state of one group's training: members, optimizer, statistics, window, keeper."""
+
+    def __init__(
+        self,
+        cfgs: Sequence[TrialConfig],
+        data: Any,
+        *,
+        device: str | None = None,
+        threads: int | None = None,
+        fuse: str = "auto",
+    ) -> None:
+        cfgs = with_batch_seed(cfgs, cfgs[0].train.batch_seed) if cfgs else cfgs
+        check_group(cfgs)
+        self.cfgs = list(cfgs)
+        tc = cfgs[0].train
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device, note = pick_device(device, tc.device)
+        self.data = data
+        self.members = grouping.build(cfgs, data, self.device, build_model, fuse=fuse)
+        n = len(cfgs)
+        self.alive = list(range(n))  # original member index of each current position
+        self.summaries = [
+            TrialSummary(device=str(self.device), reason=note, group_size=n, fused=self.members.fused)
+            for _ in cfgs
+        ]
+        params = self.members.params()
+        self.optimizer = MemberOptimizer([c.train for c in cfgs], params)
+        self.stats = GradStats(
+            self.members.names, params, [c.train for c in cfgs], embedding=self.members.embedding
+        )
+        self.keeper = Keeper(params, [c.train.require_improvement for c in cfgs])
+        self.autocast = autocast_for(self.device, tc.amp)
+
+        self.train_x, self.train_y = self._to_dev(data.train_x), self._to_dev(data.train_y)
+        self.dev_x, self.dev_y = self._to_dev(data.dev_x), self._to_dev(data.dev_y)
+        self.n_train, self.n_dev = int(self.train_y.shape[0]), int(self.dev_y.shape[0])
+        if self.n_train == 0 or self.n_dev == 0:
+            raise UserError(f"{data.name}: empty train or dev split")
+        self.tc = tc
+        self.batch_size = tc.batch_size
+        self.per_epoch = math.ceil(self.n_train / tc.batch_size)
+        self.max_epochs = tc.max_epochs
+        self.total_steps = self.per_epoch * tc.max_epochs
+        if tc.max_steps:
+            self.total_steps = min(self.total_steps, tc.max_steps)
+        self.shuffle_gen = torch.Generator().manual_seed(tc.batch_seed)
+        self.window = windows.Window(n, min(tc.eval_every, self.total_steps), self.device)
+        self.graph = None
+        if self.device.type == "cuda" and tc.cuda_graphs:
+            from harness.graphs import GraphedStep
+
+            self.graph = GraphedStep(self)
+
+        self.step_count = 0  # batches trained
+        self.samples = 0
+        self.epoch = 0
+        self.eval_seconds, self.eval_samples, self.eval_cpu = 0.0, 0, 0.0
+        self.lrs = [lr_at(c, 0, 0, self.total_steps) for c in self.optimizer.configs]
+        self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
+
+    def _to_dev(self, a: np.ndarray) -> Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long).to(self.device)
+
+    # ---------------------------------------------------------------- batches
+
+    def batches(self, epoch: int):
+        """The epoch's batches in the group's order (one permutation per epoch)."""
+        self.epoch = epoch
+        if self.tc.shuffle:
+            perm = torch.randperm(self.n_train, generator=self.shuffle_gen).to(self.device)
+            ex, ey = self.train_x.index_select(0, perm), self.train_y.index_select(0, perm)
+        else:
+            ex, ey = self.train_x, self.train_y
+        bs = self.batch_size
+        for b in range(self.per_epoch):
+            if self.step_count >= self.total_steps:
+                return
+            yield ex[b * bs : (b + 1) * bs], ey[b * bs : (b + 1) * bs]
+
+    def done(self) -> bool:
+        return not self.alive or self.step_count >= self.total_steps
+
+    def report_due(self) -> bool:
+        return self.step_count % self.tc.eval_every == 0 or self.step_count >= self.total_steps
+
+    # ---------------------------------------------------------------- one batch
+
+    def step(self, xb: Tensor, yb: Tensor) -> None:
+        """Forward and backward of every member on one batch, then each member's update."""
+        self.lrs = [lr_at(c, self.step_count, self.epoch - 1, self.total_steps) for c in self.optimizer.configs]
+        sampled = self.stats.is_sampled(self.step_count)
+        k = self.window.steps
+        if self.graph is None or not self.graph.run(xb, yb, k, sampled):
+            self.optimizer.lr = list(self.lrs)
+            self.step_eager(xb, yb, k, sampled)
+        self.stats.count(sampled)
+        self.window.batch_sizes.append(int(yb.shape[0]))
+        self.step_count += 1
+        self.samples += int(yb.shape[0])
+
+    def step_eager(self, xb: Tensor, yb: Tensor, k: int | Tensor, sampled: list[bool]) -> None:
+        """The step itself: device work only, no host read (CUDA graphs capture exactly this)."""
+        members = self.members
+        with self.autocast():
+            logits = members(xb)
+        logits = full_precision(logits)
+        loss = member_loss(logits, yb, [c.label_smoothing for c in self.optimizer.configs])
+        members.zero_grad_()
+        loss.sum().backward()
+        params, grads = members.params(), members.grads()
+        norm = self.stats.after_backward(grads, params, sampled)
+        self.optimizer.step(params, grads)
+        if any(sampled):
+            self.stats.after_step(params)
+        correct = (logits.detach().argmax(2) == yb).sum(1)
+        self.window.record(k, loss, correct, norm)
+
+    # ---------------------------------------------------------------- one report
+
+    def evaluate_and_report(self, report: MemberReport | None) -> None:
+        """Dev evaluation of every member, one host transfer, one report per live member;
+        members that diverged, ran out of patience, were pruned or finished leave."""
+        _sync(self.device)
+        t_eval, cpu_eval = time.perf_counter(), time.process_time()
+        dev = evaluate_members(self.members, self.dev_x, self.dev_y, self.tc.eval_batch_size, self.autocast)
+        params = self.members.params()
+        host = torch.cat([self.window.device_values(), self.stats.read(params), dev.reshape(-1)]).tolist()
+        self.eval_seconds += time.perf_counter() - t_eval
+        self.eval_cpu += time.process_time() - cpu_eval
+        self.eval_samples += self.n_dev
+        ws, gs = self.window.read_size, self.stats.read_size
+        steps = self.window.steps
+        win = self.window.decode(host[:ws])
+        grads = self.stats.decode(host[ws : ws + gs], [w["norm"] for w in win], steps)
+        dev_values = host[ws + gs :]
+        elapsed = time.perf_counter() - self.t_start
+        ended: dict[int, tuple[str, str]] = {}
+        for j, i in enumerate(self.alive):
+            dev_loss, dev_acc = dev_values[2 * j] / self.n_dev, dev_values[2 * j + 1] / self.n_dev
+            improved = self.keeper.update(j, dev_loss, dev_acc, self.step_count, params[j])
+            g_metrics, g_layers = grads[j]
+            metrics = windows.row(
+                step=self.step_count, epoch=self.epoch, samples=self.samples, elapsed=elapsed,
+                lr=self.lrs[j], window=win[j], batch_sizes=self.window.batch_sizes,
+                dev_loss=dev_loss, dev_acc=dev_acc, improved=improved,
+                best_loss=self.keeper.best_loss[j], best_acc=self.keeper.best_acc[j],
+                grad=g_metrics, layers=g_layers,
+            )  # fmt: skip
+            why = self._divergence(j, win[j], dev_loss, steps)
+            verdict = report(i, metrics) if report is not None else None
+            if why:
+                ended[j] = ("DIVERGED", why)
+            elif verdict == PRUNE:
+                ended[j] = ("PRUNED", "")
+            elif self.keeper.exhausted(j, self.step_count):
+                ended[j] = ("COMPLETED", "early")
+            elif self.step_count >= self.total_steps:
+                ended[j] = ("COMPLETED", "")
+        self.window.reset()
+        self.stats.reset()
+        if ended:
+            self._end(ended)
+
+    def _divergence(self, j: int, win: dict[str, list[float]], dev_loss: float, steps: int) -> str:
+        """Why member j diverged in this window ('' if it did not)."""
+        bad = windows.nonfinite_steps(win)
+        if bad:
+            first = self.step_count - steps + bad[0]  # 0-based step index
+            what = "loss" if not math.isfinite(win["loss"][bad[0]]) else "gradient"
+            cfg = self.optimizer.configs[j]
+            lr = lr_at(cfg, first, first // self.per_epoch, self.total_steps)
+            return f"non-finite {what} at iteration {first + 1} (lr {lr:g})"
+        if not math.isfinite(dev_loss):
+            return f"non-finite dev loss at iteration {self.step_count} (lr {self.lrs[j]:g})"
+        return ""
+
+    # ---------------------------------------------------------------- members that end
+
+    def _end(self, ended: dict[int, tuple[str, str]]) -> None:
+        """Close the ended members (test the completed ones on their best weights), then drop
+        them so the rest of the group runs without their compute."""
+        for j, (status, why) in ended.items():
+            self._finish(j, status, why)
+        keep = [j for j in range(len(self.alive)) if j not in ended]
+        self.alive = [self.alive[j] for j in keep]
+        if self.alive and len(keep) < self.members.n:
+            self.members.drop(keep)
+            self.optimizer.keep(keep)
+            self.stats.keep(keep)
+            self.window.keep(keep)
+            self.keeper.keep(keep)
+            self.lrs = [self.lrs[j] for j in keep]
+            if self.graph is not None:
+                self.graph.reset()
+
+    def _finish(self, j: int, status: str, why: str) -> None:
+        s = self.summaries[self.alive[j]]
+        _sync(self.device)
+        elapsed = time.perf_counter() - self.t_start
+        s.train_cpu_seconds = time.process_time() - self.cpu_start - self.eval_cpu
+        s.iterations, s.epochs, s.samples = self.step_count, self.epoch, self.samples
+        s.best_iteration, s.best_dev_loss = self.keeper.best_it[j], self.keeper.best_loss[j]
+        s.best_dev_acc = self.keeper.best_acc[j]
+        s.stopped_early = why == "early"
+        s.status = status
+        if status == "DIVERGED":
+            s.reason = _join(s.reason, why)
+        eval_seconds, eval_samples = self.eval_seconds, self.eval_samples
+        if status == "COMPLETED":
+            t_test = time.perf_counter()
+            model = self.members.member_model(j, self.keeper.weights[j])
+            _test(model, self.data, self._to_dev, self.tc, self.autocast, s)
+            test_seconds = time.perf_counter() - t_test
+            eval_seconds += test_seconds
+            eval_samples += int(self.data.test_y.shape[0])
+            elapsed += test_seconds
+        if self.graph is not None:
+            s.cuda_graphs = self.graph.captured
+            s.reason = _join(s.reason, self.graph.note)
+        s.elapsed_seconds = elapsed
+        s.eval_seconds = eval_seconds
+        s.train_seconds = max(elapsed - eval_seconds, 1e-9)
+        s.train_samples_per_s = self.samples / s.train_seconds
+        s.eval_samples_per_s = eval_samples / eval_seconds if eval_seconds > 0 else 0.0
+
+    def close(self) -> list[TrialSummary]:
+        """End every member still running (the budget of steps or epochs is spent)."""
+        if self.alive:
+            self._end({j: ("COMPLETED", "") for j in range(len(self.alive))})
+        return self.summaries
 
 
 def _test(

@@ -9,6 +9,53 @@ import torch
 from torch import nn
 
 from harness.gradstats import GradStats
+from harness.trialconfig import TrainConfig
+
+
+def single(named, every: int, clip_norm: float = 0.0, vanish_threshold: float = 1e-8,
+           explode_threshold: float = 1e3, fused: bool | None = None, embedding=None) -> "Solo":
+    """GradStats of one member (a group of one), with the old single-model call shapes."""
+    tc = TrainConfig(grad_stats_every=every, clip_norm=clip_norm, vanish_threshold=vanish_threshold,
+                     explode_threshold=explode_threshold)
+    return Solo(named, GradStats([n for n, _ in named], [[p for _, p in named]], [tc],
+                                 embedding=embedding, fused=fused))
+
+
+class Solo:
+    """Adapter: one model's parameters as member 0."""
+
+    def __init__(self, named, stats: GradStats) -> None:
+        self.params = [p for _, p in named]
+        self.stats = stats
+
+    @property
+    def sampled(self) -> int:
+        return self.stats.sampled[0]
+
+    @property
+    def _scratch(self):
+        return self.stats._scratch
+
+    def is_sampled(self, step: int) -> bool:
+        return self.stats.is_sampled(step)[0]
+
+    def after_backward(self, sampled: bool):
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        total = self.stats.after_backward([grads], [self.params], [sampled])
+        self.stats.count([sampled])
+        return None if total is None else total[0]
+
+    def after_step(self) -> None:
+        self.stats.after_step([self.params])
+
+    def read(self):
+        return self.stats.read([self.params])
+
+    def reset(self) -> None:
+        self.stats.reset()
+
+    def decode(self, values, norms, steps):
+        return self.stats.decode(values, [norms], steps)[0]
 
 
 def _model() -> nn.Module:
@@ -27,8 +74,8 @@ def _run(clip: float, steps: int, every: int, lr: float = 0.1, fused: bool | Non
     named = list(model.named_parameters())
     params = [p for _, p in named]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
-    stats = GradStats(named, every=every, clip_norm=clip, vanish_threshold=1e-3, explode_threshold=5.0,
-                      fused=fused)
+    stats = single(named, every=every, clip_norm=clip, vanish_threshold=1e-3, explode_threshold=5.0,
+                   fused=fused, embedding=[False] * len(named))
     plain = {"norm": [], "max": [], "vanish": [], "ratio": [], "gnorm": [], "gratio": [], "clipped": 0}
     norms = []
     for step in range(steps):
@@ -102,7 +149,7 @@ def test_flags_and_reset() -> None:
 
 def test_disabled_stats_touch_nothing() -> None:
     model = _model()
-    stats = GradStats(list(model.named_parameters()), every=0)
+    stats = single(list(model.named_parameters()), every=0)
     x, y = _batch(0)
     nn.functional.cross_entropy(model(x), y).backward()
     assert not stats.is_sampled(0)
@@ -112,7 +159,7 @@ def test_disabled_stats_touch_nothing() -> None:
 
 def test_nonfinite_gradient_shows_in_norm() -> None:
     model = _model()
-    stats = GradStats(list(model.named_parameters()), every=1, explode_threshold=1e3)
+    stats = single(list(model.named_parameters()), every=1, explode_threshold=1e3)
     x, y = _batch(0)
     (nn.functional.cross_entropy(model(x), y) * float("inf")).backward()
     total = stats.after_backward(True)
@@ -128,7 +175,7 @@ def test_zero_weights_have_no_update_ratio() -> None:
     nn.init.zeros_(model.bias)
     named = list(model.named_parameters())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    stats = GradStats(named, every=1)
+    stats = single(named, every=1)
     ratios = []
     for step in range(2):
         x = torch.randn(8, 4, generator=torch.Generator().manual_seed(step))
@@ -144,7 +191,7 @@ def test_zero_weights_have_no_update_ratio() -> None:
     assert layers["update_ratio"][1] == pytest.approx(ratios[0], rel=1e-5)
     assert math.isfinite(layers["update_ratio"][0])
 
-    fresh = GradStats(named, every=1)
+    fresh = single(named, every=1)
     nn.init.zeros_(model.bias)
     opt.zero_grad()
     model(torch.randn(8, 4)).pow(2).mean().backward()

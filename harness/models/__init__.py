@@ -7,6 +7,7 @@ benchmark (epochs, learning rate, patience), which a trial starts from before ov
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.models.base import ModelParams
+from harness.models import dpcnn, fasttext, textcnn, transformer
 from harness.models.dpcnn import DPCNN, DPCNNParams
 from harness.models.fasttext import FastText, FastTextParams
 from harness.models.textcnn import TextCNN, TextCNNParams
@@ -29,22 +31,26 @@ class ModelEntry:
     params_cls: type[ModelParams]
     module_cls: type[nn.Module]
     classic_train: dict[str, Any] = field(default_factory=dict)
+    # (template, stacked params, x, dropout) -> logits [N, B, C] for a fused group; None: the
+    # members run side by side (the LSTM models: no grouped LSTM kernel, no vmap rule)
+    fused_forward: Callable[..., Any] | None = None
 
 
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in [
-        ModelEntry("TextCNN", TextCNNParams, TextCNN, {"max_epochs": 20}),
+        ModelEntry("TextCNN", TextCNNParams, TextCNN, {"max_epochs": 20}, textcnn.fused_forward),
         ModelEntry("TextRNN", TextRNNParams, TextRNN, {"max_epochs": 10}),
         ModelEntry("TextRNN_Att", TextRNNAttParams, TextRNNAtt, {"max_epochs": 10}),
         ModelEntry("TextRCNN", TextRCNNParams, TextRCNN, {"max_epochs": 10}),
-        ModelEntry("FastText", FastTextParams, FastText, {"max_epochs": 20}),
-        ModelEntry("DPCNN", DPCNNParams, DPCNN, {"max_epochs": 20}),
+        ModelEntry("FastText", FastTextParams, FastText, {"max_epochs": 20}, fasttext.fused_forward),
+        ModelEntry("DPCNN", DPCNNParams, DPCNN, {"max_epochs": 20}, dpcnn.fused_forward),
         ModelEntry(
             "Transformer",
             TransformerParams,
             Transformer,
             {"max_epochs": 20, "learning_rate": 5e-4, "require_improvement": 2000},
+            transformer.fused_forward,
         ),
     ]
 }

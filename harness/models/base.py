@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,12 +15,26 @@ from torch import nn
 from harness.errors import UserError
 
 
+FUSIBLE = "fusible"
+
+
+def fusible(default: Any) -> Any:
+    """Mark a setting whose value may differ between the members of one fused group.
+
+    A fusible setting changes no tensor shape and no op sequence (a learning rate, a dropout
+    rate, a seed), so members that differ in it still train in one step. Every unmarked
+    setting is a *shape* setting: members of a group must agree on it. Declared here, next
+    to each field, and read by harness.trialconfig.shape_settings.
+    """
+    return field(default=default, metadata={FUSIBLE: True})
+
+
 @dataclass(frozen=True)
 class ModelParams:
     """Hyperparameters every model takes. Subclasses add their own, with the classic defaults."""
 
     embed: int = 300  # ignored when embedding_path is set: the file's width wins
-    dropout: float = 0.5
+    dropout: float = fusible(0.5)
     embedding_path: str | None = None  # .npz with an `embeddings` array (vocab_size, embed)
     freeze_embedding: bool = False
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.models import fused
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
 REGION = 3
@@ -58,3 +59,23 @@ class DPCNN(nn.Module):
             pooled = F.max_pool1d(F.pad(h, (0, 1)), kernel_size=3, stride=2)
             h = self._convs(pooled) + pooled
         return self.fc(h.squeeze(2))
+
+
+def fused_forward(m: DPCNN, p: dict[str, torch.Tensor], x: torch.Tensor, drop) -> torch.Tensor:
+    """All members at once (harness.models.fused): every convolution is a grouped one."""
+    emb = fused.embedding(p["embedding.weight"], x)
+    n = emb.shape[0]
+    h = fused.to_channels(emb)  # [B, N*E, L]
+    if h.shape[2] < REGION:
+        h = F.pad(h, (0, REGION - h.shape[2]))
+    w, b = p["conv.weight"], p["conv.bias"]
+
+    def convs(z: torch.Tensor) -> torch.Tensor:
+        z = fused.conv1d(torch.relu(z), w, b, n, padding=1)
+        return fused.conv1d(torch.relu(z), w, b, n, padding=1)
+
+    h = convs(fused.conv1d(h, p["conv_region.weight"], p["conv_region.bias"], n))
+    while h.shape[2] > 1:
+        pooled = F.max_pool1d(F.pad(h, (0, 1)), kernel_size=3, stride=2)
+        h = convs(pooled) + pooled
+    return fused.linear(fused.from_channels(h.squeeze(2), n), p["fc.weight"], p["fc.bias"])

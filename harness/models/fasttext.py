@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.models import fused
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
 BIGRAM_PRIME = 14918087
@@ -80,3 +81,18 @@ class FastText(nn.Module):
             dim=1,
         )
         return self.fc2(torch.relu(self.fc1(self.dropout(out))))
+
+
+def fused_forward(m: FastText, p: dict[str, torch.Tensor], x: torch.Tensor, drop) -> torch.Tensor:
+    """All members at once (harness.models.fused): stacked tables, batched matmuls."""
+    bigram, trigram = ngram_hashes(x, m.buckets)
+    out = torch.cat(
+        (
+            fused.embedding(p["embedding.weight"], x).mean(dim=2),
+            fused.embedding(p["embedding_ngram2.weight"], bigram).mean(dim=2),
+            fused.embedding(p["embedding_ngram3.weight"], trigram).mean(dim=2),
+        ),
+        dim=2,
+    )
+    h = torch.relu(fused.linear(drop(out), p["fc1.weight"], p["fc1.bias"]))
+    return fused.linear(h, p["fc2.weight"], p["fc2.bias"])

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.models import fused
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
 
@@ -54,3 +55,19 @@ class TextCNN(nn.Module):
             emb = F.pad(emb, (0, longest - emb.shape[2]))
         pooled = [F.conv1d(emb, c.weight).amax(dim=2) + c.bias for c in self.convs]
         return self.fc(self.dropout(torch.relu(torch.cat(pooled, dim=1))))
+
+
+def fused_forward(m: TextCNN, p: dict[str, torch.Tensor], x: torch.Tensor, drop) -> torch.Tensor:
+    """All members at once (harness.models.fused): grouped convolutions, one batched matmul."""
+    emb = fused.embedding(p["embedding.weight"], x)  # [N, B, L, E]
+    n = emb.shape[0]
+    h = fused.to_channels(emb)  # [B, N*E, L]
+    longest = max(c.kernel_size[0] for c in m.convs)
+    if h.shape[2] < longest:
+        h = F.pad(h, (0, longest - h.shape[2]))
+    pooled = [
+        fused.from_channels(fused.conv1d(h, p[f"convs.{j}.weight"], None, n).amax(dim=2), n)
+        + p[f"convs.{j}.bias"].unsqueeze(1)
+        for j in range(len(m.convs))
+    ]
+    return fused.linear(drop(torch.relu(torch.cat(pooled, dim=2))), p["fc.weight"], p["fc.bias"])

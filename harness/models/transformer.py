@@ -17,7 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from torch.nn import functional as F
+
 from harness.errors import UserError
+from harness.models import fused
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
 
@@ -87,3 +90,27 @@ class Transformer(nn.Module):
         return self.fc1(out.flatten(1))
 
 
+
+
+def fused_forward(m: Transformer, p: dict[str, torch.Tensor], x: torch.Tensor, drop) -> torch.Tensor:
+    """All members at once (harness.models.fused): batched projections, one attention call
+    over members x batch, per-member layer norms; the same block as nn.TransformerEncoderLayer
+    (post-norm, ReLU, dropout after attention and after the feed-forward output)."""
+    if x.shape[1] != m.seq_len:
+        raise ValueError(f"Transformer built for seq_len {m.seq_len}, got {x.shape[1]}")
+    out = drop(fused.embedding(p["embedding.weight"], x) + m.pe)  # [N, B, L, d]
+    n, b, length, d = out.shape
+    h = out.reshape(n, b * length, d)
+    for j, layer in enumerate(m.encoders):
+        q = f"encoders.{j}."
+        heads = layer.self_attn.num_heads
+        qkv = fused.linear(h, p[q + "self_attn.in_proj_weight"], p[q + "self_attn.in_proj_bias"])
+        split = qkv.view(n * b, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(split[0], split[1], split[2])  # [N*B, h, L, d/h]
+        att = att.transpose(1, 2).reshape(n, b * length, d)
+        att = fused.linear(att, p[q + "self_attn.out_proj.weight"], p[q + "self_attn.out_proj.bias"])
+        h = fused.layer_norm(h + drop(att, (b, length)), p[q + "norm1.weight"], p[q + "norm1.bias"], layer.norm1.eps)
+        ff = torch.relu(fused.linear(h, p[q + "linear1.weight"], p[q + "linear1.bias"]))
+        ff = fused.linear(ff, p[q + "linear2.weight"], p[q + "linear2.bias"])
+        h = fused.layer_norm(h + drop(ff), p[q + "norm2.weight"], p[q + "norm2.bias"], layer.norm2.eps)
+    return fused.linear(h.reshape(n, b, length * d), p["fc1.weight"], p["fc1.bias"])

