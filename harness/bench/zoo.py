@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import io
 import json
 import os
 import platform
@@ -32,13 +31,14 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness.errors import UserError, did_you_mean, exit_on_user_error
-from harness.files import write_bytes, write_text
+from harness.files import write_text, write_with
 from harness.models import MODELS
 from harness.trialconfig import TrialConfig, resolve, setting_names
 from harness.values import finite, fmt
@@ -372,9 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text_table(df))
     print(note)
     out.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    write_bytes(out / ZOO_FILE, buf.getvalue())
+    write_with(out / ZOO_FILE, partial(df.to_parquet, index=False))
     write_text(out / TABLE_FILE, markdown_table(df, note))
     info = {
         "command": [sys.executable, "-m", "harness.bench", "zoo", *argv],
