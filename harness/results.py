@@ -2,8 +2,8 @@
 
 Why this shape: the driver-side Tune callback (in sweep.py) hands every report and
 every finished trial to a `ResultsWriter`, which keeps rows keyed by
-(trial_id, iteration) and rewrites the tables atomically (temporary file, then
-os.replace). Keyed rows make writing idempotent: feeding the same report twice, or
+(trial_id, iteration) and rewrites the tables atomically (harness.files: temporary file,
+fsync, rename). Keyed rows make writing idempotent: feeding the same report twice, or
 reopening a folder after a crash and replaying what Ray re-sends, never duplicates a
 row, which is what a resumed sweep needs. Writes are throttled only by their own
 cost (at most ~5% of wall time goes to writing), so a small sweep writes on every
@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import UserError
+from harness.files import write_bytes, write_text, write_with
 from harness.schema import LAYER_KEYS, LAYERS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
 
 TRIALS_FILE = "trials.parquet"
@@ -108,37 +110,8 @@ def _cell(value: Any, typ: pa.DataType) -> Any:
     return value
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so readers see the old or the new content, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; tables are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_table(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# TODO(issue 8): remove once report.py and plots.py write through harness.files
+atomic_write_bytes = write_bytes
 
 
 class _KeyedTable:
@@ -355,11 +328,10 @@ class ResultsWriter:
         t0 = time.monotonic()
         if "trials" in todo:
             self.trials.rows = {t: self.trials.rows[t] for t in self.trial_ids()}
-            atomic_write_table(self.folder / TRIALS_FILE, self.trials.table())
-        if "metrics" in todo:
-            atomic_write_table(self.folder / METRICS_FILE, self.metrics.table())
-        if "layers" in todo:
-            atomic_write_table(self.folder / LAYERS_FILE, self.layers.table())
+        for name, file in (("trials", TRIALS_FILE), ("metrics", METRICS_FILE),
+                           ("layers", LAYERS_FILE)):  # fmt: skip
+            if name in todo:
+                write_with(self.folder / file, partial(pq.write_table, getattr(self, name).table()))
         self._dirty -= todo
         spent = time.monotonic() - t0
         self.write_seconds += spent
@@ -367,10 +339,8 @@ class ResultsWriter:
         return True
 
     def write_sweep_info(self, info: Mapping[str, Any]) -> None:
-        atomic_write_bytes(
-            self.folder / SWEEP_FILE,
-            (json.dumps(info, indent=2, sort_keys=False, default=str) + "\n").encode(),
-        )
+        text = json.dumps(info, indent=2, sort_keys=False, default=str)
+        write_text(self.folder / SWEEP_FILE, text + "\n")
 
 
 # -- reading ------------------------------------------------------------------------------

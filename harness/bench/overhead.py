@@ -25,6 +25,7 @@ import yaml
 
 from harness.config import SweepSpec, load_spec
 from harness.errors import UserError
+from harness.files import write_text
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "search_spaces" / "textcnn.yaml"
 
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + " s (vs in-process above: the rest of the gap is trials slowing each other)"
     )
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        write_text(args.json, json.dumps(figures, indent=2) + "\n")
     return 0
 
 

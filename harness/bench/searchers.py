@@ -16,10 +16,11 @@ Anytime curves: a run's trials in the order they ended; x is the cumulative tria
 y the best objective among the COMPLETED trials so far (a pruned trial's partial value is
 never the answer). Per combination the curves of the seeds are aggregated pointwise as the
 interquartile mean (IQM: the mean of the middle 50% after sorting, trimming floor(n/4)
-values at each end, so up to 3 seeds it is the plain mean) with a percentile bootstrap
-band over seeds (seeds resampled with replacement, the same draw for every x); a
-combination's curve starts once every seed has a completed trial, and after a run has
-spent its budget its final value carries on (a dot marks where the median run ended).
+values at each end, so up to 3 seeds it is the plain mean; scipy.stats.trim_mean) with a
+percentile bootstrap band over seeds (scipy.stats.bootstrap: seeds resampled with
+replacement, the same draw for every x); a combination's curve starts once every seed has
+a completed trial, and after a run has spent its budget its final value carries on (a dot
+marks where the median run ended).
 Regret is the distance to the best value any run of the bench found. Time-to-target is the
 cumulative trial-seconds at which a run's best first reaches the target (by default that
 best value minus --tolerance, 0.01, in the metric's units, toward worse); per combination
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import math
 import os
@@ -38,15 +38,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from harness.config import METHODS, TERMINATORS, SweepSpec, load_spec
-from harness.errors import UserError, exit_on_user_error
-from harness.trialconfig import suggest
+from harness.errors import UserError, did_you_mean, exit_on_user_error
+from harness.files import write_text, write_with
+from harness.values import finite
 
 DEFAULT_METHODS = ("tpe", "random", "qmc", "cmaes")
 DEFAULT_EARLY_TERMINATE = ("asha", "none")
@@ -74,18 +77,24 @@ _OWN_KEYS = {
 # ------------------------------------------------------------------------------ statistics
 
 
+def _seeds(values: np.ndarray) -> np.ndarray:
+    """Values as a float array with seeds on axis 0 and one column per point."""
+    v = np.asarray(values, dtype=float)
+    return v[:, None] if v.ndim == 1 else v
+
+
+def _trimmed(v: np.ndarray, axis: int) -> np.ndarray:
+    return stats.trim_mean(v, 0.25, axis=axis)
+
+
 def iqm(values: np.ndarray) -> np.ndarray:
     """Interquartile mean over axis 0 (seeds): robust to one lucky or unlucky seed, yet
-    uses more of the data than the median. A column holding any NaN gives NaN."""
-    v = np.asarray(values, dtype=float)
-    if v.ndim == 1:
-        v = v[:, None]
-    n = v.shape[0]
-    if n == 0:
+    uses more of the data than the median. scipy's trim_mean(v, 0.25) trims floor(n/4)
+    seeds at each end; a column holding any NaN gives NaN (trim_mean would sort NaN last)."""
+    v = _seeds(values)
+    if len(v) == 0:
         return np.full(v.shape[1:], np.nan)
-    cut = n // 4
-    s = np.sort(v, axis=0)[cut : n - cut]
-    out = s.mean(axis=0)
+    out = np.array(_trimmed(v, axis=0), dtype=float, ndmin=1)
     out[np.isnan(v).any(axis=0)] = np.nan
     return out
 
@@ -99,28 +108,22 @@ def bootstrap_band(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) percentile bootstrap interval of the IQM over axis 0 (seeds).
 
-    Whole seeds are resampled (one draw shared by every column), so a band is a band of
-    curves, not of independent points. With few seeds it is coarse: it cannot be wider
-    than the seeds' own spread.
+    scipy.stats.bootstrap resamples whole seeds: each resample is one draw of seed indices
+    applied to every column (a test pins this), so a band is a band of curves, not of
+    independent points. With few seeds it is coarse: it cannot be wider than the seeds'
+    own spread. A column holding any NaN gives NaN.
     """
-    v = np.asarray(values, dtype=float)
-    if v.ndim == 1:
-        v = v[:, None]
-    n = v.shape[0]
-    if n == 0:
-        nan = np.full(v.shape[1:], np.nan)
-        return nan, nan.copy()
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(samples, n))
-    draws = np.sort(v[idx], axis=1)  # (samples, n, columns)
-    cut = n // 4
-    stats = draws[:, cut : n - cut].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo = np.quantile(stats, alpha, axis=0)
-    hi = np.quantile(stats, 1.0 - alpha, axis=0)
+    v = _seeds(values)
+    if len(v) < 2:  # scipy needs two seeds; one seed's band is that seed
+        mid = iqm(v)
+        return mid, mid.copy()
     bad = np.isnan(v).any(axis=0)
-    lo[bad] = np.nan
-    hi[bad] = np.nan
+    res = stats.bootstrap(
+        (np.where(bad, 0.0, v),), _trimmed, n_resamples=samples, confidence_level=confidence,
+        method="percentile", axis=0, vectorized=True, rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    lo, hi = (np.array(x, dtype=float, ndmin=1) for x in res.confidence_interval)
+    lo[bad] = hi[bad] = np.nan
     return lo, hi
 
 
@@ -192,7 +195,8 @@ def _split_list(text: str, what: str, allowed: Sequence[str]) -> list[str]:
     bad = [x for x in items if x not in allowed]
     if bad:
         raise UserError(
-            f"--{what}: unknown {bad[0]!r}{suggest(bad[0], allowed)}; choose from {', '.join(allowed)}"
+            f"--{what}: unknown {bad[0]!r}{did_you_mean(bad[0], allowed)};"
+            f" choose from {', '.join(allowed)}"
         )
     if len(set(items)) != len(items):
         raise UserError(f"--{what}: {text!r} names a value twice")
@@ -319,7 +323,7 @@ def run_all(
             vals = [
                 float(r["metric"])
                 for r in outcome.rows
-                if r.get("status") == "COMPLETED" and _finite(r.get("metric"))
+                if r.get("status") == "COMPLETED" and finite(r.get("metric"))
             ]
             best = (max if spec.metric.goal == "maximize" else min)(vals) if vals else None
             best_txt = "-" if best is None else f"{best:.4f}"
@@ -333,13 +337,6 @@ def run_all(
         if own_ray and sweep.ray.is_initialized():
             sweep.ray.shutdown()
     return out
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 # ------------------------------------------------------------------------------ tables
@@ -591,14 +588,6 @@ def plot_final(runs: pd.DataFrame, summary: pd.DataFrame, metric: str, path: Pat
 # ------------------------------------------------------------------------------ output
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    from harness.results import atomic_write_bytes
-
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def analyse(
     runs_in: Sequence[tuple[RunKey, SweepSpec, Path]],
     out: Path,
@@ -627,8 +616,8 @@ def analyse(
         "confidence": CONFIDENCE,
     }
     out.mkdir(parents=True, exist_ok=True)
-    _write_parquet(runs, out / RUNS_FILE)
-    _write_parquet(summary, out / SUMMARY_FILE)
+    write_with(out / RUNS_FILE, partial(runs.to_parquet, index=False))
+    write_with(out / SUMMARY_FILE, partial(summary.to_parquet, index=False))
     if figures:
         c = curves(runs, optimum, goal)
         floor = max(tolerance / 10.0, 1e-6)
@@ -714,9 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs=[dataclasses.asdict(k) | {"folder": str(f)} for k, _, f in done],
         load_average=[load, os.getloadavg()[0]],
     )
-    from harness.results import atomic_write_bytes
-
-    atomic_write_bytes(out / BENCH_FILE, (json.dumps(info, indent=2, default=str) + "\n").encode())
+    write_text(out / BENCH_FILE, json.dumps(info, indent=2, default=str) + "\n")
     goal_word = "minus" if info["goal"] == "maximize" else "plus"
     how = "--target" if args.target is not None else f"best found {goal_word} {args.tolerance:g}"
     print(

@@ -24,23 +24,24 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import io
 import json
-import math
 import os
 import platform
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.errors import UserError, exit_on_user_error
+from harness.errors import UserError, did_you_mean, exit_on_user_error
+from harness.files import write_text, write_with
 from harness.models import MODELS
-from harness.trialconfig import TrialConfig, resolve, setting_names, suggest
+from harness.trialconfig import TrialConfig, resolve, setting_names
+from harness.values import finite, fmt
 
 # Test accuracy the classic benchmark reported (full 180k THUCNews titles, pretrained
 # embeddings except FastText, classic epochs).
@@ -82,7 +83,7 @@ def parse_models(text: str | None) -> list[str]:
     bad = [n for n in names if n not in MODELS]
     if bad:
         raise UserError(
-            f"--models: unknown model {bad[0]!r}{suggest(bad[0], MODELS)}; choose from "
+            f"--models: unknown model {bad[0]!r}{did_you_mean(bad[0], MODELS)}; choose from "
             f"{', '.join(MODELS)}"
         )
     if not names or len(set(names)) != len(names):
@@ -103,7 +104,7 @@ def model_settings(
         if dot:
             if model not in MODELS:
                 problems.append(
-                    f"--set {name}: {model!r} is not a model{suggest(model, MODELS)} "
+                    f"--set {name}: {model!r} is not a model{did_you_mean(model, MODELS)} "
                     f"(MODEL.NAME=VALUE sets one model; data.FIELD=VALUE the data)"
                 )
             elif model in flat:
@@ -114,7 +115,7 @@ def model_settings(
             known = set().union(*(setting_names(m) for m in models))
             problems.append(
                 f"--set {name}: not a setting of any selected model or of training"
-                f"{suggest(name, known)}"
+                f"{did_you_mean(name, known)}"
             )
         for m in takers:
             flat[m][name] = value
@@ -213,12 +214,10 @@ def _pct(v: Any) -> str:
     return _num(v, ".2%")
 
 
-def _num(v: Any, fmt: str) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "-"
-    return format(f, fmt) if math.isfinite(f) else "-"
+def _num(v: Any, spec: str) -> str:
+    """A fixed format (percent, signed, whole numbers with separators) where values.fmt's
+    4 significant digits would not line up in the table."""
+    return format(float(v), spec) if finite(v) else "-"
 
 
 def _count(n: Any) -> str:
@@ -243,9 +242,9 @@ def table_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                 _pct(r["classic_test_acc"]),
                 _pct(r.get("test_acc")),
                 _num(r.get("delta_pp"), "+.2f"),
-                _num(r.get("test_f1_macro"), ".4f"),
+                fmt(r.get("test_f1_macro")),
                 _count(params),
-                _num(r.get("epochs"), ".0f"),
+                fmt(r.get("epochs")),
                 _num(r.get("train_s"), ".0f") + " s",
                 _num(r.get("train_samples_per_s"), ",.0f"),
                 _num(r.get("eval_samples_per_s"), ",.0f"),
@@ -268,12 +267,6 @@ def markdown_table(df: pd.DataFrame, note: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n\n" + note + "\n"
-
-
-def _write(path: Path, data: bytes) -> None:
-    from harness.results import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,10 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text_table(df))
     print(note)
     out.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    _write(out / ZOO_FILE, buf.getvalue())
-    _write(out / TABLE_FILE, markdown_table(df, note).encode())
+    write_with(out / ZOO_FILE, partial(df.to_parquet, index=False))
+    write_text(out / TABLE_FILE, markdown_table(df, note))
     info = {
         "command": [sys.executable, "-m", "harness.bench", "zoo", *argv],
         "data": {
@@ -401,9 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "torch": torch.__version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write(
-        out / INFO_FILE, (json.dumps(json_safe(info), indent=2, ensure_ascii=False) + "\n").encode()
-    )
+    write_text(out / INFO_FILE, json.dumps(json_safe(info), indent=2, ensure_ascii=False) + "\n")
     print(f"results: {out / ZOO_FILE}, {out / TABLE_FILE}")
     return 0 if all(r["status"] != "FAILED" for r in rows) else 1
 
