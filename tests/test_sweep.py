@@ -101,9 +101,9 @@ def test_concurrent_tpe_uses_the_constant_liar(tmp_path: Path) -> None:
 def test_an_unreachable_address_is_a_user_error_in_seconds() -> None:
     t0 = time.monotonic()
     with pytest.raises(UserError, match="nothing answers there"):
-        sweep._check_reachable("127.0.0.1:1")
+        sweep.check_reachable("127.0.0.1:1")
     assert time.monotonic() - t0 < 10
-    sweep._check_reachable("auto")  # left to Ray
+    sweep.check_reachable("auto")  # left to Ray
 
 
 def test_a_complete_trial_without_a_finite_objective_is_a_failure(tmp_path: Path) -> None:
