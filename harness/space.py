@@ -302,7 +302,9 @@ def sampler(
     samplers = optuna.samplers
     n0 = startup_trials(num_samples)
     if method == "tpe":
-        return samplers.TPESampler(seed=seed, n_startup_trials=n0)
+        # constant_liar: concurrent trials see the running ones as bad results, so they do
+        # not all draw the same point (explicit: the default has changed between versions)
+        return samplers.TPESampler(seed=seed, n_startup_trials=n0, constant_liar=True)
     if method == "random":
         return samplers.RandomSampler(seed=seed)
     if method == "grid":

@@ -1,12 +1,13 @@
-"""harness.sweep: honest reporting to Optuna, schedulers, the CLI's errors, and real sweeps.
+"""harness.sweep as a whole (run(), the command): the CLI's errors, and real sweeps.
 
-The searcher and scheduler tests need no running Ray; tests marked `ray` share one local
-Ray session (tests/conftest.py) and run real, tiny sweeps end to end.
+The parts have their own files (test_sweep_search.py, test_sweep_console.py,
+test_sweep_ray_session.py, test_sweep_pins.py); tests marked `ray` share one local Ray
+session (tests/conftest.py) and run real, tiny sweeps end to end. The helpers here
+(write_spec, study, _tables) serve those files and test_faults.py too.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -43,132 +44,34 @@ def study(folder: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=sweep.optuna_storage_url(folder))
 
 
-# --------------------------------------------------------------------- honest search (no Ray)
+# --------------------------------------------------------------------- the package (no Ray)
 
 
-def searcher(tmp_path: Path, **changes: object) -> sweep.HonestOptunaSearch:
-    spec = load_spec(write_spec(tmp_path / "s.yaml", **changes))
-    s = sweep.build_searcher(spec, tmp_path)
-    s.set_search_properties(None, None, {})
-    return s
-
-
-def evaluation(iteration: int, value: float) -> dict:
-    return {"iteration": iteration, "best_dev_acc": value, "training_iteration": iteration // 5}
-
-
-def final(status: str = "COMPLETED", value: float | None = 0.9, error: str = "") -> dict:
-    return {sweep.FINAL: True, sweep.STATUS: status, "best_dev_acc": value, sweep.ERROR: error}
-
-
-def test_honest_search_tells_optuna_how_each_trial_ended(tmp_path: Path) -> None:
-    s = searcher(tmp_path)
-    ids = ["done", "pruned", "failed", "diverged", "early"]
-    configs = {t: s.suggest(t) for t in ids}
-    assert configs["done"][sweep.NUMBER] == 0
-    assert configs["done"][sweep.PARAMS] == load_spec(SMOKE).baseline_params()  # baseline first
-
-    for t in ids:
-        s.on_trial_result(t, evaluation(5, 0.6))
-    s.on_trial_result("done", evaluation(10, 0.7))
-    s.on_trial_complete("done", final(value=0.8))
-    # the scheduler's STOP: Tune never passes the stopping result to on_trial_result
-    s.on_trial_complete("pruned", evaluation(10, 0.65))
-    s.on_trial_complete("failed", error=True)
-    s.on_trial_complete("diverged", final("DIVERGED", None, "non-finite loss at iteration 7"))
-    s.on_trial_complete("early", final(value=0.61))  # the loop's own early stop: complete
-
-    trials = {t.user_attrs["ray_trial_id"]: t for t in study(tmp_path, "smoke").trials}
-    assert trials["done"].state == optuna.trial.TrialState.COMPLETE
-    assert trials["done"].value == 0.8
-    assert trials["done"].intermediate_values == {5: 0.6, 10: 0.7}
-    assert trials["pruned"].state == optuna.trial.TrialState.PRUNED
-    assert trials["pruned"].intermediate_values == {5: 0.6, 10: 0.65}
-    assert trials["pruned"].value == 0.65
-    assert trials["failed"].state == optuna.trial.TrialState.FAIL
-    assert trials["diverged"].state == optuna.trial.TrialState.FAIL
-    assert trials["diverged"].user_attrs["status"] == "DIVERGED"
-    assert "non-finite loss" in trials["diverged"].user_attrs["reason"]
-    assert trials["early"].state == optuna.trial.TrialState.COMPLETE
-
-
-def test_concurrent_tpe_uses_the_constant_liar(tmp_path: Path) -> None:
-    s = searcher(tmp_path)  # smoke.yaml: tpe, 2 at a time
-    assert isinstance(s._sampler, optuna.samplers.TPESampler)
-    assert s._sampler._constant_liar
-
-
-def test_an_unreachable_address_is_a_user_error_in_seconds() -> None:
-    t0 = time.monotonic()
-    with pytest.raises(UserError, match="nothing answers there"):
-        sweep._check_reachable("127.0.0.1:1")
-    assert time.monotonic() - t0 < 10
-    sweep._check_reachable("auto")  # left to Ray
-
-
-def test_a_complete_trial_without_a_finite_objective_is_a_failure(tmp_path: Path) -> None:
-    s = searcher(tmp_path)
-    s.suggest("t")
-    s.on_trial_complete("t", final(value=float("nan")))
-    (t,) = study(tmp_path, "smoke").trials
-    assert t.state == optuna.trial.TrialState.FAIL
-
-
-def test_repeated_results_and_completions_are_ignored(tmp_path: Path) -> None:
-    s = searcher(tmp_path)
-    s.suggest("t")
-    s.on_trial_result("t", evaluation(5, 0.6))
-    s.on_trial_result("t", evaluation(5, 0.6))
-    s.on_trial_complete("t", final(value=0.7))
-    s.on_trial_complete("t", final(value=0.1))
-    (t,) = study(tmp_path, "smoke").trials
-    assert t.value == 0.7 and t.intermediate_values == {5: 0.6}
-
-
-def test_list_choices_reach_trials_as_lists(tmp_path: Path) -> None:
-    s = searcher(tmp_path, baseline=False)
-    for i in range(6):
-        params = s.suggest(f"t{i}")[sweep.PARAMS]
-        assert params["filter_sizes"] in ([2, 3], [3, 4])
-    stored = study(tmp_path, "smoke").trials[0].params["filter_sizes"]
-    assert isinstance(stored, str)  # Optuna holds the encoded form
-
-
-@pytest.mark.parametrize("kind", ["asha", "hyperband", "median", "none"])
-def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
-    et = {"type": kind}
-    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate=et))
-    sched = sweep.build_scheduler(spec, max_t=9)
-    name = type(sched).__name__
-    expected = {
-        "asha": "AsyncHyperBandScheduler",
-        "hyperband": "AsyncHyperBandScheduler",
-        "median": "MedianStoppingRule",
-        "none": "FIFOScheduler",
-    }[kind]
-    assert name == expected
-
-
-def test_console_lines_are_short_and_informative() -> None:
-    spec = load_spec(SMOKE)
-    out = io.StringIO()
-    c = sweep.Console(spec, out=out)
-    rows = [
-        {"trial_id": "aaa", "trial_number": 0, "status": "COMPLETED", "metric": 0.8,
-         "iterations": 20, "train_s": 1.5, "param.learning_rate": 0.001,
-         "param.filter_sizes": "[2, 3]", "best_iteration": 20},
-        {"trial_id": "bbb", "trial_number": 1, "status": "FAILED", "error": "ValueError: x\nmore",
-         "param.learning_rate": 0.005},
-    ]  # fmt: skip
-    for r in rows:
-        c.trial_line(r)
-    c.summary(rows, Path("results/smoke"), 12.0)
-    text = out.getvalue()
-    assert "[1/4]  aaa  COMPLETED" in text and "(baseline)" in text
-    assert "filter_sizes=[2,3]" in text
-    assert "failed: ValueError: x" in text and "more" not in text
-    assert "best config (trial aaa)" in text and "filter_sizes: [2, 3]" in text
-    assert "python -m harness.train --replay results/smoke --trial aaa" in text
+def test_ray_starts_with_the_sweeps_environment() -> None:
+    """Whichever module of the package is imported first, Ray is imported after the
+    environment it reads at import time is set (harness/sweep/__init__.py)."""
+    spy = (
+        "import os, sys\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'ray':\n"
+        "            print('ray', os.environ.get('TUNE_DISABLE_AUTO_CALLBACK_LOGGERS'),\n"
+        "                  os.environ.get('RAY_CHDIR_TO_TRIAL_DIR'), flush=True)\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "import harness.sweep.trial\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNE_", "RAY_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", spy],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "ray 1 0", proc.stdout
 
 
 # --------------------------------------------------------------------- CLI errors (no Ray)

@@ -1,0 +1,96 @@
+"""`python -m harness.sweep SPEC.yaml`: Ray Tune schedules the trials, Optuna drives the search.
+
+The one package that speaks to Ray. A spec (harness.config) becomes a Tuner whose search
+algorithm is Optuna (sampler per `method`, study in results/<name>/optuna.db), whose
+scheduler comes from `early_terminate`, and whose trials run the shared loop
+(harness.trainer.train) on a dataset prepared once on the driver and shipped through the
+object store. A driver-side callback writes the results tables (harness.results) and
+the console lines as trials report.
+
+Honest search: Ray's stock OptunaSearch tells Optuna that a trial the scheduler stopped
+was COMPLETE. Here the trial's last result carries a `final` flag only when the loop ran
+to its end (its own early stopping included); a trial whose last result lacks it was
+stopped from outside and reaches Optuna as PRUNED, with every evaluation's metric as an
+intermediate value at its loop iteration. A trial that raised is FAIL (error in a user
+attribute), a diverged one FAIL with its reason.
+
+One concept per module:
+  keys.py         the keys a trial's results carry besides the metrics
+  search.py       the honest Optuna searcher and the early-termination scheduler
+  trial.py        what runs inside a Ray trial
+  callback.py     the driver-side Tune callback that writes the tables
+  console.py      the lines a person watches
+  resume.py       what an interrupted sweep left, and what a resume does with it
+  ray_session.py  Ray start-up, reachability, fit checks, log routing
+  provenance.py   what sweep.json records about the run (versions, git, data)
+  runner.py       run(): the steps of one sweep, in order
+  cli.py          the command line (`__main__.py` calls it)
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before Ray is imported (every module of this package imports ray after this): keep a
+# single-machine Ray on loopback, keep Tune's per-trial json/csv/tensorboard loggers off
+# (results.py writes the tables), let the last result of a failed trial omit the metric,
+# don't chdir trials into their folders (relative paths in a spec mean what they meant on
+# the command line), legacy (quiet at verbose=0) output, and trial processes at normal
+# priority (Ray's default nice 15 lets any other busy process on the machine starve a
+# sweep's trials).
+for _k, _v in {
+    "RAY_worker_niceness": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}.items():
+    os.environ.setdefault(_k, _v)
+del _k, _v
+
+import ray  # after the environment above
+
+from harness.sweep.callback import SweepCallback
+from harness.sweep.cli import main
+from harness.sweep.console import Console
+from harness.sweep.keys import ERROR, FINAL, INFO, NUMBER, PARAMS, STATUS, SUMMARY
+from harness.sweep.ray_session import check_fits, check_reachable, init_ray
+from harness.sweep.resume import ResumePlan, plan_resume
+from harness.sweep.runner import SweepOutcome, run
+from harness.sweep.search import (
+    HonestOptunaSearch,
+    build_scheduler,
+    build_searcher,
+    optuna_storage_url,
+)
+from harness.sweep.trial import TrialJob, run_trial
+
+__all__ = [
+    "ERROR",
+    "FINAL",
+    "INFO",
+    "NUMBER",
+    "PARAMS",
+    "STATUS",
+    "SUMMARY",
+    "Console",
+    "HonestOptunaSearch",
+    "ResumePlan",
+    "SweepCallback",
+    "SweepOutcome",
+    "TrialJob",
+    "build_scheduler",
+    "build_searcher",
+    "check_fits",
+    "check_reachable",
+    "init_ray",
+    "main",
+    "optuna_storage_url",
+    "plan_resume",
+    "ray",
+    "run",
+    "run_trial",
+]

@@ -1,0 +1,187 @@
+"""The driver side of every trial: each report and each trial's end go to the results tables
+(harness.results) and the console as they happen, so the tables are current at any moment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from harness import results as rs
+from harness.config import SweepSpec
+from harness.schema import LAYERS, METRIC_KEYS
+from harness.sweep.console import Console
+from harness.sweep.keys import ERROR, FINAL, INFO, NUMBER, PARAMS, STATUS, SUMMARY
+
+log = logging.getLogger(__name__)
+
+
+class SweepCallback(tune.Callback):
+    """Driver side: every report and trial end goes to the results tables and the console."""
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        writer: rs.ResultsWriter,
+        console: Console | None,
+        started: float | None = None,
+    ) -> None:
+        self.spec = spec
+        self.writer = writer
+        self.console = console
+        self.metric = spec.metric.name
+        self._best_it: dict[str, int] = {}
+        self._done: set[str] = set()
+        self.started = time.time() if started is None else started  # the command's start
+
+    # rows -------------------------------------------------------------------------------
+    def _params(self, trial: Any) -> dict[str, Any]:
+        return dict(trial.config.get(PARAMS, {}))
+
+    def _start_row(self, trial: Any) -> None:
+        if self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
+            self.writer.set_trial(
+                trial.trial_id,
+                trial_number=trial.config.get(NUMBER),
+                status="RUNNING",
+                params=self._params(trial),
+            )
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.info(
+            "timeline: trial %s started by Tune at %.2f s",
+            trial.trial_id,
+            time.time() - self.started,
+        )
+        self._start_row(trial)
+        self.writer.flush()
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        tid = trial.trial_id
+        self._start_row(trial)
+        if result.get(INFO):
+            self._where(tid, result[INFO])
+        if result.get(FINAL):
+            self._final(tid, result)
+        elif "iteration" in result:
+            self._report(tid, result)
+        self.writer.flush()
+
+    def _where(self, tid: str, extra: Mapping[str, Any]) -> None:
+        """The trial's first result: where it runs, since when (and the timeline in ray.log)."""
+        t0 = self.started
+        log.info(
+            "timeline: trial %s worker process started at %s s, entered at %.2f s, "
+            "loop imported at %.2f s, first result on the driver at %.2f s",
+            tid,
+            "?" if extra.get("process_started") is None else f"{extra['process_started'] - t0:.2f}",
+            extra.get("entered", 0) - t0,
+            extra.get("start_time", 0) - t0,
+            time.time() - t0,
+        )
+        start = extra.get("start_time")
+        self.writer.set_trial(
+            tid,
+            node_id=extra.get("node_id"),
+            node_ip=extra.get("node_ip"),
+            device=extra.get("device"),
+            start_time=None if start is None else dt.datetime.fromtimestamp(start, dt.timezone.utc),
+            error=extra.get("note") or None,
+        )
+
+    def _report(self, tid: str, result: Mapping[str, Any]) -> None:
+        """One evaluation: a metrics row (and its layers), and the trial's row so far."""
+        self.writer.add_report(tid, {k: result.get(k) for k in (*METRIC_KEYS, LAYERS)})
+        if result.get("improved"):
+            self._best_it[tid] = int(result["iteration"])
+        self.writer.set_trial(
+            tid,
+            metric=result.get(self.metric),
+            best_dev_loss=result.get("best_dev_loss"),
+            best_dev_acc=result.get("best_dev_acc"),
+            best_iteration=self._best_it.get(tid),
+            iterations=result.get("iteration"),
+            epochs=result.get("epoch"),
+            samples=result.get("samples"),
+            train_s=result.get("elapsed_s"),
+        )
+
+    def _final(self, tid: str, result: Mapping[str, Any]) -> None:
+        if result.get("traceback"):
+            log.warning("trial %s failed:\n%s", tid, result["traceback"])
+        s = result.get(SUMMARY) or {}
+        status = result.get(STATUS, "COMPLETED")
+        fields: dict[str, Any] = {"status": status, "error": result.get(ERROR) or None}
+        if s:
+            fields.update(
+                best_dev_loss=s.get("best_dev_loss"),
+                best_dev_acc=s.get("best_dev_acc"),
+                best_iteration=s.get("best_iteration"),
+                iterations=s.get("iterations"),
+                epochs=s.get("epochs"),
+                samples=s.get("samples"),
+                train_s=s.get("elapsed_seconds"),
+                device=s.get("device"),
+            )
+            if status == "COMPLETED":
+                fields.update(
+                    test_acc=s.get("test_acc"),
+                    test_loss=s.get("test_loss"),
+                    test_f1_macro=s.get("test_f1_macro"),
+                    metric=result.get(self.metric),
+                    confusion=json.dumps(s["confusion"]) if s.get("confusion") else None,
+                )
+        if status != "COMPLETED":
+            fields["metric"] = None
+        self.writer.set_trial(tid, **fields)
+
+    def _end(self, trial: Any, status: str | None = None, error: str | None = None) -> None:
+        tid = trial.trial_id
+        if tid in self._done:
+            return
+        self._done.add(tid)
+        row = self.writer.trial_row(tid)
+        if status is None:
+            last = trial.last_result or {}
+            status = "PRUNED" if not last.get(FINAL) else row.get("status", "COMPLETED")
+        fields: dict[str, Any] = {"status": status, "end_time": dt.datetime.now(dt.timezone.utc)}
+        if error:
+            fields["error"] = error
+            fields["metric"] = None
+        if status == "PRUNED" and not row.get("error"):
+            fields["error"] = None
+        self.writer.set_trial(tid, params=self._params(trial), **fields)
+        self.writer.flush(force=True, only=("trials",))
+        self.writer.flush()  # the reports too, when their turn has come
+        if self.console is not None:
+            self.console.trial_line(self.writer.trial_row(tid))
+            self.console.maybe_table(self.writer.rows())
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, status="FAILED", error=_ray_error_text(trial))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.writer.flush(force=True)
+
+
+def _ray_error_text(trial: Any) -> str:
+    """The last line of the error Ray recorded (e.g. 'RayActorError: ...'), not the whole trace."""
+    path = getattr(trial, "error_file", None)
+    text = ""
+    if path and Path(path).exists():
+        text = Path(path).read_text(errors="replace")
+    lines = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Failure #")
+    ]
+    return (lines[-1] if lines else "trial failed (no error text from Ray)")[:2000]

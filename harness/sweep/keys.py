@@ -1,0 +1,13 @@
+"""Keys a trial's results carry besides the metrics (never in schema.METRIC_KEYS).
+
+The trial (trial.py) sets them, the searcher (search.py) and the callback (callback.py)
+read them: one place for the names both sides of the object store must agree on.
+"""
+
+FINAL = "harness_final"  # the loop ran to its end (its own early stop included)
+SUMMARY = "harness_summary"  # TrainSummary.to_dict() of a finished trial
+STATUS = "harness_status"  # COMPLETED, DIVERGED or FAILED
+ERROR = "harness_error"  # why a trial failed or diverged, and device notes
+INFO = "harness_info"  # node / device / start time, sent with the first report and the last
+NUMBER = "harness_number"  # Optuna trial number, put into each trial's config by the searcher
+PARAMS = "params"  # the sampled parameters in each trial's config

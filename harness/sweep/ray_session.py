@@ -1,0 +1,138 @@
+"""Ray for one sweep: is the cluster there, join it or start a private one, does a trial fit,
+and where Ray's (and Optuna's) log lines go while the sweep runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+from harness import results as rs
+from harness.config import SweepSpec
+from harness.errors import UserError
+
+if TYPE_CHECKING:
+    from harness.sweep.console import Console
+
+# The package's logger: its modules log to children of it (harness.sweep.run, ...).
+_sweep_log = logging.getLogger("harness.sweep")
+
+
+class LogRoute:
+    """While a sweep runs, log records of Ray, Tune and Optuna (and Python warnings) go to
+    results/<name>/ray.log: their own console handlers come off and they propagate to one
+    file handler on the root logger (ray.init clears the "ray" logger's handlers, so a
+    handler there would not survive). The console keeps the harness's own lines. Undone by
+    close()."""
+
+    PREFIXES = ("ray", "optuna")
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(folder / rs.LOG_FILE)
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        self.saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
+        names = {"ray", "optuna"}
+        for name, lg in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(lg, logging.Logger) and name.split(".")[0] in self.PREFIXES:
+                names.add(name)
+        for name in sorted(names):
+            lg = logging.getLogger(name)
+            self.saved.append((lg, list(lg.handlers), lg.propagate))
+            for h in list(lg.handlers):
+                lg.removeHandler(h)
+            lg.propagate = True
+        self.root = logging.getLogger()
+        self.root.addHandler(self.handler)
+        self.level = _sweep_log.level
+        _sweep_log.setLevel(logging.INFO)
+        logging.captureWarnings(True)
+
+    def close(self) -> None:
+        for lg, handlers, propagate in self.saved:
+            for h in list(lg.handlers):
+                lg.removeHandler(h)
+            for h in handlers:
+                lg.addHandler(h)
+            lg.propagate = propagate
+        self.root.removeHandler(self.handler)
+        _sweep_log.setLevel(self.level)
+        logging.captureWarnings(False)
+        self.handler.close()
+
+
+def check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minute of retries, when host:port does not answer."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray://..., or something Ray itself will judge
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"--address {address}: nothing answers there ({exc.strerror or exc}); start the "
+            "cluster first (ray start --head) or check the address"
+        ) from None
+
+
+def init_ray(address: str | None, spec: SweepSpec) -> dict[str, Any]:
+    """Join a cluster (address / RAY_ADDRESS) or start a private local Ray on 127.0.0.1;
+    returns what the sweep records about it (address, dashboard, cpus, gpus, nodes)."""
+    common: dict[str, Any] = {
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+        "configure_logging": False,
+    }
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        ctx = None
+    elif address:
+        try:
+            ctx = ray.init(address=address, **common)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+            raise UserError(
+                f"--address {address}: cannot join that Ray cluster ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}). Is it running? "
+                "If it uses token authentication, set RAY_AUTH_MODE=token and provide its "
+                "token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            ) from None
+    else:
+        ctx = ray.init(
+            address="local",  # a new private Ray, even when another runs on this machine
+            include_dashboard=None,  # only when ray[default] (the dashboard's deps) is installed
+            dashboard_host="127.0.0.1",
+            **common,
+        )
+    res = ray.cluster_resources()
+    return {
+        "address": ctx.address_info.get("gcs_address") if ctx is not None else "existing",
+        "dashboard": (ctx.dashboard_url or "") if ctx is not None else "",
+        "joined": bool(address),
+        "cpus": res.get("CPU", 0),
+        "gpus": res.get("GPU", 0),
+        "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+    }
+
+
+def check_fits(spec: SweepSpec, cluster: Mapping[str, Any], console: Console | None) -> None:
+    """A trial bigger than the whole Ray cluster would wait forever: say so up front (a joined
+    cluster may autoscale, so there it is a warning)."""
+    r = spec.resources
+    if r.cpu <= cluster["cpus"] and r.gpu <= cluster["gpus"]:
+        return
+    msg = (
+        f"resources: each trial asks for cpu {r.cpu:g}, gpu {r.gpu:g} but the Ray cluster has "
+        f"cpu {cluster['cpus']:g}, gpu {cluster['gpus']:g}"
+    )
+    if not cluster.get("joined"):
+        raise UserError(msg + "; lower resources (e.g. --set resources.gpu=0) or use --address")
+    if console is not None:
+        console.print(f"  warning: {msg}; trials wait until the cluster grows")
