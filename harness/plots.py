@@ -1,36 +1,59 @@
-"""The report's figures: each function draws one PNG from plain pandas tables.
+"""The report's figures: each function draws one matplotlib Figure from plain pandas tables.
 
 Kept apart from harness.report so the tables and the terminal text need no matplotlib, and
-so the figures can be drawn from a notebook on any frame of the same shape. Figures are
-matplotlib.figure.Figure objects rendered by the Agg canvas, never pyplot: no display is
-needed, no global backend is switched (a notebook's inline backend keeps working) and no
-figure is left open.
+so the figures can be drawn from a notebook on any frame of the same shape; `save` writes
+one as a PNG (atomically, 150 dpi). Figures are matplotlib.figure.Figure objects on the Agg
+canvas, never pyplot: no display is needed, no global backend is switched (a notebook's
+inline backend keeps working) and no figure is left open. The one exception is
+`importance`, which Optuna draws (through pyplot, inside an rc_context so its style does
+not leak; the figure is closed in pyplot before it is returned).
+
+Which figures Optuna draws: parameter importance only. The others need what only the
+Parquet tables hold: pruned and diverged trials at their last report (history, params,
+parallel), wall time, dev curves, gradient norms and the confusion matrix.
+
+Every figure names trials as the report does: the `trial_name` column ('9c6ab8ba (#3)').
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontEntry, FontProperties
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from harness.results import atomic_write_bytes
+from harness.files import write_bytes
+from harness.values import fmt
 
-DPI = 90
+DPI = 150
 STATUS_COLORS = {
     "COMPLETED": "tab:blue",
     "PRUNED": "tab:gray",
     "FAILED": "tab:red",
     "DIVERGED": "tab:orange",
 }
+STATUS_LABELS = {
+    "COMPLETED": "completed",
+    "PRUNED": "pruned (last report)",
+    "FAILED": "failed",
+    "DIVERGED": "diverged (last report)",
+}
+STATUS_STYLES = {"COMPLETED": "-", "PRUNED": "--", "DIVERGED": ":", "FAILED": ":"}
 
 
 def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6, 3.4), **kw):
@@ -50,11 +73,17 @@ def _cmap(name: str):
     return matplotlib.colormaps[name]
 
 
+def _names(trials: pd.DataFrame) -> dict[str, str]:
+    """trial_id -> how the report names the trial."""
+    names = trials["trial_name"] if "trial_name" in trials else trials["trial_id"]
+    return dict(zip(trials["trial_id"].astype(str), names.astype(str)))
+
+
 def save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
-    """Write the figure atomically (harness.results' writer)."""
+    """Write the figure as a PNG, atomically (harness.files)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
     return path
 
 
@@ -64,22 +93,44 @@ def _positive(y: pd.Series) -> pd.Series:
     return y.where(np.isfinite(y) & (y > 0))
 
 
-def history(
-    trials: pd.DataFrame,
-    metric: str,
-    maximize: bool,
-    path: Path,
-    dpi: int = DPI,
-    label: str | None = None,
-) -> Path:
-    """Objective per trial and best so far, against trial number and against wall time.
+def log_ticks(lo: float, hi: float, most: int = 4) -> list[float]:
+    """Round values (1, 2, 5 x 10^k, then coarser) inside [lo, hi] for a log axis: at most
+    `most` of them, so their labels never run into each other."""
+    if not (lo > 0 and hi >= lo and math.isfinite(hi)):
+        return []
 
-    `trials` needs trial_number, status, `metric` and optionally wall_min (minutes from the
-    sweep's start to the trial's end).
+    def inside(mantissas: tuple[int, ...]) -> list[float]:
+        e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        vals = [float(f"{m}e{e}") for e in range(e0, e1 + 1) for m in mantissas]
+        return [v for v in vals if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
+
+    if len(inside((1, 2, 5))) < 2:  # less than an octave: the ends, to 2 significant digits
+        return sorted({float(f"{lo:.2g}"), float(f"{hi:.2g}")})
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = inside(mantissas)
+        if 2 <= len(ticks) <= most:
+            return ticks
+    decades = inside((1,))
+    return decades[:: math.ceil(len(decades) / most)]
+
+
+# ------------------------------------------------------------------------------------------
+# one sweep
+
+
+def history(trials: pd.DataFrame, metric: str, maximize: bool, label: str | None = None) -> Figure:
+    """Objective per trial and the best completed trial so far, against trial number and
+    against wall time.
+
+    `trials` needs trial_id, trial_number, status, `metric` and optionally trial_name and
+    wall_min (minutes from the sweep's start to the trial's end). Pruned and diverged trials
+    sit at their last report; the best-so-far line carries the best value across them
+    (it never breaks), and the best trial is starred and named in the legend.
     """
     has_time = "wall_min" in trials and trials["wall_min"].notna().any()
-    fig, axes = _figure(1, 2 if has_time else 1, figsize=(9 if has_time else 5, 3.2))
+    fig, axes = _figure(1, 2 if has_time else 1, figsize=(10 if has_time else 5.5, 3.6))
     axes = np.atleast_1d(axes)
+    names = _names(trials)
     for ax, x, xlabel in zip(
         axes, ("trial_number", "wall_min"), ("trial number", "wall time (min, at trial end)")
     ):
@@ -88,75 +139,140 @@ def history(
         for status, color in STATUS_COLORS.items():
             m = (t["status"] == status) & y.notna()
             if m.any():
-                ax.scatter(t.loc[m, x], y[m], s=14, color=color, label=status.lower(), zorder=3)
+                ax.scatter(
+                    t.loc[m, x], y[m], s=14, color=color, label=STATUS_LABELS[status], zorder=3
+                )
         done = y.where(t["status"] == "COMPLETED")
-        best = done.cummax() if maximize else done.cummin()
-        if best.notna().any():
+        if done.notna().any():
+            best = (done.cummax() if maximize else done.cummin()).ffill()
             ax.step(t[x], best, where="post", color="black", lw=1.2, label="best so far")
+            i = done.idxmax() if maximize else done.idxmin()
+            ax.scatter(
+                [t.at[i, x]],
+                [y[i]],
+                marker="*",
+                s=130,
+                color="gold",
+                edgecolor="black",
+                lw=0.6,
+                zorder=4,
+                label=f"best: {names[str(t.at[i, 'trial_id'])]}",
+            )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label or metric)
         ax.grid(alpha=0.3)
     _legend(axes[0], fontsize=7, loc="best")
-    fig.suptitle("optimization history", fontsize=10)
-    return save(fig, path, dpi)
+    failed = int((trials["status"] == "FAILED").sum())
+    note = f" ({failed} failed trial(s) have no value)" if failed else ""
+    fig.suptitle(f"optimization history{note}", fontsize=10)
+    return fig
 
 
 def learning_curves(
-    metrics: pd.DataFrame, labels: dict[str, str], path: Path, dpi: int = DPI
-) -> Path:
-    """Dev loss and dev accuracy against iteration for the trials in `labels` (trial_id -> label)."""
-    fig, axes = _figure(1, 2, figsize=(9, 3.2))
-    for tid, label in labels.items():
-        m = metrics[metrics["trial_id"] == tid].sort_values("iteration")
-        if m.empty:
+    metrics: pd.DataFrame,
+    trials: pd.DataFrame,
+    top: Sequence[str],
+    baseline: str | None = None,
+) -> Figure:
+    """Dev loss and dev accuracy against iteration: the `top` trial ids in colour, the
+    baseline trial dashed black, and every pruned trial faded, with an x where early
+    termination stopped it (what the scheduler cut is visible beside what it kept)."""
+    fig, axes = _figure(1, 2, figsize=(10, 3.6))
+    names = _names(trials)
+    status = dict(zip(trials["trial_id"].astype(str), trials["status"]))
+    cols = ("dev_loss", "dev_acc")
+    curves = {
+        str(tid): g.sort_values("iteration") for tid, g in metrics.groupby("trial_id", sort=False)
+    }
+
+    def xy(tid: str, col: str) -> tuple[pd.Series, pd.Series]:
+        m = curves[tid]
+        ok = pd.to_numeric(m[col], errors="coerce").notna()
+        return m.loc[ok, "iteration"], m.loc[ok, col]
+
+    pruned = [
+        tid for tid in curves if status.get(tid) == "PRUNED" and tid not in top and tid != baseline
+    ]
+    for k, tid in enumerate(pruned):
+        for ax, col in zip(axes, cols):
+            x, y = xy(tid, col)
+            label = f"pruned ({len(pruned)}; x: where stopped)" if k == 0 else None
+            ax.plot(x, y, color="tab:gray", alpha=0.35, lw=0.8, label=label)
+            ax.plot(x.iloc[-1:], y.iloc[-1:], "x", color="tab:gray", ms=4)
+    for tid in top:
+        if tid == baseline or tid not in curves:
             continue
-        (line,) = axes[0].plot(m["iteration"], m["dev_loss"], lw=1.2, label=label)
-        axes[1].plot(m["iteration"], m["dev_acc"], lw=1.2, color=line.get_color(), label=label)
+        color = None
+        for ax, col in zip(axes, cols):
+            (line,) = ax.plot(*xy(tid, col), lw=1.3, color=color, label=names.get(tid, tid))
+            color = line.get_color()
+    if baseline is not None and baseline in curves:
+        for ax, col in zip(axes, cols):
+            ax.plot(
+                *xy(baseline, col),
+                color="black",
+                ls="--",
+                marker="o",
+                ms=3,
+                lw=1.4,
+                label=f"baseline {names.get(baseline, baseline)}",
+            )
     for ax, name in zip(axes, ("dev loss", "dev accuracy")):
         ax.set_xlabel("iteration")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    _legend(axes[1], fontsize=7, loc="best")
+    _legend(axes[1], fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("learning curves of the top trials", fontsize=10)
-    return save(fig, path, dpi)
+    return fig
 
 
 def grad_norms(
     metrics: pd.DataFrame,
     layers: pd.DataFrame,
     lr: pd.Series,
+    trials: pd.DataFrame,
     diverged: set[str],
     best_id: str | None,
-    path: Path,
-    dpi: int = DPI,
-) -> Path:
-    """Global gradient norm of every trial (colour = learning rate) and per layer of the best.
-
-    `lr` maps trial_id -> learning rate; diverged trials are dashed.
-    """
-    fig, axes = _figure(1, 2, figsize=(10, 3.4))
+) -> Figure:
+    """Global gradient norm of every trial (colour = learning rate; `lr` maps trial_id to it)
+    and per layer of the best trial. Diverged trials are dashed and named in a legend; the
+    title says so only when one was drawn."""
+    fig, axes = _figure(1, 2, figsize=(10.5, 3.6))
+    names = _names(trials)
     ax = axes[0]
     lrs = _positive(lr).dropna()
     norm = LogNorm(lrs.min(), lrs.max()) if len(lrs) and lrs.min() < lrs.max() else None
     cmap = _cmap("viridis")
+    dashed = 0
     for tid, m in metrics.groupby("trial_id", sort=False):
         m = m.sort_values("iteration")
         y = _positive(m["grad_norm"])
-        if y.notna().sum() == 0:
+        ok = y.notna()  # statistics are sampled: reports without them are skipped, not gaps
+        if not ok.any():
             continue
         rate = lrs.get(tid)
         color = cmap(norm(rate)) if norm is not None and rate is not None else "tab:blue"
+        bad = tid in diverged
+        dashed += bad
         ax.plot(
-            m["iteration"], y, lw=1, color=color, ls="--" if tid in diverged else "-", alpha=0.85
+            m.loc[ok, "iteration"],
+            y[ok],
+            marker="o",
+            ms=2,
+            lw=1.3 if bad else 1,
+            color=color,
+            ls="--" if bad else "-",
+            alpha=0.85,
+            label=f"diverged: {names.get(str(tid), tid)}" if bad else None,
         )
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("global gradient norm")
-    ax.set_title("all trials (dashed: diverged)", fontsize=9)
+    ax.set_title("all trials" + ("; dashed: diverged" if dashed else ""), fontsize=9)
     ax.grid(alpha=0.3, which="both")
+    _legend(ax, fontsize=6, loc="best")
     if norm is not None:
-        sm = ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(sm, ax=ax, label="learning rate")
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="learning rate")
     ax = axes[1]
     drawn = False
     if best_id is not None and not layers.empty:
@@ -164,8 +280,9 @@ def grad_norms(
         for name, g in b.groupby("layer", sort=False):
             g = g.sort_values("iteration")
             y = _positive(g["grad_norm"])
-            if y.notna().any():
-                ax.plot(g["iteration"], y, lw=1, label=str(name))
+            ok = y.notna()
+            if ok.any():
+                ax.plot(g.loc[ok, "iteration"], y[ok], marker="o", ms=2, lw=1, label=str(name))
                 drawn = True
     if drawn:
         ax.set_yscale("log")
@@ -176,16 +293,22 @@ def grad_norms(
         )
     ax.set_xlabel("iteration")
     ax.set_ylabel("layer gradient norm")
-    ax.set_title("per layer, best trial", fontsize=9)
+    best = "" if best_id is None else f" {names.get(str(best_id), best_id)}"
+    ax.set_title(f"per layer, best trial{best}", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    return save(fig, path, dpi)
+    return fig
 
 
-def _axis_values(col: pd.Series) -> tuple[pd.Series, list[str] | None]:
-    """Numbers as they are; anything else as category codes (with the category labels)."""
+def _axis_values(col: pd.Series, categorical: bool = False) -> tuple[pd.Series, list[str] | None]:
+    """Numbers as they are; choices (`categorical`, or anything not a number) as evenly
+    spaced codes, with their labels (numbers in numeric order)."""
     num = pd.to_numeric(col, errors="coerce")
-    if num.notna().sum() == col.notna().sum() and col.notna().any():
+    numeric = bool(col.notna().any()) and num.notna().sum() == col.notna().sum()
+    if numeric and not categorical:
         return num, None
+    if numeric:
+        values = sorted(num.dropna().unique())
+        return num.map({v: i for i, v in enumerate(values)}).astype(float), [fmt(v) for v in values]
     text = col.map(lambda v: None if v is None else str(v))
     cats = sorted(text.dropna().unique())
     return text.map({c: i for i, c in enumerate(cats)}).astype(float), cats
@@ -196,27 +319,34 @@ def param_scatter(
     params: Sequence[str],
     log_params: set[str],
     metric: str,
-    path: Path,
-    dpi: int = DPI,
     label: str | None = None,
-) -> Path:
-    """One scatter per parameter: value against the objective, coloured by status."""
+    categorical: set[str] = frozenset(),
+) -> Figure:
+    """One scatter per parameter: value against the objective, coloured by status. Choices
+    (`categorical`) sit evenly spaced; log axes carry a few round values, so their labels
+    never collide."""
     n = max(1, len(params))
     ncols = min(4, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = _figure(nrows, ncols, figsize=(3.0 * ncols, 2.6 * nrows), squeeze=False)
+    fig, axes = _figure(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
     y = pd.to_numeric(trials[metric], errors="coerce")
     for ax, name in zip(axes.flat, params):
-        x, cats = _axis_values(trials[name])
+        x, cats = _axis_values(trials[name], name in categorical)
         for status, color in STATUS_COLORS.items():
             m = (trials["status"] == status) & y.notna() & x.notna()
             if m.any():
-                ax.scatter(x[m], y[m], s=14, color=color, label=status.lower())
+                ax.scatter(x[m], y[m], s=14, color=color, label=STATUS_LABELS[status])
+        shown = x[y.notna()].dropna()
         if cats is not None:
             ax.set_xticks(range(len(cats)))
             ax.set_xticklabels(cats, fontsize=7, rotation=20)
-        elif name in log_params and (x.dropna() > 0).all() and x.notna().any():
+        elif name in log_params and len(shown) and (shown > 0).all():
             ax.set_xscale("log")
+            ticks = log_ticks(float(shown.min()), float(shown.max()))
+            ax.set_xticks(ticks, [fmt(v) for v in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.set_xlabel(name.removeprefix("param."), fontsize=8)
         ax.set_ylabel(label or metric, fontsize=8)
         ax.tick_params(labelsize=7)
@@ -224,7 +354,30 @@ def param_scatter(
     for ax in list(axes.flat)[len(params) :]:
         ax.axis("off")
     _legend(axes.flat[0], fontsize=6, loc="best")
-    return save(fig, path, dpi)
+    return fig
+
+
+def _parallel_axis(
+    col: pd.Series, log: bool, categorical: bool = False
+) -> tuple[pd.Series, list[tuple[float, str]]]:
+    """One axis of the parallel plot: the values scaled to [0, 1] and its labelled ticks
+    (position, text) in the parameter's own values."""
+    x, cats = _axis_values(col, categorical)
+    if cats is not None:
+        lo, hi = 0.0, float(len(cats) - 1)
+        ticks = list(enumerate(cats))
+    elif log and x.notna().any() and (x.dropna() > 0).all():
+        ticks = [(math.log10(v), fmt(v)) for v in log_ticks(x.min(), x.max())]
+        x = np.log10(x)
+        lo, hi = x.min(), x.max()
+    else:
+        lo, hi = x.min(), x.max()
+        inside = [v for v in MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= v <= hi]
+        ticks = [(v, fmt(v)) for v in (inside if len(inside) >= 2 else [lo, hi])]
+    if not hi > lo:
+        return x * 0 + 0.5, [(0.5, fmt(col.dropna().iloc[0]) if col.notna().any() else "-")]
+    scale = hi - lo
+    return (x - lo) / scale, [((p - lo) / scale, text) for p, text in ticks]
 
 
 def parallel(
@@ -233,72 +386,178 @@ def parallel(
     log_params: set[str],
     metric: str,
     maximize: bool,
-    path: Path,
-    dpi: int = DPI,
     label: str | None = None,
-) -> Path:
-    """Parallel coordinates: every parameter scaled to [0, 1] (log where searched on a log
-    scale), the objective as the last axis and as the line colour (best drawn on top)."""
+    categorical: set[str] = frozenset(),
+) -> Figure:
+    """Parallel coordinates of every trial with a value of `metric` (pruned dashed and
+    diverged dotted, at their last report): one vertical axis per parameter (log scale where
+    it is searched on one) and one for the objective, each labelled with its own values.
+    Lines take the colour bar's colours, the best trial brightest and drawn last, on top."""
     y = pd.to_numeric(trials[metric], errors="coerce")
-    t = trials[y.notna()].copy()
+    t = trials[y.notna()]
     y = y[y.notna()]
-    cols, ticks = [], []
-    for name in params:
-        x, cats = _axis_values(t[name])
-        if cats is None and name in log_params and (x.dropna() > 0).all():
-            x = np.log10(x)
-        lo, hi = x.min(), x.max()
-        cols.append((x - lo) / (hi - lo) if hi > lo else x * 0 + 0.5)
-        ticks.append(cats)
-    lo, hi = y.min(), y.max()
-    cols.append((y - lo) / (hi - lo) if hi > lo else y * 0 + 0.5)
     names = [p.removeprefix("param.") for p in params] + [label or metric]
-    fig, ax = _figure(figsize=(max(4.0, 1.6 * len(names)), 3.4))
+    axes = [_parallel_axis(t[p], p in log_params, p in categorical) for p in params]
+    axes.append(_parallel_axis(y, False))
+    fig, ax = _figure(figsize=(max(5.0, 1.9 * len(names)), 3.8))
+    lo, hi = y.min(), y.max()
     norm = Normalize(lo, hi if hi > lo else lo + 1)
-    cmap = _cmap("viridis" if maximize else "viridis_r")
-    order = y.sort_values(ascending=maximize).index  # best last, drawn on top
+    cmap = _cmap("viridis" if maximize else "viridis_r")  # bright = better, lines and bar alike
     xs = np.arange(len(names))
-    for idx in order:
-        ax.plot(xs, [c.get(idx, np.nan) for c in cols], color=cmap(norm(y[idx])), lw=1.2, alpha=0.8)
-    for i in xs:
-        ax.axvline(i, color="black", lw=0.6)
-    ax.set_xticks(xs)
-    ax.set_xticklabels(names, fontsize=8, rotation=15)
-    ax.set_yticks([0, 1])
-    ax.set_yticklabels(["min", "max"], fontsize=7)
-    ax.set_xlim(-0.2, len(names) - 0.8)
-    sm = ScalarMappable(norm=norm, cmap=_cmap("viridis"))
-    fig.colorbar(sm, ax=ax, label=label or metric)
-    ax.set_title("parallel coordinates (each axis scaled to its own range)", fontsize=9)
-    return save(fig, path, dpi)
+    for idx in y.sort_values(ascending=maximize).index:  # best last, drawn on top
+        status = t.at[idx, "status"]
+        done = status == "COMPLETED"
+        ax.plot(
+            xs,
+            [scaled.get(idx, np.nan) for scaled, _ in axes],
+            color=cmap(norm(y[idx])),
+            lw=1.2 if done else 0.9,
+            ls=STATUS_STYLES.get(status, "-"),
+            alpha=0.85 if done else 0.6,
+        )
+    done = y[t["status"] == "COMPLETED"]
+    pool = done if len(done) else y
+    best = pool.idxmax() if maximize else pool.idxmin()
+    ax.plot(
+        xs,
+        [scaled.get(best, np.nan) for scaled, _ in axes],
+        color=cmap(norm(y[best])),
+        lw=2.6,
+        label=f"best: {_names(t)[str(t.at[best, 'trial_id'])]}",
+    )
+    for status in ("COMPLETED", "PRUNED", "DIVERGED"):
+        if (t["status"] == status).any():
+            ax.add_line(
+                Line2D([], [], color="gray", ls=STATUS_STYLES[status], label=STATUS_LABELS[status])
+            )
+    for i, (name, (_, ticks)) in enumerate(zip(names, axes)):
+        ax.axvline(i, color="black", lw=0.7)
+        for pos, text in ticks:
+            ax.plot([i - 0.025, i], [pos, pos], color="black", lw=0.7)
+            ax.text(
+                i - 0.04,
+                pos,
+                text,
+                ha="right",
+                va="center",
+                fontsize=6,
+                gid=f"tick:{name}",
+                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75},
+            )
+    ax.set_xticks(xs, names, fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlim(-0.45, len(names) - 0.8)
+    ax.set_ylim(-0.06, 1.06)
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label or metric)
+    _legend(ax, fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=4)
+    ax.set_title("parallel coordinates (each axis in its own values)", fontsize=9)
+    return fig
 
 
-def importance(values: pd.Series, path: Path, dpi: int = DPI) -> Path:
-    """fANOVA importance as horizontal bars, largest on top."""
-    v = values.sort_values()
-    fig, ax = _figure(figsize=(5, 0.4 * len(v) + 1.0))
-    ax.barh([str(i) for i in v.index], v.values, color="tab:blue")
+def _given(values: dict[str, float]) -> Any:
+    """An Optuna importance evaluator that hands back importances already computed (the
+    report's fANOVA table), so the figure shows exactly the table's numbers."""
+    from optuna.importance import BaseImportanceEvaluator
+
+    class Given(BaseImportanceEvaluator):
+        def evaluate(self, study: Any, params: Any = None, *, target: Any = None) -> dict:
+            return dict(values)
+
+    return Given()
+
+
+def importance(study: Any, values: pd.Series, target_name: str, multi: bool = False) -> Figure:
+    """Parameter importance as Optuna draws it (optuna.visualization.matplotlib), from the
+    importances already computed (`values`, largest first) for the first objective."""
+    import matplotlib.pyplot as plt
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    with warnings.catch_warnings(), matplotlib.rc_context():  # Optuna sets a global style
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        ax = plot_param_importances(
+            study,
+            evaluator=_given(values.sort_values(ascending=False).to_dict()),
+            target=(lambda tr: tr.values[0]) if multi else None,
+            target_name=target_name,
+        )
+    fig = ax.figure
+    plt.close(fig)  # ours now: pyplot keeps no reference
     ax.set_xlabel("importance (fANOVA, share of variance)")
-    ax.grid(alpha=0.3, axis="x")
-    return save(fig, path, dpi)
+    fig.set_size_inches(6, 0.45 * len(values) + 1.6)
+    fig.set_layout_engine("constrained")
+    return fig
 
 
-def confusion(
-    matrix: np.ndarray, classes: Sequence[str], title: str, path: Path, dpi: int = DPI
-) -> Path:
-    """Confusion matrix (rows: true class, columns: predicted), counts written in the cells."""
+# ------------------------------------------------------------------------------------------
+# class names: Chinese names need a font that has their glyphs
+
+_PLACEHOLDER_FONTS = ("Last Resort",)  # a box for every code point: covers all, draws none
+
+
+@functools.cache
+def _codepoints(path: str) -> frozenset[int]:
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+def font_covering(text: str) -> FontEntry | None:
+    """An installed font (matplotlib's font manager) with a glyph for every character of
+    `text`: matplotlib's default font when it has them all, else the first regular face that
+    does; None when no font does."""
+    need = {ord(c) for c in text if not c.isspace()}
+    default = font_manager.findfont(FontProperties())
+
+    def order(e: FontEntry) -> tuple:
+        regular = e.style == "normal" and e.weight in (400, "normal", "regular")
+        return (e.fname != default, not regular, e.name, e.fname)
+
+    for entry in sorted(font_manager.fontManager.ttflist, key=order):
+        if any(p in entry.name for p in _PLACEHOLDER_FONTS):
+            continue
+        if need <= _codepoints(entry.fname):
+            return entry
+    return None
+
+
+def class_font(classes: Sequence[Any]) -> FontEntry | None:
+    """The font `confusion` draws the class names with; None means it numbers the classes
+    instead (no installed font has their glyphs: Chinese names on a machine without CJK
+    fonts), and the report's caption maps index -> name."""
+    return font_covering("".join(str(c) for c in classes))
+
+
+def confusion(matrix: np.ndarray, classes: Sequence[Any], title: str) -> Figure:
+    """Confusion matrix (rows: true class, columns: predicted), counts written in the cells.
+    Class names in a font that has their glyphs (class_font), else class indices."""
     k = len(classes)
-    size = min(9.0, 1.6 + 0.55 * k)
+    font = class_font(classes)
+    size = min(9.0, 1.8 + 0.55 * k)
     fig, ax = _figure(figsize=(size + 1, size))
     im = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(im, ax=ax)
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
-    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=7)
-    ax.set_yticklabels(classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    top = matrix.max() if matrix.size else 0
+    if font is None:
+        labels = [str(i) for i in range(k)]
+        prop = FontProperties(size=7)
+        ax.set_xlabel("predicted (class index)")
+        ax.set_ylabel("true (class index)")
+    else:
+        labels = [str(c) for c in classes]
+        prop = FontProperties(fname=font.fname, size=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    ax.set_xticklabels(labels, rotation=45 if font else 0, ha="right" if font else "center")
+    ax.set_yticklabels(labels)
+    for lab in ax.get_xticklabels() + ax.get_yticklabels():
+        lab.set_fontproperties(prop)
     for i in range(k):
         for j in range(k):
             ax.text(
@@ -308,15 +567,13 @@ def confusion(
                 ha="center",
                 va="center",
                 fontsize=6,
-                color="white" if matrix[i, j] > top / 2 else "black",
+                color="white" if im.norm(matrix[i, j]) > 0.5 else "black",
             )
     ax.set_title(title, fontsize=9)
-    return save(fig, path, dpi)
+    return fig
 
 
-def pareto(
-    values: pd.DataFrame, front: pd.Index, names: Sequence[str], path: Path, dpi: int = DPI
-) -> Path:
+def pareto(values: pd.DataFrame, front: pd.Index, names: Sequence[str]) -> Figure:
     """First two objectives of every trial, the Pareto-optimal ones joined by a line."""
     a, b = names[0], names[1]
     fig, ax = _figure(figsize=(5, 3.6))
@@ -327,10 +584,14 @@ def pareto(
     ax.set_ylabel(b)
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=7)
-    return save(fig, path, dpi)
+    return fig
 
 
-def anytime(curves: dict[str, pd.DataFrame], metric: str, path: Path, dpi: int = DPI) -> Path:
+# ------------------------------------------------------------------------------------------
+# several sweeps
+
+
+def anytime(curves: dict[str, pd.DataFrame], metric: str) -> Figure:
     """Best so far against cumulative trial-hours, one line per sweep (columns: hours, best)."""
     fig, ax = _figure(figsize=(6, 3.4))
     for name, c in curves.items():
@@ -341,4 +602,4 @@ def anytime(curves: dict[str, pd.DataFrame], metric: str, path: Path, dpi: int =
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=7)
     ax.set_title("best so far against compute", fontsize=9)
-    return save(fig, path, dpi)
+    return fig

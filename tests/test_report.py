@@ -1,17 +1,20 @@
 """harness.report on hand-made results folders (no sweep run needed).
 
-The fixture writes the files the sweep writes: trials.parquet, metrics.parquet,
-grad_layers.parquet, sweep.json and a real Optuna SQLite study, with trials of every status,
-so each number the report prints can be checked against hand arithmetic.
+The fixture writes the files the sweep writes, through the sweep's own writer
+(harness.results.ResultsWriter): trials.parquet, metrics.parquet, grad_layers.parquet,
+sweep.json, and a real Optuna SQLite study, with trials of every status, so each number the
+report prints can be checked against hand arithmetic.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from harness import report, schema
 from harness.errors import UserError
+from harness.results import ResultsWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 P = schema.PARAM_PREFIX
@@ -42,6 +46,8 @@ TRIALS = {
     9: ("DIVERGED", 8e-2, 0.55, 128, 150, 0.30, None),  # gradients explode, then NaN
 }
 LAYER_NAMES = ("embedding.weight", "convs.weight", "fc.weight")
+# THUCNews-style Chinese class names: the confusion matrix must draw them (or number them)
+CLASSES = ("财经", "体育")
 SPACE = {
     "learning_rate": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
     "dropout": {"distribution": "uniform", "min": 0.1, "max": 0.6},
@@ -55,61 +61,68 @@ DISTS = {
 }
 
 
+def trial_id(sweep: str, n: int) -> str:
+    """A Ray-style short trial id (8 hex digits), distinct per sweep and trial."""
+    return hashlib.sha1(f"{sweep}/{n}".encode()).hexdigest()[:8]
+
+
+def trial_name(n: int, sweep: str = "textcnn") -> str:
+    """How the report names trial number n: '9c6ab8ba (#3)'."""
+    return f"{trial_id(sweep, n)} (#{n})"
+
+
 def make_folder(
     path: Path,
     name: str = "textcnn",
     model: str = "TextCNN",
     multi: bool = False,
     shift: float = 0.0,
+    classes: tuple[str, ...] = CLASSES,
 ) -> Path:
-    """A results folder as harness.sweep writes it (plus a `confusion` column)."""
-    path.mkdir(parents=True)
-    t0 = pd.Timestamp("2024-01-01T00:00:00Z")
-    trials, steps, layers = [], [], []
+    """A results folder as harness.sweep writes it: harness.results.ResultsWriter for the
+    tables and sweep.json, a real Optuna SQLite study beside them."""
+    writer = ResultsWriter(path, params=list(SPACE))
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    trials = []
     for n, (status, lr, dropout, filters, iters, metric, test) in TRIALS.items():
-        tid = f"{name[:4]}_{n:05d}"
+        tid = trial_id(name, n)
         level = None if metric is None else metric + shift  # where the dev curve ends
-        trials.append(
-            {
-                "trial_id": tid,
-                "trial_number": n,
-                "status": status,
-                # harness.sweep tells Optuna (and this column) COMPLETED trials only
-                "metric": level if status == "COMPLETED" else None,
-                "best_dev_loss": None if level is None else 1.5 - level,
-                "best_dev_acc": level,
-                "best_iteration": iters,
-                "test_acc": None if test is None else test + shift,
-                "test_loss": None if test is None else 1.5 - test,
-                "test_f1_macro": None if test is None else test - 0.01,
-                "iterations": iters,
-                "epochs": 1 + iters // 100,
-                "samples": iters * BATCH,
-                "train_s": iters / 10.0,
-                "start_time": t0 + pd.Timedelta(minutes=n),
-                "end_time": t0 + pd.Timedelta(minutes=n, seconds=iters / 10.0),
-                "node_id": "node0",
-                "node_ip": "127.0.0.1",
-                "device": "cpu",
-                "error": {
-                    "FAILED": "RuntimeError: CUDA out of memory",
-                    "DIVERGED": "loss became nan at iteration 150",
-                }.get(status, ""),
-                P + "learning_rate": lr,
-                P + "dropout": dropout,
-                P + "num_filters": filters,
-                P + "batch_size": BATCH,
-                "confusion": json.dumps([[40 + n, 10], [5, 45]]) if status == "COMPLETED" else None,
-            }
-        )
+        row = {
+            "trial_number": n,
+            "status": status,
+            # harness.sweep tells Optuna (and this column) COMPLETED trials only
+            "metric": level if status == "COMPLETED" else None,
+            "best_dev_loss": None if level is None else 1.5 - level,
+            "best_dev_acc": level,
+            "best_iteration": iters,
+            "test_acc": None if test is None else test + shift,
+            "test_loss": None if test is None else 1.5 - test,
+            "test_f1_macro": None if test is None else test - 0.01,
+            "iterations": iters,
+            "epochs": 1 + iters // 100,
+            "samples": iters * BATCH,
+            "train_s": iters / 10.0,
+            "start_time": t0 + timedelta(minutes=n),
+            "end_time": t0 + timedelta(minutes=n, seconds=iters / 10.0),
+            "node_id": "node0",
+            "node_ip": "127.0.0.1",
+            "device": "cpu",
+            "error": {
+                "FAILED": "RuntimeError: CUDA out of memory",
+                "DIVERGED": "loss became nan at iteration 150",
+            }.get(status, ""),
+            "confusion": json.dumps([[40 + n, 10], [5, 45]]) if status == "COMPLETED" else None,
+        }
+        params = {"learning_rate": lr, "dropout": dropout, "num_filters": filters}
+        writer.set_trial(tid, **row, params={**params, "batch_size": BATCH})
+        trials.append((row, params))
         for it in range(50, iters + 1, 50):
             frac = it / FULL
             bad = status == "DIVERGED" and it == iters
             gnorm = 1e-9 if n == 2 else (float("nan") if bad else lr * 500 * (1 + frac))
-            row = {k: 0.0 for k in schema.METRIC_KEYS}
-            row.update(
+            report = {k: 0.0 for k in schema.METRIC_KEYS}
+            report.update(
                 {
-                    "trial_id": tid,
                     "iteration": it,
                     "epoch": 1 + it // 100,
                     "samples": it * BATCH,
@@ -125,25 +138,18 @@ def make_folder(
                     "grad_nonfinite": 3 if bad else 0,
                     "grad_vanishing": n == 2,
                     "grad_exploding": status == "DIVERGED",
+                    schema.LAYERS: {
+                        "layer": list(LAYER_NAMES),
+                        "grad_norm": [(gnorm or 0) * (k + 1) for k in range(len(LAYER_NAMES))],
+                        "grad_max_abs": [0.1] * len(LAYER_NAMES),
+                        "vanish_frac": [0.0] * len(LAYER_NAMES),
+                        "weight_norm": [1.0] * len(LAYER_NAMES),
+                        "update_ratio": [1e-3] * len(LAYER_NAMES),
+                    },
                 }
             )
-            steps.append(row)
-            for k, layer in enumerate(LAYER_NAMES):
-                layers.append(
-                    {
-                        "trial_id": tid,
-                        "iteration": it,
-                        "layer": layer,
-                        "grad_norm": (gnorm or 0) * (k + 1),
-                        "grad_max_abs": 0.1,
-                        "vanish_frac": 0.0,
-                        "weight_norm": 1.0,
-                        "update_ratio": 1e-3,
-                    }
-                )
-    pd.DataFrame(trials).to_parquet(path / "trials.parquet")
-    pd.DataFrame(steps).to_parquet(path / "metrics.parquet")
-    pd.DataFrame(layers).to_parquet(path / "grad_layers.parquet")
+            writer.add_report(tid, report)
+    writer.flush(force=True)
     metric_spec = (
         [{"name": "dev_acc", "goal": "maximize"}, {"name": "train_s", "goal": "minimize"}]
         if multi
@@ -158,15 +164,17 @@ def make_folder(
         "seed": 0,
         "parameters": SPACE,
         "early_terminate": {"type": "asha", "grace_period": 1, "reduction_factor": 3},
+        "baseline": True,
     }
-    info = {  # sweep.json as harness.sweep writes it
-        "spec": spec,
-        "command": ["python", "-m", "harness.sweep", "x.yaml"],
-        "host": "test",
-        "versions": {"python": sys.version.split()[0]},
-        "data": {"train": 1000, "dev": 100, "test": 100, "classes": ["neg", "pos"]},
-    }
-    (path / "sweep.json").write_text(json.dumps(info))
+    writer.write_sweep_info(
+        {  # sweep.json as harness.sweep writes it
+            "spec": spec,
+            "command": ["python", "-m", "harness.sweep", "x.yaml"],
+            "host": "test",
+            "versions": {"python": sys.version.split()[0]},
+            "data": {"train": 1000, "dev": 100, "test": 100, "classes": list(classes)},
+        }
+    )
     storage = f"sqlite:///{path / 'optuna.db'}"
     directions = ["maximize", "minimize"] if multi else ["maximize"]
     study = optuna.create_study(study_name=name, storage=storage, directions=directions)
@@ -174,19 +182,19 @@ def make_folder(
         "COMPLETED": optuna.trial.TrialState.COMPLETE,
         "PRUNED": optuna.trial.TrialState.PRUNED,
     }
-    for tr in trials:
-        st = state.get(tr["status"], optuna.trial.TrialState.FAIL)
-        value = tr["metric"] if st == optuna.trial.TrialState.COMPLETE else None
+    for row, params in trials:
+        st = state.get(row["status"], optuna.trial.TrialState.FAIL)
+        value = row["metric"] if st == optuna.trial.TrialState.COMPLETE else None
         values = None
         if value is not None:
-            values = [value, tr["train_s"]] if multi else [value]
+            values = [value, row["train_s"]] if multi else [value]
         study.add_trial(
             optuna.trial.create_trial(
                 state=st,
                 values=values,
-                params={k: tr[P + k] for k in DISTS},
+                params=params,
                 distributions=DISTS,
-                intermediate_values={0: tr["best_dev_acc"]}
+                intermediate_values={0: row["best_dev_acc"]}
                 if st == optuna.trial.TrialState.PRUNED
                 else None,
             )
@@ -220,10 +228,12 @@ def built(folder: Path, tmp_path_factory) -> report.SweepReport:
 def test_status_counts_and_top_trial(built: report.SweepReport) -> None:
     assert built.facts["status_counts"] == {"COMPLETED": 6, "PRUNED": 2, "FAILED": 1, "DIVERGED": 1}
     top = built.facts["top"]
-    assert list(top["trial"][:3]) == [1, 4, 0]
+    # one name per trial: Ray's short id with the Optuna number beside it
+    assert list(top["trial"][:3]) == [trial_name(1), trial_name(4), trial_name(0)]
     assert set(top["status"]) == {"COMPLETED"}
     assert top["test_acc"][0] == pytest.approx(0.88)
     assert built.facts["best_trial"] == 1
+    assert built.facts["best_trial_id"] == trial_id("textcnn", 1)
     assert built.facts["best_config"] == {
         "learning_rate": {"value": 0.003},
         "dropout": {"value": 0.59},
@@ -232,7 +242,9 @@ def test_status_counts_and_top_trial(built: report.SweepReport) -> None:
     }
     text = built.text()
     assert "learning_rate: {value: 0.003}" in text
-    assert "FAILED: RuntimeError: CUDA out of memory" in text
+    assert f"{trial_name(8)} FAILED: RuntimeError: CUDA out of memory" in text
+    assert f"{trial_name(9)} DIVERGED: loss became nan" in text
+    assert f"Best config (trial {trial_name(1)})" in text
 
 
 def test_compute_saved(built: report.SweepReport) -> None:
@@ -275,9 +287,10 @@ def test_gradient_health(built: report.SweepReport) -> None:
     gh = built.facts["grad_health"]
     assert built.facts["diverged_lr"] == (0.08, 0.08)
     assert gh.healthy_lr == (1e-4, 6e-3)
-    flagged = dict(zip(gh.flagged["trial"], gh.flagged["status"]))
+    flagged = dict(zip(gh.flagged["trial_number"], gh.flagged["status"]))
     assert flagged == {2: "COMPLETED", 9: "DIVERGED"}
-    row2 = gh.flagged.set_index("trial").loc[2]
+    assert list(gh.flagged["trial"]) == [trial_name(2), trial_name(9)]
+    row2 = gh.flagged.set_index("trial_number").loc[2]
     assert row2["vanished"] == 6 and row2["exploded"] == 0
     corr = gh.correlations.set_index("pair")["spearman rho"]
     assert corr["median grad norm vs learning rate"] == pytest.approx(1.0)
@@ -309,6 +322,7 @@ def test_files_are_images_and_html_self_contained(built: report.SweepReport) -> 
     assert page.count("data:image/png;base64,") == len(built.figures)
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "<table" in page and "Gradient health" in page
+    assert trial_name(1) in page and trial_name(9) in page  # trials named by id in the page
     np.testing.assert_array_equal(built.facts["confusion"], [[41, 10], [5, 45]])
 
 
@@ -351,7 +365,8 @@ def test_pareto_plot(tmp_path: Path) -> None:
     from harness import plots
 
     v = pd.DataFrame({"dev_acc": [0.9, 0.85, 0.7], "train_s": [30.0, 24.0, 30.0]})
-    assert_png(plots.pareto(v, pd.Index([0, 1]), ["dev_acc", "train_s"], tmp_path / "p.png", 40))
+    fig = plots.pareto(v, pd.Index([0, 1]), ["dev_acc", "train_s"])
+    assert_png(plots.save(fig, tmp_path / "p.png", 40))
 
 
 def test_pareto_front_helper() -> None:
@@ -379,6 +394,7 @@ def test_compare_two_folders(tmp_path: Path, capsys) -> None:
     assert list(table["pruned"]) == [2, 2]
     assert table["best dev acc"].tolist() == pytest.approx([0.90, 0.95])
     assert table["test acc"].tolist() == pytest.approx([0.88, 0.93])
+    assert list(table["best trial"]) == [trial_name(1), trial_name(1, "fasttext")]
     assert math.isclose(table["trial-hours"][0], 2190 / 10 / 3600)
     assert "FastText" in out and "93.00%" in out  # accuracies as the classic table prints them
 
