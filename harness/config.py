@@ -5,7 +5,7 @@ A sweep file says which data, which model, which fixed training settings, what t
 unchanged), how to search and prune, and how much to spend. It is parsed and checked once,
 here, at the edge: every problem in the file (and in `--set` overrides) is reported at once,
 one line each, `<file>: <key.path>: <rule>, got <bad value>`, through UserError. Everything
-downstream takes the dataclasses and trusts them. No Ray import: sweep.py adapts this.
+downstream takes the dataclasses and trusts them. No Ray import: harness.sweep adapts this.
 
 Hand-written rather than pydantic (issue 8, measured): a pydantic v2 port of budget,
 resources, early_terminate, metric and parameters (extra="forbid", a discriminated union on

@@ -26,7 +26,9 @@ class Keeper:
         self.best_it = [0] * n
 
     @torch.no_grad()
-    def update(self, i: int, dev_loss: float, dev_acc: float, step: int, params: list[Tensor]) -> bool:
+    def update(
+        self, i: int, dev_loss: float, dev_acc: float, step: int, params: list[Tensor]
+    ) -> bool:
         """Record member i's dev result; keeps a copy of its weights when the loss improved."""
         if not (math.isfinite(dev_loss) and dev_loss < self.best_loss[i]):
             return False

@@ -329,15 +329,19 @@ def build(
         ).to(device)  # fmt: skip
 
     fused = Fused(models, forward, dropout, plain).train()
-    if device.type == "cpu" and fuse == "auto" and not _fused_is_faster(
-        fused, Stacked(models, cpu_rng), data, first.train.batch_size
+    if (
+        device.type == "cpu"
+        and fuse == "auto"
+        and not _fused_is_faster(fused, Stacked(models, cpu_rng), data, first.train.batch_size)
     ):
         return Stacked(models, cpu_rng)
     fused.release_template()
     return fused
 
 
-def _fused_is_faster(fused: Fused, stacked: Stacked, data: Any, batch: int, rounds: int = 2) -> bool:
+def _fused_is_faster(
+    fused: Fused, stacked: Stacked, data: Any, batch: int, rounds: int = 2
+) -> bool:
     """On the CPU a grouped kernel is not always faster than N plain ones (oneDNN's grouped
     convolution at the classic TextCNN width runs ~2x slower than the same convolutions one
     by one, while small models gain ~2x), so time one forward and backward of a real batch

@@ -89,7 +89,9 @@ class MemberOptimizer:
         for members in calls.values():
             self._update(members, params, grads)
 
-    def _update(self, members: list[int], params: list[list[Tensor]], grads: list[list[Tensor]]) -> None:
+    def _update(
+        self, members: list[int], params: list[list[Tensor]], grads: list[list[Tensor]]
+    ) -> None:
         fused = self.fused or None
         foreach = None if fused else True
         c, lr = self.configs[members[0]], self.lr[members[0]]

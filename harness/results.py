@@ -1,6 +1,6 @@
 """A sweep's results folder: Parquet tables written while the sweep runs, and read back.
 
-Why this shape: the driver-side Tune callback (in sweep.py) hands every report and
+Why this shape: the driver-side Tune callback (harness.sweep.callback) hands every report and
 every finished trial to a `ResultsWriter`, which keeps rows keyed by
 (trial_id, iteration) and rewrites the tables atomically (harness.files: temporary file,
 fsync, rename). Keyed rows make writing idempotent: feeding the same report twice, or
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import UserError
-from harness.files import write_bytes, write_text, write_with
+from harness.files import write_text, write_with
 from harness.schema import LAYER_KEYS, LAYERS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
 
 TRIALS_FILE = "trials.parquet"
@@ -59,7 +59,9 @@ _METRIC_TYPES: dict[str, pa.DataType] = {
     )
     for k in METRIC_KEYS
 }
-_LAYER_TYPES: dict[str, pa.DataType] = {k: (_STR if k == "layer" else _FLOAT) for k in LAYER_KEYS}
+_LAYER_TYPES: dict[str, pa.DataType] = {
+    k: (_STR if k == "layer" else _BOOL if k == "embedding" else _FLOAT) for k in LAYER_KEYS
+}
 _TRIAL_TYPES: dict[str, pa.DataType] = {
     k: (
         _STR
@@ -109,9 +111,6 @@ def _cell(value: Any, typ: pa.DataType) -> Any:
         return None
     return value
 
-
-# TODO(issue 8): remove once report.py and plots.py write through harness.files
-atomic_write_bytes = write_bytes
 
 
 class _KeyedTable:

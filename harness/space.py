@@ -4,7 +4,7 @@ A `ParamSpec` is one entry of a sweep file's `parameters` block, already checked
 harness.config. This module turns it into an Optuna distribution, samples it define-by-run
 (the form Ray Tune's OptunaSearch takes as `space=`), and encodes list-valued choices as
 strings, because Optuna's categorical choices must be None, bool, int, float or str.
-No Ray import here: sweep.py does the adapting.
+No Ray import here: harness.sweep does the adapting.
 """
 
 from __future__ import annotations

@@ -162,7 +162,9 @@ def evaluate(
 
 
 @torch.inference_mode()
-def evaluate_members(members: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast: Any) -> Tensor:
+def evaluate_members(
+    members: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast: Any
+) -> Tensor:
     """Every member at once: device tensor [N, 2] of (loss sum, correct) on (x, y)."""
     was_training = members.training
     members.eval()
@@ -258,7 +260,9 @@ class Loop:
         n = len(cfgs)
         self.alive = list(range(n))  # original member index of each current position
         self.summaries = [
-            TrialSummary(device=str(self.device), reason=note, group_size=n, fused=self.members.fused)
+            TrialSummary(
+                device=str(self.device), reason=note, group_size=n, fused=self.members.fused
+            )
             for _ in cfgs
         ]
         params = self.members.params()
@@ -325,7 +329,10 @@ class Loop:
 
     def step(self, xb: Tensor, yb: Tensor) -> None:
         """Forward and backward of every member on one batch, then each member's update."""
-        self.lrs = [lr_at(c, self.step_count, self.epoch - 1, self.total_steps) for c in self.optimizer.configs]
+        self.lrs = [
+            lr_at(c, self.step_count, self.epoch - 1, self.total_steps)
+            for c in self.optimizer.configs
+        ]
         sampled = self.stats.is_sampled(self.step_count)
         k = self.window.steps
         if self.graph is None or not self.graph.run(xb, yb, k, sampled):
@@ -360,9 +367,13 @@ class Loop:
         members that diverged, ran out of patience, were pruned or finished leave."""
         _sync(self.device)
         t_eval, cpu_eval = time.perf_counter(), time.process_time()
-        dev = evaluate_members(self.members, self.dev_x, self.dev_y, self.tc.eval_batch_size, self.autocast)
+        dev = evaluate_members(
+            self.members, self.dev_x, self.dev_y, self.tc.eval_batch_size, self.autocast
+        )
         params = self.members.params()
-        host = torch.cat([self.window.device_values(), self.stats.read(params), dev.reshape(-1)]).tolist()
+        host = torch.cat(
+            [self.window.device_values(), self.stats.read(params), dev.reshape(-1)]
+        ).tolist()
         self.eval_seconds += time.perf_counter() - t_eval
         self.eval_cpu += time.process_time() - cpu_eval
         self.eval_samples += self.n_dev
@@ -469,7 +480,12 @@ class Loop:
 
 
 def _test(
-    model: nn.Module, data: Any, to_dev: Callable, tc: TrainConfig, autocast: Any, summary: TrialSummary
+    model: nn.Module,
+    data: Any,
+    to_dev: Callable,
+    tc: TrainConfig,
+    autocast: Any,
+    summary: TrialSummary,
 ) -> None:
     """Accuracy, loss, macro F1, classification report and confusion matrix of the test split."""
     from sklearn.metrics import classification_report, confusion_matrix, f1_score
@@ -483,7 +499,9 @@ def _test(
     labels = list(range(data.num_classes))
     summary.test_loss = loss_sum / n
     summary.test_acc = correct / n
-    summary.test_f1_macro = float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    summary.test_f1_macro = float(
+        f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    )
     summary.report_text = classification_report(
         y_true, y_pred, labels=labels, target_names=list(data.classes), digits=4, zero_division=0
     )

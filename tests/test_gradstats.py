@@ -13,7 +13,7 @@ from harness.trialconfig import TrainConfig
 
 
 def single(named, every: int, clip_norm: float = 0.0, vanish_threshold: float = 1e-8,
-           explode_threshold: float = 1e3, fused: bool | None = None, embedding=None) -> "Solo":
+           explode_threshold: float = 1e3, fused: bool | None = None, embedding=None) -> Solo:
     """GradStats of one member (a group of one), with the old single-model call shapes."""
     tc = TrainConfig(grad_stats_every=every, clip_norm=clip_norm, vanish_threshold=vanish_threshold,
                      explode_threshold=explode_threshold)

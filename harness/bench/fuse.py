@@ -52,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--impl", default="auto",
                    help="comma list of auto (what train_group picks), fused, stacked, vmap")  # fmt: skip
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
-                   help="trial setting or data.FIELD=VALUE, as for python -m harness.train")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="trial setting or data.FIELD=VALUE, as for python -m harness.train",
+    )
     p.add_argument("--json", help="also write the figures to this JSON file")
     return p
 
@@ -62,7 +68,9 @@ def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"--members: expected a comma list of whole numbers, got {text!r}") from None
+        raise UserError(
+            f"--members: expected a comma list of whole numbers, got {text!r}"
+        ) from None
     if not sizes or min(sizes) < 1:
         raise UserError(f"--members: sizes must be >= 1, got {text!r}")
     return sorted(set(sizes))

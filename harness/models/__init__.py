@@ -14,8 +14,8 @@ from typing import Any
 from torch import nn
 
 from harness.errors import UserError
-from harness.models.base import ModelParams
 from harness.models import dpcnn, fasttext, textcnn, transformer
+from harness.models.base import ModelParams
 from harness.models.dpcnn import DPCNN, DPCNNParams
 from harness.models.fasttext import FastText, FastTextParams
 from harness.models.textcnn import TextCNN, TextCNNParams
@@ -43,7 +43,9 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("TextRNN", TextRNNParams, TextRNN, {"max_epochs": 10}),
         ModelEntry("TextRNN_Att", TextRNNAttParams, TextRNNAtt, {"max_epochs": 10}),
         ModelEntry("TextRCNN", TextRCNNParams, TextRCNN, {"max_epochs": 10}),
-        ModelEntry("FastText", FastTextParams, FastText, {"max_epochs": 20}, fasttext.fused_forward),
+        ModelEntry(
+            "FastText", FastTextParams, FastText, {"max_epochs": 20}, fasttext.fused_forward
+        ),
         ModelEntry("DPCNN", DPCNNParams, DPCNN, {"max_epochs": 20}, dpcnn.fused_forward),
         ModelEntry(
             "Transformer",
@@ -60,9 +62,7 @@ def model_entry(name: str) -> ModelEntry:
     try:
         return MODELS[name]
     except KeyError:
-        raise UserError(
-            f"unknown model {name!r}; choose one of: {', '.join(MODELS)}"
-        ) from None
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
 
 
 def build_model(

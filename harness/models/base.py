@@ -14,7 +14,6 @@ from torch import nn
 
 from harness.errors import UserError
 
-
 FUSIBLE = "fusible"
 
 
@@ -55,9 +54,7 @@ class ModelParams:
 
 def positive(params: ModelParams, *names: str) -> list[str]:
     """Problems for integer fields that must be >= 1."""
-    return [
-        f"{n}: must be >= 1, got {getattr(params, n)}" for n in names if getattr(params, n) < 1
-    ]
+    return [f"{n}: must be >= 1, got {getattr(params, n)}" for n in names if getattr(params, n) < 1]
 
 
 def load_embeddings(path: str, vocab_size: int) -> np.ndarray:
@@ -90,7 +87,6 @@ def make_embedding(params: ModelParams, vocab_size: int, pad_id: int) -> nn.Embe
             torch.from_numpy(emb), freeze=params.freeze_embedding, padding_idx=pad_id
         )
     return nn.Embedding(vocab_size, params.embed, padding_idx=pad_id)
-
 
 
 def init_weights(module: nn.Module) -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
 from torch.nn import functional as F
 
 from harness.errors import UserError
@@ -90,9 +89,9 @@ class Transformer(nn.Module):
         return self.fc1(out.flatten(1))
 
 
-
-
-def fused_forward(m: Transformer, p: dict[str, torch.Tensor], x: torch.Tensor, drop) -> torch.Tensor:
+def fused_forward(
+    m: Transformer, p: dict[str, torch.Tensor], x: torch.Tensor, drop
+) -> torch.Tensor:
     """All members at once (harness.models.fused): batched projections, one attention call
     over members x batch, per-member layer norms; the same block as nn.TransformerEncoderLayer
     (post-norm, ReLU, dropout after attention and after the feed-forward output)."""
@@ -108,9 +107,15 @@ def fused_forward(m: Transformer, p: dict[str, torch.Tensor], x: torch.Tensor, d
         split = qkv.view(n * b, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
         att = F.scaled_dot_product_attention(split[0], split[1], split[2])  # [N*B, h, L, d/h]
         att = att.transpose(1, 2).reshape(n, b * length, d)
-        att = fused.linear(att, p[q + "self_attn.out_proj.weight"], p[q + "self_attn.out_proj.bias"])
-        h = fused.layer_norm(h + drop(att, (b, length)), p[q + "norm1.weight"], p[q + "norm1.bias"], layer.norm1.eps)
+        att = fused.linear(
+            att, p[q + "self_attn.out_proj.weight"], p[q + "self_attn.out_proj.bias"]
+        )
+        h = fused.layer_norm(
+            h + drop(att, (b, length)), p[q + "norm1.weight"], p[q + "norm1.bias"], layer.norm1.eps
+        )
         ff = torch.relu(fused.linear(h, p[q + "linear1.weight"], p[q + "linear1.bias"]))
         ff = fused.linear(ff, p[q + "linear2.weight"], p[q + "linear2.bias"])
-        h = fused.layer_norm(h + drop(ff), p[q + "norm2.weight"], p[q + "norm2.bias"], layer.norm2.eps)
+        h = fused.layer_norm(
+            h + drop(ff), p[q + "norm2.weight"], p[q + "norm2.bias"], layer.norm2.eps
+        )
     return fused.linear(h.reshape(n, b, length * d), p["fc1.weight"], p["fc1.bias"])
