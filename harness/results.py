@@ -54,7 +54,7 @@ _METRIC_TYPES: dict[str, pa.DataType] = {
         _BOOL
         if k in ("improved", "grad_vanishing", "grad_exploding")
         else _INT
-        if k in ("iteration", "epoch", "samples", "grad_nonfinite")
+        if k in ("iteration", "report", "epoch", "samples", "grad_nonfinite")
         else _FLOAT
     )
     for k in METRIC_KEYS
@@ -397,12 +397,34 @@ def decode_param(value: Any) -> Any:
     return value
 
 
+def find_trial(results: SweepResults, ref: str | int) -> str:
+    """The trial_id a user means by `ref`: a trial id, or an Optuna trial number (`3`, `#3`).
+
+    Every command that takes a trial (--replay, predict) accepts either name, because the
+    console and the report show both: `9c6ab8ba (#3)`.
+    """
+    t = results.trials
+    ids = t["trial_id"].astype(str)
+    text = str(ref).strip()
+    if text in set(ids):
+        return text
+    number = text.removeprefix("#")
+    if number.isdigit() and "trial_number" in t:
+        hit = t[t["trial_number"] == int(number)]
+        if len(hit) == 1:
+            return str(hit["trial_id"].iloc[0])
+    known = ", ".join(
+        f"{i} (#{int(n)})" if n == n else i
+        for i, n in zip(ids.tolist()[:20], t.get("trial_number", [float("nan")] * len(t)))
+    )
+    raise UserError(f"{results.path}: no trial {text!r} (trials: {known or 'none'})")
+
+
 def trial_params(results: SweepResults, trial_id: str) -> dict[str, Any]:
-    """The searched parameter values of one trial, as the trial saw them."""
+    """The searched parameter values of one trial (a trial id or an Optuna number), as the
+    trial saw them."""
+    trial_id = find_trial(results, trial_id)
     rows = results.trials[results.trials["trial_id"] == trial_id]
-    if rows.empty:
-        known = ", ".join(results.trials["trial_id"].astype(str).tolist()[:20])
-        raise UserError(f"{results.path}: no trial {trial_id!r} (trials: {known})")
     row = rows.iloc[0]
     out = {}
     for col in results.param_columns:

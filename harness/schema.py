@@ -10,6 +10,7 @@ from __future__ import annotations
 # --- one row per report (evaluation) ------------------------------------------------------
 METRIC_KEYS: dict[str, str] = {
     "iteration": "batches trained so far (the report's x-axis)",
+    "report": "1-based index of this report in its trial (Optuna's step, the schedulers' time)",
     "epoch": "epoch the report fell in (1-based)",
     "samples": "training samples seen so far",
     "elapsed_s": "seconds since training started (evaluation included)",

@@ -294,6 +294,7 @@ class Loop:
             self.graph = GraphedStep(self)
 
         self.step_count = 0  # batches trained
+        self.reports = 0  # evaluations so far (every live member reports at each)
         self.samples = 0
         self.epoch = 0
         self.eval_seconds, self.eval_samples, self.eval_cpu = 0.0, 0, 0.0
@@ -366,6 +367,7 @@ class Loop:
         """Dev evaluation of every member, one host transfer, one report per live member;
         members that diverged, ran out of patience, were pruned or finished leave."""
         _sync(self.device)
+        self.reports += 1
         t_eval, cpu_eval = time.perf_counter(), time.process_time()
         dev = evaluate_members(
             self.members, self.dev_x, self.dev_y, self.tc.eval_batch_size, self.autocast
@@ -389,7 +391,7 @@ class Loop:
             improved = self.keeper.update(j, dev_loss, dev_acc, self.step_count, params[j])
             g_metrics, g_layers = grads[j]
             metrics = windows.row(
-                step=self.step_count, epoch=self.epoch, samples=self.samples, elapsed=elapsed,
+                step=self.step_count, report=self.reports, epoch=self.epoch, samples=self.samples, elapsed=elapsed,
                 lr=self.lrs[j], window=win[j], batch_sizes=self.window.batch_sizes,
                 dev_loss=dev_loss, dev_acc=dev_acc, improved=improved,
                 best_loss=self.keeper.best_loss[j], best_acc=self.keeper.best_acc[j],

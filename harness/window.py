@@ -78,6 +78,7 @@ def nonfinite_steps(w: dict[str, list[float]]) -> list[int]:
 def row(
     *,
     step: int,
+    report: int,
     epoch: int,
     samples: int,
     elapsed: float,
@@ -100,6 +101,7 @@ def row(
     seen = sum(batch_sizes)
     metrics: dict[str, Any] = {
         "iteration": step,
+        "report": report,
         "epoch": epoch,
         "samples": samples,
         "elapsed_s": elapsed,
