@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import UserError
+from harness.values import finite
 from harness.files import write_text, write_with
 from harness.schema import LAYER_KEYS, LAYERS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
 
@@ -414,7 +415,7 @@ def find_trial(results: SweepResults, ref: str | int) -> str:
         if len(hit) == 1:
             return str(hit["trial_id"].iloc[0])
     known = ", ".join(
-        f"{i} (#{int(n)})" if n == n else i
+        f"{i} (#{int(n)})" if finite(n) else i
         for i, n in zip(ids.tolist()[:20], t.get("trial_number", [float("nan")] * len(t)))
     )
     raise UserError(f"{results.path}: no trial {text!r} (trials: {known or 'none'})")
