@@ -31,9 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import UserError
-from harness.values import finite
 from harness.files import write_text, write_with
 from harness.schema import LAYER_KEYS, LAYERS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
+from harness.values import finite
 
 TRIALS_FILE = "trials.parquet"
 METRICS_FILE = "metrics.parquet"
