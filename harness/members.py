@@ -187,7 +187,6 @@ class Fused(Members):
         # The template keeps the hyperparameters (kernel sizes, heads, buffers such as the
         # positional encoding) that fused_forward reads; its own weights are not used.
         self.template = template
-        self._pad_hooks(template)
         self._zeros: dict[int, Tensor] = {}
 
     def release_template(self) -> None:
@@ -196,20 +195,6 @@ class Fused(Members):
         with torch.no_grad():
             for p in self.template.parameters():
                 p.data = p.data.new_empty(0)
-
-    def _pad_hooks(self, template: nn.Module) -> None:
-        """nn.Embedding(padding_idx) never updates its padding row: zero those rows' gradient
-        in every member, after it is accumulated (one in-place fill per step)."""
-        for name, mod in template.named_modules():
-            if isinstance(mod, nn.Embedding) and mod.padding_idx is not None:
-                weight = self.stack[self._index[f"{name}.weight" if name else "weight"]]
-                if weight.requires_grad:
-                    pad = mod.padding_idx
-
-                    def hook(p: Tensor, pad: int = pad) -> None:
-                        p.grad[:, pad].zero_()
-
-                    weight.register_post_accumulate_grad_hook(hook)
 
     @property
     def n(self) -> int:
@@ -262,7 +247,6 @@ class Fused(Members):
             for j, p in enumerate(self.stack):
                 new = nn.Parameter(p.detach().index_select(0, index), requires_grad=p.requires_grad)
                 self.stack[j] = new
-        self._pad_hooks(self.template)
         self.dropout.keep(keep)
         self._zeros.clear()
 

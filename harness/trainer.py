@@ -110,8 +110,8 @@ def pick_device(requested: str | None, configured: str) -> tuple[torch.device, s
 
 def autocast_for(device: torch.device, amp: bool) -> Callable[[], Any]:
     """bf16 autocast on CUDA when `amp`, else nothing."""
-    if amp and device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if amp and device.type == "cuda":  # no weight cache: a captured step must not keep one
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext
 
 
@@ -130,8 +130,15 @@ def member_loss(logits: Tensor, y: Tensor, smoothing: Sequence[float]) -> Tensor
         return per.view(n, b).mean(1)
     logp = F.log_softmax(logits, dim=2)
     nll = -logp.gather(2, y.view(1, b, 1).expand(n, b, 1)).squeeze(2)
-    eps = torch.tensor(list(smoothing), dtype=logits.dtype, device=logits.device).view(n, 1)
+    key = (tuple(smoothing), logits.device, logits.dtype)
+    eps = _SMOOTHING.get(key)
+    if eps is None:  # made once (a captured step may not copy from the host)
+        eps = _SMOOTHING[key] = torch.tensor(key[0], dtype=logits.dtype, device=logits.device)
+    eps = eps.view(n, 1)
     return ((1 - eps) * nll + eps * (-logp.sum(2) / c)).mean(1)
+
+
+_SMOOTHING: dict[tuple, Tensor] = {}
 
 
 # ---------------------------------------------------------------------- evaluation

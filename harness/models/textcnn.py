@@ -59,7 +59,7 @@ class TextCNN(nn.Module):
 
 def fused_forward(m: TextCNN, p: dict[str, torch.Tensor], x: torch.Tensor, drop) -> torch.Tensor:
     """All members at once (harness.models.fused): grouped convolutions, one batched matmul."""
-    emb = fused.embedding(p["embedding.weight"], x)  # [N, B, L, E]
+    emb = fused.embedding(p["embedding.weight"], x, m.embedding.padding_idx)  # [N, B, L, E]
     n = emb.shape[0]
     h = fused.to_channels(emb)  # [B, N*E, L]
     longest = max(c.kernel_size[0] for c in m.convs)

@@ -97,7 +97,7 @@ def fused_forward(
     (post-norm, ReLU, dropout after attention and after the feed-forward output)."""
     if x.shape[1] != m.seq_len:
         raise ValueError(f"Transformer built for seq_len {m.seq_len}, got {x.shape[1]}")
-    out = drop(fused.embedding(p["embedding.weight"], x) + m.pe)  # [N, B, L, d]
+    out = drop(fused.embedding(p["embedding.weight"], x, m.embedding.padding_idx) + m.pe)  # [N, B, L, d]
     n, b, length, d = out.shape
     h = out.reshape(n, b * length, d)
     for j, layer in enumerate(m.encoders):
