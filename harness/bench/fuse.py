@@ -163,10 +163,8 @@ def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, 
 
 
 def render(res: dict[str, Any]) -> str:
-    lines = [
-        f"{'N':>3}  {'mode':<26} {'samples/s':>12} {'per member':>11} {'x sequential':>13}"
-        f" {'samples/CPU-s':>14} {'x seq. (CPU)':>13}"
-    ]
+    head = f"{'N':>3}  {'mode':<26} {'samples/s':>12} {'per member':>11} {'x sequential':>13}"
+    lines = [head + f" {'samples/CPU-s':>14} {'x seq. (CPU)':>13}"]
     for r in res["rows"]:
         lines.append(
             f"{r['members']:>3}  {r['mode']:<26} {r['samples_per_s']:>12,.0f} "
