@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from test_trainer import tiny_dataset
 
 from harness import members as grouping
 from harness import trainer
@@ -22,7 +23,6 @@ from harness.graphs import GraphedStep
 from harness.models import build_model
 from harness.optimizer import MemberOptimizer
 from harness.trialconfig import check_group, fusible_names, resolve, shape_settings
-from test_trainer import tiny_dataset
 
 SMALL = {
     "TextCNN": {"num_filters": 8, "filter_sizes": [2, 3]},

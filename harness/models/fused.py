@@ -28,7 +28,7 @@ def embedding(weight: Tensor, x: Tensor, padding_idx: int | None = None) -> Tens
 
     As nn.Embedding(padding_idx) does, the padding row of every member gets no gradient.
     """
-    n, v, e = weight.shape
+    n, v = weight.shape[:2]
     offsets = torch.arange(n, device=x.device).mul_(v).view(n, *([1] * x.dim()))
     return _Lookup.apply(weight, x.unsqueeze(0) + offsets, padding_idx)
 
