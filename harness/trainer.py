@@ -258,13 +258,46 @@ class Loop:
         cfgs = with_batch_seed(cfgs, cfgs[0].train.batch_seed) if cfgs else cfgs
         check_group(cfgs)
         self.cfgs = list(cfgs)
-        tc = cfgs[0].train
+        self.tc = tc = cfgs[0].train  # the shape settings every member shares
         if threads:
             torch.set_num_threads(int(threads))
         self.device, note = pick_device(device, tc.device)
         self.data = data
-        self.members = grouping.build(cfgs, data, self.device, build_model, fuse=fuse)
-        n = len(cfgs)
+        self._place_data(data)
+        self._build_group(fuse, note)
+        self.graph = None
+        if self.device.type == "cuda" and tc.cuda_graphs:
+            from harness.graphs import GraphedStep
+
+            self.graph = GraphedStep(self)
+        self.step_count = 0  # batches trained
+        self.reports = 0  # evaluations so far (every live member reports at each)
+        self.samples = 0
+        self.epoch = 0
+        self.eval_seconds, self.eval_samples, self.eval_cpu = 0.0, 0, 0.0
+        self.lrs = [lr_at(c, 0, 0, self.total_steps) for c in self.optimizer.configs]
+        self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
+
+    def _place_data(self, data: Any) -> None:
+        """The splits on the device once; the epoch's length and the run's step budget."""
+        tc = self.tc
+        self.train_x, self.train_y = self._to_dev(data.train_x), self._to_dev(data.train_y)
+        self.dev_x, self.dev_y = self._to_dev(data.dev_x), self._to_dev(data.dev_y)
+        self.n_train, self.n_dev = int(self.train_y.shape[0]), int(self.dev_y.shape[0])
+        if self.n_train == 0 or self.n_dev == 0:
+            raise UserError(f"{data.name}: empty train or dev split")
+        self.batch_size = tc.batch_size
+        self.per_epoch = math.ceil(self.n_train / tc.batch_size)
+        self.max_epochs = tc.max_epochs
+        self.total_steps = self.per_epoch * tc.max_epochs
+        if tc.max_steps:
+            self.total_steps = min(self.total_steps, tc.max_steps)
+        self.shuffle_gen = torch.Generator().manual_seed(tc.batch_seed)
+
+    def _build_group(self, fuse: str, note: str) -> None:
+        """The members and, per member, its optimizer state, statistics, window and keeper."""
+        cfgs, n = self.cfgs, len(self.cfgs)
+        self.members = grouping.build(cfgs, self.data, self.device, build_model, fuse=fuse)
         self.alive = list(range(n))  # original member index of each current position
         self.summaries = [
             TrialSummary(
@@ -273,40 +306,12 @@ class Loop:
             for _ in cfgs
         ]
         params = self.members.params()
-        self.optimizer = MemberOptimizer([c.train for c in cfgs], params)
-        self.stats = GradStats(
-            self.members.names, params, [c.train for c in cfgs], embedding=self.members.embedding
-        )
-        self.keeper = Keeper(params, [c.train.require_improvement for c in cfgs])
-        self.autocast = autocast_for(self.device, tc.amp)
-
-        self.train_x, self.train_y = self._to_dev(data.train_x), self._to_dev(data.train_y)
-        self.dev_x, self.dev_y = self._to_dev(data.dev_x), self._to_dev(data.dev_y)
-        self.n_train, self.n_dev = int(self.train_y.shape[0]), int(self.dev_y.shape[0])
-        if self.n_train == 0 or self.n_dev == 0:
-            raise UserError(f"{data.name}: empty train or dev split")
-        self.tc = tc
-        self.batch_size = tc.batch_size
-        self.per_epoch = math.ceil(self.n_train / tc.batch_size)
-        self.max_epochs = tc.max_epochs
-        self.total_steps = self.per_epoch * tc.max_epochs
-        if tc.max_steps:
-            self.total_steps = min(self.total_steps, tc.max_steps)
-        self.shuffle_gen = torch.Generator().manual_seed(tc.batch_seed)
-        self.window = windows.Window(n, min(tc.eval_every, self.total_steps), self.device)
-        self.graph = None
-        if self.device.type == "cuda" and tc.cuda_graphs:
-            from harness.graphs import GraphedStep
-
-            self.graph = GraphedStep(self)
-
-        self.step_count = 0  # batches trained
-        self.reports = 0  # evaluations so far (every live member reports at each)
-        self.samples = 0
-        self.epoch = 0
-        self.eval_seconds, self.eval_samples, self.eval_cpu = 0.0, 0, 0.0
-        self.lrs = [lr_at(c, 0, 0, self.total_steps) for c in self.optimizer.configs]
-        self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
+        trains = [c.train for c in cfgs]
+        self.optimizer = MemberOptimizer(trains, params)
+        self.stats = GradStats(self.members.names, params, trains, embedding=self.members.embedding)
+        self.keeper = Keeper(params, [t.require_improvement for t in trains])
+        self.window = windows.Window(n, min(self.tc.eval_every, self.total_steps), self.device)
+        self.autocast = autocast_for(self.device, self.tc.amp)
 
     def _to_dev(self, a: np.ndarray) -> Tensor:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long).to(self.device)
