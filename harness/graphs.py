@@ -97,10 +97,23 @@ class GraphedStep:
                 self._give_up(exc)
                 return False
             return True
-        self._body(xb, yb, key)
+        self._warm_up(xb, yb, key)
+        return True
+
+    def _warm_up(self, xb: Tensor, yb: Tensor, key: tuple[bool, ...]) -> None:
+        """An eager step through the graph's code; while graphs are still to be captured it runs
+        on a side stream, as PyTorch's capture recipe asks (lazy handles and workspaces are
+        made there, not inside a capture)."""
+        if self.capture and self.device.type == "cuda" and self.warm < WARMUP + 2:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self._body(xb, yb, key)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+        else:
+            self._body(xb, yb, key)
         self.warm += 1
         self.seen.add(key)
-        return True
 
     def _capture(self, xb: Tensor, yb: Tensor, key: tuple[bool, ...]) -> None:
         if self.static_x is None:
