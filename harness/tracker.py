@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,10 +104,7 @@ class TensorBoard:
     def start(self, key: str = "", text: Mapping[str, str] | None = None) -> None:
         """A fresh event folder for `key` (a trial run again from the start replaces the old
         curves, as its table rows are), with `text` (e.g. its parameters) as text summaries."""
-        self.close(key)
-        folder = self.folder(key)
-        if key and folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+        self.drop(key)
         for tag, value in (text or {}).items():
             self._do(key, lambda w, t=tag, v=value: w.add_text(t, v, 0))
 
@@ -119,6 +116,12 @@ class TensorBoard:
                 w.add_scalar(tag, value, step)
 
         self._do(key, write)
+
+    def drop(self, key: str) -> None:
+        """A trial whose rows a resume dropped (it runs again, under another id): its curves go."""
+        self.close(key)
+        if key:
+            shutil.rmtree(self.folder(key), ignore_errors=True)
 
     def close(self, key: str = "") -> None:
         w = self.writers.pop(key, None)
@@ -253,6 +256,14 @@ class Trackers:
             self.tensorboard.close(key)
         if self.mlflow is not None:
             self.mlflow.end(key, status)
+
+    def keep(self, keys: Iterable[str]) -> None:
+        """On resume: the curves of trials the tables no longer hold (dropped, to run again
+        under another id; or killed before their row was written) go, as their rows did."""
+        tb = self.tensorboard
+        if tb is not None and tb.root.is_dir():
+            for folder in {p.name for p in tb.root.iterdir() if p.is_dir()} - set(keys):
+                tb.drop(folder)
 
     def close(self) -> None:
         if self.tensorboard is not None:

@@ -427,6 +427,8 @@ def test_interrupted_and_killed_sweeps_resume_to_exactly_the_budget(
     assert not metrics.duplicated(["trial_id", "iteration"]).any()
     assert set(metrics["trial_id"]) == set(trials["trial_id"])
     assert not layers.duplicated(["trial_id", "iteration", "layer"]).any()
+    # TensorBoard: the interrupted trials' partial curves went with their rows
+    assert {p.name for p in (folder / "tb").iterdir()} == set(trials["trial_id"])
     st = study(folder, "smoke")
     assert len(st.trials) == 5 and all(t.state.name == "COMPLETE" for t in st.trials)
     assert {t.user_attrs["ray_trial_id"] for t in st.trials} == set(trials["trial_id"])

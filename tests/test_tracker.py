@@ -70,6 +70,16 @@ def test_a_trial_run_again_from_the_start_replaces_its_curves(tmp_path: Path) ->
     assert scalars_of(tmp_path / "aaa")["loss/dev"] == pytest.approx({5: 0.6})
 
 
+def test_a_resume_keeps_the_curves_of_the_trials_the_tables_keep(tmp_path: Path) -> None:
+    tb = tracker.TensorBoard(tmp_path)
+    for key in ("aaa", "bbb", "ccc"):
+        tb.log(report(5, 0.9), key)
+    tb.close_all()
+    tracker.Trackers(tb).keep(["aaa", "ccc", "ddd"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aaa", "ccc"]
+    tracker.Trackers(tracker.TensorBoard(tmp_path / "none")).keep([])  # no tb/ yet: nothing
+
+
 def test_pickled_before_a_run_and_never_sharing_writers(tmp_path: Path) -> None:
     """Tune pickles its callbacks (tuner.pkl): the trackers pickle, open writers left behind."""
     tb = tracker.TensorBoard(tmp_path)

@@ -80,6 +80,7 @@ def run(
     own_ray = not ray.is_initialized()
     try:
         writer, plan = _open_tables(spec, folder, resume)
+        trackers.keep(writer.trial_ids())  # a resume dropped rows: their curves go too
         log.info("timeline: data ready at %.2f s", time.time() - started)
         cluster = init_ray(address, spec)
         log.info("timeline: ray ready at %.2f s", time.time() - started)
