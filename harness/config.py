@@ -18,9 +18,11 @@ message got worse (a model validator reports one failing bound, not both).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import math
+import os
 import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +39,7 @@ from harness.errors import UserError, did_you_mean
 from harness.models import MODELS
 from harness.schema import METRIC_KEYS
 from harness.space import DISTRIBUTIONS, GRIDDABLE, ParamSpec
+from harness.tracker import MlflowSpec, have_mlflow
 from harness.trialconfig import TrialConfig, coerce, resolve, setting_names, setting_types
 from harness.values import show
 
@@ -45,6 +48,7 @@ GOALS = ("maximize", "minimize")
 TOP_KEYS = (
     "name", "data", "model", "train", "metric", "method", "seed", "parameters",
     "early_terminate", "budget", "resources", "baseline", "max_failures", "storage",
+    "tensorboard", "mlflow",
 )  # fmt: skip
 # early_terminate keys each scheduler uses (units: reports, i.e. dev evaluations)
 TERMINATORS: dict[str, tuple[str, ...]] = {
@@ -167,6 +171,8 @@ class SweepSpec:
     baseline: bool = True  # the model's classic settings run as the first trial
     max_failures: int = 0  # retries of a crashed trial (a failed trial is data, not retried)
     storage: str | None = None  # Ray Tune storage (dir or URI); None: results/<name>/ray
+    tensorboard: bool = True  # event files per trial in results/<name>/tb/<trial_id>/
+    mlflow: MlflowSpec | None = None  # one MLflow run per trial (harness.tracker)
     source_path: str = ""
     overrides: tuple[str, ...] = ()
 
@@ -257,6 +263,8 @@ class SweepSpec:
             "baseline": self.baseline,
             "max_failures": self.max_failures,
             "storage": self.storage,
+            "tensorboard": self.tensorboard,
+            "mlflow": dataclasses.asdict(self.mlflow) if self.mlflow else None,
         }
 
 
@@ -266,7 +274,34 @@ class SweepSpec:
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """Read, override (`KEY.PATH=VALUE`, value parsed as YAML) and validate a sweep file."""
     file = str(path)
-    raw = _read_yaml(Path(path), file)
+    return _validate(_read_yaml(Path(path), file), file, overrides, Path(path).stem)
+
+
+def spec_from_dict(
+    raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "<dict>"
+) -> SweepSpec:
+    """A sweep given as a dict (what a file's YAML reads as), checked exactly like a file;
+    `source` stands for the file name in error lines. The dict itself is left unchanged."""
+    return _validate(copy.deepcopy(dict(raw)), source, overrides, "sweep")
+
+
+def as_spec(
+    spec: SweepSpec | str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = ()
+) -> SweepSpec:
+    """A SweepSpec from a SweepSpec (overrides applied through its dict), a file or a dict."""
+    if isinstance(spec, SweepSpec):
+        if not overrides:
+            return spec
+        return spec_from_dict(spec.to_dict(), overrides, source=spec.source_path or spec.name)
+    if isinstance(spec, Mapping):
+        return spec_from_dict(spec, overrides)
+    if isinstance(spec, (str, os.PathLike)):
+        return load_spec(spec, overrides)
+    raise UserError(f"sweep spec: expected a SweepSpec, a file path or a dict, got {show(spec)}")
+
+
+def _validate(raw: Any, file: str, overrides: Sequence[str], default_name: str) -> SweepSpec:
+    """Overrides, then every check of _build, every problem at once (UserError)."""
     problems = _Problems(file)
     if raw is None:
         problems.add("", "empty search-space file (expected keys such as model and parameters)")
@@ -279,7 +314,7 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
             _apply_override(raw, item, problems)
     if not isinstance(raw, dict):
         problems.raise_()
-    spec = _build(raw, problems, default_name=Path(path).stem)
+    spec = _build(raw, problems, default_name=default_name)
     if problems.items or spec is None:
         problems.raise_()
     return dataclasses.replace(spec, source_path=file, overrides=tuple(overrides))
@@ -524,13 +559,18 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
     if storage is not None and (not isinstance(storage, str) or not storage.strip()):
         p.add("storage", "expected a directory or URI (or null for results/<name>/ray)", storage)
 
+    tensorboard = raw.get("tensorboard", True)
+    if not isinstance(tensorboard, bool):
+        p.add("tensorboard", "expected true or false", tensorboard)
+    mlflow = _mlflow(raw.get("mlflow"), p)
+
     if p.items or None in (data, train, metrics, parameters, early, budget, resources):
         return None
     spec = SweepSpec(
         name=name, data=data, model=model, train=train, metrics=metrics, method=method,
         seed=seed, parameters=parameters, early_terminate=early, budget=budget,
         resources=resources, baseline=baseline, max_failures=max_failures,
-        storage=_abspath(storage),
+        storage=_abspath(storage), tensorboard=tensorboard, mlflow=mlflow,
     )  # fmt: skip
     try:  # the fixed settings with the baseline values must make a valid trial
         spec.trial_config(spec.baseline_params())
@@ -730,6 +770,32 @@ def _resources(raw: Any, p: _Problems) -> Resources | None:
     if len(p.items) > n_before:
         return None
     return Resources(**{k: float(v) for k, v in kw.items()})
+
+
+def _mlflow(raw: Any, p: _Problems) -> MlflowSpec | None:
+    """`mlflow: {tracking_uri, experiment}`; the package must be installed (it is optional)."""
+    if raw is None:
+        return None
+    raw = _mapping(p, "mlflow", raw, "{tracking_uri: http://127.0.0.1:5000}")
+    if raw is None:
+        return None
+    n_before = len(p.items)
+    for key in raw:
+        if key not in ("tracking_uri", "experiment"):
+            _unknown(p, f"mlflow.{key}", key, ("tracking_uri", "experiment"))
+    uri, experiment = raw.get("tracking_uri"), raw.get("experiment")
+    if not isinstance(uri, str) or not uri.strip():
+        p.add("mlflow.tracking_uri", "required: where MLflow logs go (a server URL or a "
+              "folder such as file:///tmp/mlruns)", uri)  # fmt: skip
+    if experiment is not None and (not isinstance(experiment, str) or not experiment.strip()):
+        p.add("mlflow.experiment", "expected a name (default: the sweep's name)", experiment)
+    if len(p.items) > n_before:
+        return None
+    if not have_mlflow():
+        p.add("mlflow", "needs the mlflow package, which is not installed (pip install mlflow; "
+              "or remove the mlflow key)")  # fmt: skip
+        return None
+    return MlflowSpec(tracking_uri=uri.strip(), experiment=experiment)
 
 
 # -------------------------------------------------------------------- parameters

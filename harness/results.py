@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from harness.errors import UserError
 from harness.files import write_text, write_with
 from harness.schema import LAYER_KEYS, LAYERS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
-from harness.values import finite
+from harness.values import finite, plain
 
 TRIALS_FILE = "trials.parquet"
 METRICS_FILE = "metrics.parquet"
@@ -398,6 +398,14 @@ def decode_param(value: Any) -> Any:
     return value
 
 
+def trial_name(row: Mapping[str, Any]) -> str:
+    """How every output names a trial: Ray's short trial id (the tables' key) with the Optuna
+    trial number beside it, e.g. '9c6ab8ba (#3)'; either one finds it again (find_trial)."""
+    n = plain(row.get("trial_number"))
+    tid = row.get("trial_id")
+    return f"{tid} (#{int(n)})" if finite(n) and not isinstance(n, str) else str(tid)
+
+
 def find_trial(results: SweepResults, ref: str | int) -> str:
     """The trial_id a user means by `ref`: a trial id, or an Optuna trial number (`3`, `#3`).
 
@@ -447,7 +455,8 @@ def trial_config_for(path: str | os.PathLike, trial_id: str) -> tuple[Any, Any]:
     params = trial_params(res, trial_id)
     with tempfile.TemporaryDirectory(prefix="harness-replay-") as tmp:
         spec_file = Path(tmp) / f"{res.spec.get('name', 'sweep')}.yaml"
-        spec_file.write_text(json.dumps(res.spec), encoding="utf-8")  # JSON is YAML
+        trial_spec = {k: v for k, v in res.spec.items() if k != "mlflow"}  # trackers: not the trial
+        spec_file.write_text(json.dumps(trial_spec), encoding="utf-8")  # JSON is YAML
         try:
             spec = load_spec(spec_file)
         except UserError as exc:

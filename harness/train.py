@@ -7,6 +7,10 @@ tables a sweep leaves, so a single run reads like one trial of a sweep:
     DIR/metrics.parquet      one row per report (schema.METRIC_KEYS)
     DIR/grad_layers.parquet  one row per (report, layer): iteration + schema.LAYER_KEYS
     DIR/summary.json         test metrics, throughput, timings, status, resolved config, data spec
+    DIR/tb/                  TensorBoard event files of the reports (harness.tracker)
+
+On a terminal each epoch also gets a progress bar (samples/s, the epoch's ETA), so a slow
+first evaluation is never silence; piped to a file the output is the classic lines only.
 
 Settings: `--set name=value` takes any trial setting (`learning_rate`, `num_filters`, ...)
 and `--set data.<field>=value` any DataSpec field (`data.pad_size=64`, `data.level=word`).
@@ -17,8 +21,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -55,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="result directory (default results/train/<model>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no per-evaluation progress lines")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="write no TensorBoard event files (default: DIR/tb/)")
     # `--replay results/<name> --trial ID` (re-run a sweep's trial) resolves its config in
     # `resolve_run`; everything after that is shared.
     p.add_argument("--replay", metavar="RESULTS_DIR",
                    help="rerun one trial of a sweep alone: its folder, e.g. results/textcnn")
-    p.add_argument("--trial", help="with --replay: the trial_id (see trials.parquet)")
+    p.add_argument("--trial", help="with --replay: the trial's id or its Optuna number (9c6ab8ba, "
+                   "3 or #3; the console and the report show both: 9c6ab8ba (#3))")
     return p
 
 
@@ -131,6 +140,52 @@ def progress_line(m: dict[str, Any]) -> str:
     ).rstrip()
 
 
+def progress_bars(stream: Any) -> bool:
+    """A bar per epoch only where someone watches: the stream is a terminal."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def train_with_bars(cfg: TrialConfig, data: Any, report: Callable[[dict[str, Any]], None], *,
+                    device: str | None, threads: int | None, file: Any) -> Any:
+    """trainer.train with a tqdm bar around each epoch's batches (samples/s and the epoch's
+    ETA). The loop's own driver (harness.trainer.train_group; the Loop's API is the lead's
+    LOOP.md), step for step, plus one bar update per batch: the loop itself has no per-batch
+    hook. The reports' classic lines go above the bar (tqdm.write)."""
+    from tqdm import tqdm
+
+    from harness.trainer import Loop
+
+    loop = Loop([cfg], data, device=device, threads=threads)
+    # the terminal's width as it changes; one that reports no size (0 x 0) would hide the bar
+    try:
+        sized = os.get_terminal_size(file.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        sized = False
+    width: dict[str, Any] = {"dynamic_ncols": True} if sized else {"ncols": 100, "nrows": 24}
+
+    def member_report(_member: int, m: dict[str, Any]) -> None:
+        report(m)
+        bar.set_postfix_str(f"loss {m['train_loss']:.3g}, val acc {m['dev_acc']:.2%}", refresh=False)
+
+    for epoch in range(1, loop.max_epochs + 1):
+        left = (loop.total_steps - loop.step_count) * loop.batch_size
+        with tqdm(total=min(loop.n_train, left), desc=f"epoch {epoch}/{loop.max_epochs}",
+                  unit="samples", unit_scale=True, file=file, **width) as bar:
+            for xb, yb in loop.batches(epoch):
+                loop.step(xb, yb)
+                bar.update(int(yb.shape[0]))
+                if loop.report_due():
+                    loop.evaluate_and_report(member_report)
+                if loop.done():
+                    break
+        if loop.done():
+            break
+    return loop.close()[0]
+
+
 def json_safe(value: Any) -> Any:
     """NaN/inf -> None so the file is strict JSON; tuples -> lists."""
     if isinstance(value, float):
@@ -168,11 +223,17 @@ def run(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     command: Sequence[str] = (),
+    bars: bool = False,
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
-    """Load data, train, print the classic report, write the result files; returns summary.json."""
+    """Load data, train, print the classic report, write the result files; returns summary.json.
+
+    progress: the per-evaluation lines; bars: a tqdm bar per epoch on stdout (a terminal);
+    tensorboard: event files of every report in out/tb/."""
     import torch
 
     from harness.data import load_dataset
+    from harness.tracker import TB_DIR, TensorBoard
     from harness.trainer import train
 
     t0 = time.perf_counter()
@@ -185,13 +246,28 @@ def run(
     )
     out.mkdir(parents=True, exist_ok=True)
     reports: list[dict[str, Any]] = []
+    events = TensorBoard(out / TB_DIR) if tensorboard else None
+    if events is not None:
+        events.start(text={"config": json.dumps(json_safe(cfg.to_flat()), ensure_ascii=False)})
 
     def report(m: dict[str, Any]) -> None:
         reports.append(m)
+        if events is not None:
+            events.log(m)
         if progress:
-            echo(progress_line(m))
+            say(progress_line(m))
 
-    summary = train(cfg, data, report, device=device, threads=threads)
+    say = echo
+    if bars:
+        from tqdm import tqdm
+
+        say = functools.partial(tqdm.write, file=sys.stdout)  # above the bar, not through it
+        summary = train_with_bars(cfg, data, report, device=device, threads=threads,
+                                  file=sys.stdout)
+    else:
+        summary = train(cfg, data, report, device=device, threads=threads)
+    if events is not None:
+        events.close()
     write_tables(out, reports)
     if summary.status == "COMPLETED":
         echo(f"Test Loss: {summary.test_loss:>5.2f},  Test Acc: {summary.test_acc:>6.2%},  "
@@ -228,6 +304,8 @@ def run(
     text = json.dumps(json_safe(result), indent=2, ensure_ascii=False, allow_nan=False)
     write_text(out / "summary.json", text + "\n")
     echo(f"Results in {out}")
+    if events is not None:
+        echo(f"TensorBoard: tensorboard --logdir {out / TB_DIR}  (pip install -e '.[ui]')")
     return result
 
 
@@ -242,8 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("results") / "train" / f"{cfg.model}-{stamp}"
     command = ["python", "-m", "harness.train", *(sys.argv[1:] if argv is None else argv)]
+    if args.replay:
+        from harness import results
+
+        res = results.load(args.replay)
+        row = res.trials[res.trials["trial_id"] == results.find_trial(res, args.trial)].iloc[0]
+        print(f"trial {results.trial_name(row)} of {args.replay}, alone", flush=True)
     run(cfg, spec, out, device=args.device, threads=args.threads, progress=not args.quiet,
-        echo=lambda s: print(s, flush=True), command=command)
+        echo=lambda s: print(s, flush=True), command=command, tensorboard=args.tensorboard,
+        bars=not args.quiet and progress_bars(sys.stdout))
     return 0
 
 

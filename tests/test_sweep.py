@@ -8,7 +8,9 @@ session (tests/conftest.py) and run real, tiny sweeps end to end. The helpers he
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,8 +23,8 @@ import pytest
 import yaml
 
 from harness import results as rs
-from harness import sweep
-from harness.config import load_spec
+from harness import sweep, tracker
+from harness.config import as_spec, load_spec
 from harness.errors import UserError
 from harness.schema import LAYER_KEYS, METRIC_KEYS, STATUSES, TRIAL_KEYS
 
@@ -229,6 +231,65 @@ def test_smoke_sweep_end_to_end(
     assert "Token authentication" not in out
 
 
+def test_the_api_checks_a_dict_like_a_file(tmp_path: Path) -> None:
+    raw = {"model": "TextCNN", "paramters": {}}
+    with pytest.raises(UserError) as exc:
+        sweep.run(raw, results_root=tmp_path, console=False)
+    assert str(exc.value).startswith("<dict>: paramters: unknown key (did you mean 'parameters'?)")
+    assert raw == {"model": "TextCNN", "paramters": {}} and not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(tracker.have_mlflow(), reason="checks the error without mlflow installed")
+def test_mlflow_missing_exits_2_before_ray_starts(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "ml.yaml", mlflow={"tracking_uri": "http://127.0.0.1:5000"})
+    before = _ray_session_marker()
+    proc = _run_cli(str(spec), "--results", str(tmp_path / "results"), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr == (
+        f"error: {spec}: mlflow: needs the mlflow package, which is not installed "
+        "(pip install mlflow; or remove the mlflow key)\n"
+    )
+    assert not (tmp_path / "results").exists() and _ray_session_marker() == before
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_sweep_from_python_shows_progress_and_writes_tensorboard(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """The API with a dict; the console, piped, says how the trials go every `every_s`
+    seconds while they run and names each trial '<id> (#n)'; every trial's reports are in
+    its TensorBoard event files (read back with TensorBoard's reader)."""
+    from test_tracker import scalars_of
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw.update(name="api", data={"name": "thucnews", "path": str(tiny_corpus)})
+    overrides = ["budget.num_samples=3", "train.max_steps=40"]
+    piped = io.StringIO()
+    console = sweep.Console(as_spec(raw, overrides), out=piped, every_s=0.5)
+    out = sweep.run(raw, overrides=overrides, results_root=tmp_path, console=console)
+    assert out.folder == (tmp_path / "api").resolve() and len(out.rows) == 3
+    trials, metrics, _ = _tables(out.folder)
+
+    text = piped.getvalue()
+    progress = [line for line in text.splitlines() if line.startswith("progress: ")]
+    assert progress and all(" running, " in line and "elapsed" in line for line in progress)
+    names = {rs.trial_name(r) for _, r in trials.iterrows()}
+    assert any(n in line for line in progress for n in names)
+    for r in trials.itertuples():
+        assert f"  {r.trial_id} (#{r.trial_number})  {r.status}" in text
+    assert "\x1b" not in text and f"tensorboard --logdir {out.folder / 'tb'}" in text
+
+    assert sorted(p.name for p in (out.folder / "tb").iterdir()) == sorted(trials["trial_id"])
+    for tid, rows in metrics.groupby("trial_id"):
+        events = scalars_of(out.folder / "tb" / tid)
+        for key, tag in (("dev_loss", "loss/dev"), ("dev_acc", "acc/dev"), ("lr", "lr"),
+                         ("grad_norm", "grad/norm"), ("grad_clip_frac", "grad/clip_frac")):
+            want = {i: v for i, v in zip(rows["iteration"], rows[key]) if math.isfinite(v)}
+            assert want and events[tag] == pytest.approx(want, rel=1e-6)  # NaN: no point
+        assert any(t.startswith("layer_grad_norm/") for t in events)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_failed_and_diverged_trials_are_data(ray_session: object, tmp_path: Path) -> None:
@@ -366,6 +427,8 @@ def test_interrupted_and_killed_sweeps_resume_to_exactly_the_budget(
     assert not metrics.duplicated(["trial_id", "iteration"]).any()
     assert set(metrics["trial_id"]) == set(trials["trial_id"])
     assert not layers.duplicated(["trial_id", "iteration", "layer"]).any()
+    # TensorBoard: the interrupted trials' partial curves went with their rows
+    assert {p.name for p in (folder / "tb").iterdir()} == set(trials["trial_id"])
     st = study(folder, "smoke")
     assert len(st.trials) == 5 and all(t.state.name == "COMPLETE" for t in st.trials)
     assert {t.user_attrs["ray_trial_id"] for t in st.trials} == set(trials["trial_id"])

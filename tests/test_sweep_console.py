@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import time
 from pathlib import Path
 
 from test_sweep import SMOKE
@@ -26,10 +29,11 @@ def test_console_lines_are_short_and_informative() -> None:
         c.trial_line(r)
     c.summary(rows, Path("results/smoke"), 12.0)
     text = out.getvalue()
-    assert "[1/4]  aaa  COMPLETED" in text and "(baseline)" in text
+    assert "[1/4]  aaa (#0)  COMPLETED" in text and "(baseline)" in text
     assert "filter_sizes=[2,3]" in text
     assert "failed: ValueError: x" in text and "more" not in text
-    assert "best config (trial aaa)" in text and "filter_sizes: [2, 3]" in text
+    assert "best config (trial aaa (#0))" in text and "filter_sizes: [2, 3]" in text
+    assert "  aaa (#0)  0.8" in text  # the top table names trials the same way
     assert "python -m harness.train --replay results/smoke --trial aaa" in text
 
 
@@ -42,5 +46,116 @@ def test_a_resumed_sweep_counts_on_and_an_interrupted_one_says_how_to_go_on() ->
     c.interrupted(1)
     lines = out.getvalue().splitlines()
     assert lines[0] == "  resuming: 2 trials done, 1 interrupted (run again from the start), 1 new"
-    assert lines[1].startswith("[3/4]  ccc  PRUNED")
+    assert lines[1].startswith("[3/4]  ccc (#2)  PRUNED")
     assert "--resume" in lines[2]
+
+
+# --------------------------------------------------------------------- while trials run
+
+REPORT = {"report": 2, "iteration": 10, "epoch": 1, "train_loss": 0.7, "dev_loss": 0.6,
+          "dev_acc": 0.7, "best_dev_acc": 0.71}  # fmt: skip
+DONE = {"trial_id": "aaa", "trial_number": 0, "status": "COMPLETED", "metric": 0.8,
+        "iterations": 20, "train_s": 1.5}  # fmt: skip
+
+
+def test_piped_a_plain_progress_line_comes_every_few_seconds_while_trials_run() -> None:
+    spec = load_spec(SMOKE)
+    out = io.StringIO()
+    c = sweep.Console(spec, out=out, every_s=0.05)
+    c.tick()
+    time.sleep(0.1)
+    c.tick()
+    assert out.getvalue() == ""  # nothing runs yet: nothing to say
+    c.trial_started("aaa", 0)
+    c.trial_report("aaa", 0, REPORT)
+    time.sleep(0.1)
+    c.tick()
+    c.tick()  # too soon for another
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("progress: 0/4 finished, 1 running, ")
+    assert "ETA -" in lines[0]  # nothing finished, no time budget: no pace to go by
+    assert "aaa (#0)" in lines[0] and "it=10" in lines[0] and "best_dev_acc=0.71" in lines[0]
+    c.trial_line(DONE)
+    c.trial_started("bbb", 1)
+    time.sleep(0.1)
+    c.tick()
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("progress: 1/4 finished (1 completed), 1 running, best best_dev_acc ")
+    assert "0.8 aaa (#0)" in last and "ETA ~" in last and "bbb (#1)" in last and "starting" in last
+    assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()  # a file reads plainly
+
+
+def _screen(text: str) -> list[str]:
+    """What a terminal shows after `text`: enough of one for \\r, \\n, ESC[nA and ESC[J."""
+    rows: list[list[str]] = [[]]
+    r = col = 0
+    i = 0
+    while i < len(text):
+        m = re.match(r"\x1b\[(\d*)([AJ])", text[i:])
+        if m:
+            if m.group(2) == "A":
+                r = max(0, r - int(m.group(1) or 1))
+            else:
+                del rows[r + 1 :]
+                del rows[r][col:]
+            i += len(m.group(0))
+            continue
+        ch = text[i]
+        i += 1
+        if ch == "\r":
+            col = 0
+        elif ch == "\n":
+            r += 1
+            rows.extend([] for _ in range(r + 1 - len(rows)))
+        else:
+            row = rows[r]
+            row.extend(" " for _ in range(col + 1 - len(row)))
+            row[col] = ch
+            col += 1
+    return ["".join(x).rstrip() for x in rows if "".join(x).strip()]
+
+
+def test_on_a_terminal_a_live_block_is_redrawn_in_place() -> None:
+    """On a real pseudo-terminal: a status line and one line per running trial under the
+    lines that stay, redrawn without scrolling, gone when the sweep ends."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
+    written: list[bytes] = []
+
+    def drain() -> str:
+        while select.select([master], [], [], 0.05)[0]:
+            written.append(os.read(master, 65536))
+        return b"".join(written).decode()
+
+    with os.fdopen(slave, "w") as term:
+        c = sweep.Console(load_spec(SMOKE), out=term, redraw_s=0.0)
+        assert c.is_live()
+        c.trial_started("aaa", 0)
+        c.trial_started("bbb", 1)
+        for _ in range(20):
+            c.trial_report("aaa", 0, REPORT)
+            c.tick()
+        assert _screen(drain()) == [
+            "-- 0/4 finished, 2 running, 0s elapsed, ETA -",
+            (
+                "   aaa (#0)  0s  report 2 it=10 epoch 1  train_loss=0.7 dev_loss=0.6 dev_acc=0.7 "
+                "best_dev_acc=0.71"
+            ),
+            "   bbb (#1)  0s  starting",
+        ]  # twenty redraws, one block
+        c.trial_line(DONE)
+        screen = _screen(drain())
+        assert screen[0].startswith("[1/4]  aaa (#0)  COMPLETED") and len(screen) == 3
+        assert screen[1].startswith("-- 1/4 finished (1 completed), 1 running, best best_dev_acc")
+        assert screen[2] == "   bbb (#1)  0s  starting"
+        c.stop()
+        assert len(_screen(drain())) == 1  # the block is gone; the trial line stays
+        c.tick()
+        assert len(_screen(drain())) == 1  # and stays gone
+    os.close(master)

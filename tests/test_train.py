@@ -101,3 +101,114 @@ def test_progress_line_is_classic() -> None:
         "Time: 0:00:12 *"
     )
     assert progress_line({**m, "improved": False}).endswith("0:00:12")
+
+
+def _on_a_terminal(args: list[str], timeout: float = 300) -> str:
+    """`python -m harness.train ARGS` with stdout and stderr on a pseudo-terminal (100 x 30):
+    everything it wrote there."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness.train", *args], cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks, end = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")[-2000:]
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_gets_a_bar_per_epoch(tiny_corpus: Path, tmp_path: Path) -> None:
+    """On a terminal: a tqdm bar per epoch (samples/s, ETA), the classic lines above it."""
+    args = ["--data", f"thucnews:{tiny_corpus}", *TINY, "--set", "max_steps=12", "--epochs", "2",
+            "--set", "data.pad_size=16", "--device", "cpu", "--out", str(tmp_path / "run")]
+    text = _on_a_terminal(args)
+    assert "epoch 1/2:" in text and "epoch 2/2:" in text  # 8 batches of 32 per epoch
+    assert "samples/s" in text and "\r" in text and "%|" in text
+    assert "100%|" in text  # the first epoch's bar ran to its end
+    assert text.count("Iter: ") == 4  # each written above the bar (the bar cleared, redrawn)
+    assert "Test Acc:" in text
+
+
+def test_piped_output_is_the_classic_lines_only(tiny_corpus: Path, tmp_path: Path) -> None:
+    proc = _cli("--data", f"thucnews:{tiny_corpus}", *TINY, "--set", "data.pad_size=16",
+                "--device", "cpu", "--out", str(tmp_path / "run"), "--no-tensorboard")
+    assert proc.returncode == 0, proc.stderr
+    assert "samples/s]" not in proc.stdout + proc.stderr and "\r" not in proc.stdout
+    assert "epoch 1/" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "run" / "tb").exists()  # --no-tensorboard
+
+
+def test_tensorboard_events_hold_every_report(monkeypatch, tiny_corpus: Path, tmp_path: Path) -> None:
+    """DIR/tb/ (on by default) holds the reports' scalars at their iterations, read back with
+    TensorBoard's own event reader."""
+    from test_tracker import scalars_of
+    from test_trainer import Bag
+
+    monkeypatch.setattr(trainer, "build_model", lambda name, params, **kw: Bag(params, **kw))
+    assert main(["--data", f"thucnews:{tiny_corpus}", *TINY, "--set", "max_steps=7", "--out",
+                 str(tmp_path / "r"), "--quiet"]) == 0
+    metrics = pd.read_parquet(tmp_path / "r" / "metrics.parquet")
+    events = scalars_of(tmp_path / "r" / "tb")
+    for key, tag in (("dev_loss", "loss/dev"), ("train_acc", "acc/train"), ("lr", "lr"),
+                     ("grad_norm", "grad/norm"), ("grad_vanish_frac", "grad/vanish_frac")):
+        assert events[tag] == pytest.approx(dict(zip(metrics["iteration"], metrics[key])), rel=1e-6)
+    assert {"layer_grad_norm/embedding.weight", "layer_grad_norm/fc.weight"} <= set(events)
+
+
+def _one_trial_sweep(folder: Path, tiny_corpus: Path) -> str:
+    """A results folder as a sweep leaves it, one finished trial (#1) of smoke.yaml on the
+    tiny corpus, written through ResultsWriter without Ray: what --replay reads."""
+    from harness import results as rs
+    from harness.config import load_spec
+
+    spec = load_spec(REPO / "search_spaces" / "smoke.yaml",
+                     ["data.name=thucnews", f"data.path={tiny_corpus}", "train.max_steps=4"])
+    w = rs.ResultsWriter(folder, params=list(spec.parameters))
+    w.set_trial("0a0a0a0a", trial_number=0, status="COMPLETED", params=spec.baseline_params())
+    w.set_trial("1b1b1b1b", trial_number=1, status="COMPLETED",
+                params={"learning_rate": 0.004, "dropout": 0.2, "num_filters": 8,
+                        "filter_sizes": [3, 4]})
+    w.flush(force=True)
+    w.write_sweep_info({"spec": spec.to_dict()})
+    return "1b1b1b1b"
+
+
+@pytest.mark.parametrize("ref", ["1b1b1b1b", "1", "#1"])
+def test_replay_takes_either_name_of_a_trial(tiny_corpus: Path, tmp_path: Path, capsys, ref: str) -> None:
+    """--trial takes the trial id or the Optuna number, as the console and report show both."""
+    _one_trial_sweep(tmp_path / "sweep", tiny_corpus)
+    assert main(["--replay", str(tmp_path / "sweep"), "--trial", ref, "--out", str(tmp_path / "r"),
+                 "--no-tensorboard", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"trial 1b1b1b1b (#1) of {tmp_path / 'sweep'}, alone")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["config"]["learning_rate"] == 0.004 and summary["config"]["filter_sizes"] == [3, 4]
+
+
+def test_replay_of_an_unknown_trial_names_the_known_ones(tiny_corpus: Path, tmp_path: Path) -> None:
+    _one_trial_sweep(tmp_path / "sweep", tiny_corpus)
+    proc = _cli("--replay", str(tmp_path / "sweep"), "--trial", "#7", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "no trial '#7'" in proc.stderr and "1b1b1b1b (#1)" in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -94,6 +95,31 @@ def test_learns_separable_task_and_reports_schema(built, data) -> None:
     assert reports[-1]["train_loss"] < reports[0]["train_loss"]
     assert reports[2]["epoch"] == 2  # iteration 30 falls in epoch 2 (19 batches per epoch)
     assert reports[-1]["samples"] == 1800
+
+
+def test_untouched_embedding_rows_do_not_count_as_vanishing(built, data) -> None:
+    """A 2,040-row table of which a batch touches at most 40 rows: most of its gradient is
+    exactly zero. grad_vanish_frac (the other layers) stays near 0 while they learn;
+    embed_vanish_frac is where the untouched rows show."""
+    extra = 2000
+
+    def shifted(x: np.ndarray) -> np.ndarray:  # <UNK> and <PAD> stay the last two ids
+        return np.where(x >= VOCAB - 2, x + extra, x)
+
+    big = dataclasses.replace(
+        data,
+        vocab=data.vocab[:-2] + tuple(f"u{i}" for i in range(extra)) + data.vocab[-2:],
+        pad_id=data.pad_id + extra, unk_id=data.unk_id + extra,
+        **{f"{s}_x": shifted(getattr(data, f"{s}_x")) for s in ("train", "dev", "test")},
+    )
+    reports: list[dict] = []
+    s = trainer.train(cfg(grad_stats_every=1), big, reports.append, device="cpu")
+    assert built[-1].embedding.num_embeddings == VOCAB + extra
+    assert s.status == "COMPLETED" and s.test_acc > 0.9  # the other layers are healthy
+    for r in reports:
+        assert r[schema.LAYERS]["embedding"] == [True, False, False]
+        assert r["grad_vanish_frac"] < 0.01
+        assert r["embed_vanish_frac"] > 0.95
 
 
 def test_early_stop_restores_best_weights(built, data) -> None:

@@ -142,10 +142,11 @@ def key(value: Any) -> str:
 
 def trial_name(row: Any) -> str:
     """How every report output names a trial: Ray's short trial id (what the console prints
-    and `--replay` takes) with the Optuna trial number beside it, e.g. '9c6ab8ba (#3)'."""
-    n = number(row.get("trial_number"))
-    tid = row.get("trial_id")
-    return str(tid) if n is None else f"{tid} (#{int(n)})"
+    and `--replay` takes) with the Optuna trial number beside it, e.g. '9c6ab8ba (#3)'
+    (harness.results.trial_name: the console's name too)."""
+    from harness import results
+
+    return results.trial_name(row)
 
 
 def load_sweep(path: str | os.PathLike[str]) -> Sweep:

@@ -4,8 +4,11 @@ The one package that speaks to Ray. A spec (harness.config) becomes a Tuner whos
 algorithm is Optuna (sampler per `method`, study in results/<name>/optuna.db), whose
 scheduler comes from `early_terminate`, and whose trials run the shared loop
 (harness.trainer.train) on a dataset prepared once on the driver and shipped through the
-object store. A driver-side callback writes the results tables (harness.results) and
-the console lines as trials report.
+object store. A driver-side callback writes the results tables (harness.results), the
+TensorBoard / MLflow logs (harness.tracker) and the console lines as trials report.
+
+From Python: `harness.sweep.run(spec)` takes a SweepSpec, a sweep file or a dict (checked
+like a file) and returns the SweepOutcome (its folder, the trials' rows, times).
 
 Honest search: Ray's stock OptunaSearch tells Optuna that a trial the scheduler stopped
 was COMPLETE. Here the trial's last result carries a `final` flag only when the loop ran

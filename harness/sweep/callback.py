@@ -1,5 +1,6 @@
 """The driver side of every trial: each report and each trial's end go to the results tables
-(harness.results) and the console as they happen, so the tables are current at any moment."""
+(harness.results), the trackers (TensorBoard, MLflow: harness.tracker) and the console as they
+happen, so the tables are current at any moment and the console never goes quiet."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from harness.config import SweepSpec
 from harness.schema import LAYERS, METRIC_KEYS
 from harness.sweep.console import Console
 from harness.sweep.keys import ERROR, FINAL, INFO, NUMBER, PARAMS, STATUS, SUMMARY
+from harness.tracker import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,12 @@ class SweepCallback(tune.Callback):
         writer: rs.ResultsWriter,
         console: Console | None,
         started: float | None = None,
+        trackers: Trackers | None = None,
     ) -> None:
         self.spec = spec
         self.writer = writer
         self.console = console
+        self.trackers = trackers or Trackers()
         self.metric = spec.metric.name
         self._best_it: dict[str, int] = {}
         self._done: set[str] = set()
@@ -61,6 +65,15 @@ class SweepCallback(tune.Callback):
         )
         self._start_row(trial)
         self.writer.flush()
+        number = trial.config.get(NUMBER)
+        name = rs.trial_name({"trial_id": trial.trial_id, "trial_number": number})
+        self.trackers.start(trial.trial_id, name, self._params(trial))
+        if self.console is not None:
+            self.console.trial_started(trial.trial_id, number)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.console is not None:
+            self.console.tick()  # the live block, or a plain progress line now and then
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -73,6 +86,9 @@ class SweepCallback(tune.Callback):
             self._final(tid, result)
         elif "iteration" in result:
             self._report(tid, result)
+            self.trackers.report(tid, result)
+            if self.console is not None:
+                self.console.trial_report(tid, trial.config.get(NUMBER), result)
         self.writer.flush()
 
     def _where(self, tid: str, extra: Mapping[str, Any]) -> None:
@@ -159,6 +175,7 @@ class SweepCallback(tune.Callback):
         if status == "PRUNED" and not row.get("error"):
             fields["error"] = None
         self.writer.set_trial(tid, params=self._params(trial), **fields)
+        self.trackers.end(tid, status)
         self.writer.flush(force=True, only=("trials",))
         self.writer.flush()  # the reports too, when their turn has come
         if self.console is not None:
@@ -173,6 +190,7 @@ class SweepCallback(tune.Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.flush(force=True)
+        self.trackers.close()
 
 
 def _ray_error_text(trial: Any) -> str:

@@ -1,8 +1,19 @@
 """The lines a person watches: what the sweep is, a line per finished trial, a table now and
-then, and a summary that says where everything went."""
+then, and a summary that says where everything went.
+
+While trials run there is more, in two forms, so a long trial is never silence: on a terminal
+a live block under the scrolling lines (a status line: finished / running / pruned counts,
+the best so far, elapsed time and an ETA from the budget; then each running trial's last
+report), redrawn in place about once a second; anywhere else (a file, a pipe, a notebook) one
+plain `progress:` line at least every `every_s` seconds (30) while trials run. The sweep's
+callback drives both through `tick()`, which Tune calls many times a second (on_step_end), so
+no thread is needed and nothing else writes to the stream meanwhile.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -16,13 +27,26 @@ from harness import results as rs
 from harness.config import SweepSpec
 from harness.data import Dataset
 from harness.sweep.search import optuna_storage_url
+from harness.tracker import TB_DIR
 from harness.values import finite, fmt
+
+UI_HINT = "tensorboard and optuna-dashboard: pip install -e '.[ui]'"
 
 
 class Console:
-    """Concise progress: a line per finished trial, a table now and then, a summary at the end."""
+    """Concise progress: a line per finished trial, a table now and then, a summary at the end;
+    while trials run, a live block on a terminal or a plain progress line every `every_s`."""
 
-    def __init__(self, spec: SweepSpec, out: TextIO | None = None, table_every: int = 5) -> None:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        out: TextIO | None = None,
+        table_every: int = 5,
+        *,
+        live: bool | None = None,
+        every_s: float = 30.0,
+        redraw_s: float = 1.0,
+    ) -> None:
         self.spec = spec
         self.out = out
         self.table_every = table_every
@@ -30,11 +54,43 @@ class Console:
         self.total = spec.budget.num_samples
         self.searched = list(spec.searched)
         self.t0 = time.monotonic()
+        self.live = live  # None: a live block when the stream is a terminal
+        self.every_s = every_s  # plain progress lines, when not live
+        self.redraw_s = redraw_s  # live block refresh
+        self.running: dict[str, dict[str, Any]] = {}  # trial id -> name and last report
+        self.counts: dict[str, int] = {}  # statuses of the trials finished in this run
+        self.done_here = 0  # trials finished in this run (a resume starts after others)
+        self.best: Mapping[str, Any] | None = None  # best finished row so far
+        self.first_start: float | None = None  # monotonic time the first trial started
+        self._drawn = 0  # lines of the live block on the screen now
+        self._last_draw = 0.0
+        self._last_plain: float | None = None
+        self._stopped = False
 
-    def print(self, line: str = "") -> None:
+    def _stream(self) -> TextIO:
         # sys.stdout looked up at each call: Tune pickles its callbacks, and a stream
         # (pytest's capture, say) need not be picklable
-        print(line, file=self.out or sys.stdout, flush=True)
+        return self.out or sys.stdout
+
+    def is_live(self) -> bool:
+        """A live block: asked for, or the stream is a terminal that understands cursor moves."""
+        if self.live is not None:
+            return self.live
+        stream = self._stream()
+        try:
+            tty = stream.isatty()
+        except (AttributeError, ValueError):
+            tty = False
+        return tty and os.environ.get("TERM", "") != "dumb"
+
+    def print(self, line: str = "") -> None:
+        """A line that stays (scrolls up); the live block, if shown, is redrawn below it."""
+        stream = self._stream()
+        drawn = self._drawn
+        self._erase()
+        print(line, file=stream, flush=True)
+        if drawn:
+            self._draw()
 
     # the start -----------------------------------------------------------------------------
     def announce(self, folder: Path, cluster: Mapping[str, Any], data: Dataset) -> None:
@@ -55,6 +111,12 @@ class Console:
             f"  {spec.budget.max_concurrent} at a time, cpu {r.cpu:g} gpu {r.gpu:g} each; {where}"
         )
         self.print(f"  results -> {folder}/  (Ray's log: {folder / rs.LOG_FILE})")
+        watch = [f"optuna-dashboard {optuna_storage_url(folder)}"]
+        if spec.tensorboard:
+            watch.insert(0, f"tensorboard --logdir {folder / TB_DIR}")
+        if spec.mlflow is not None:
+            watch.append(f"MLflow at {spec.mlflow.tracking_uri}")
+        self.print(f"  watch it: {'; '.join(watch)}  ({UI_HINT})")
 
     def resuming(self, finished: int, rerun: int, remaining: int) -> None:
         """A resumed sweep counts on from the trials already finished."""
@@ -72,11 +134,12 @@ class Console:
     # while trials run ----------------------------------------------------------------------
     def trial_line(self, row: Mapping[str, Any]) -> None:
         self.finished += 1
+        self._finished(row)
         metric = self.spec.metric.name
         value = row.get("metric")
         parts = [
             f"[{self.finished:>{len(str(self.total))}}/{self.total}]",
-            f"{row['trial_id']}",
+            rs.trial_name(row),
             f"{row.get('status', '?'):<9}",
             f"{metric}={fmt(value)}",
             f"it={fmt(row.get('iterations'))}",
@@ -105,7 +168,7 @@ class Console:
         if not ranked:
             return
         cols = [
-            "trial_id",
+            "trial",
             "metric",
             "best_iteration",
             "train_s",
@@ -118,7 +181,10 @@ class Console:
             "train_s",
             *self.searched,
         ]
-        cells = [[fmt(rs.decode_param(r.get(c))) for c in cols] for r in ranked]
+        cells = [
+            [rs.trial_name(r) if c == "trial" else fmt(rs.decode_param(r.get(c))) for c in cols]
+            for r in ranked
+        ]
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
         if title:
             self.print(title)
@@ -132,6 +198,7 @@ class Console:
 
     # the end -------------------------------------------------------------------------------
     def summary(self, rows: Sequence[Mapping[str, Any]], folder: Path, seconds: float) -> None:
+        self.stop()
         counts: dict[str, int] = {}
         for r in rows:
             counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
@@ -144,7 +211,10 @@ class Console:
         self.print(
             f"results: {folder}/ (trials.parquet, metrics.parquet, grad_layers.parquet, sweep.json)"
         )
+        if self.spec.tensorboard:
+            self.print(f"tensorboard: tensorboard --logdir {folder / TB_DIR}")
         self.print(f"optuna study: optuna-dashboard {optuna_storage_url(folder)}")
+        self.print(f"  ({UI_HINT})")
         self.print(f"ray log: {folder / rs.LOG_FILE}")
 
     def _best(
@@ -162,7 +232,7 @@ class Console:
             else:
                 self.print(f"baseline ended {base.get('status')}")
         params = {n: rs.decode_param(best.get("param." + n)) for n in self.spec.parameters}
-        self.print(f"best config (trial {best['trial_id']}):")
+        self.print(f"best config (trial {rs.trial_name(best)}):")
         text = yaml.safe_dump(params, sort_keys=False, default_flow_style=None)
         self.print("  " + text.rstrip().replace("\n", "\n  "))
         self.print(
@@ -175,7 +245,8 @@ class Console:
         study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
         names = ", ".join(m.name for m in spec.metrics)
         front = [
-            f"{t.user_attrs.get('ray_trial_id', t.number)} ({', '.join(fmt(v) for v in t.values)})"
+            f"{t.user_attrs.get('ray_trial_id', '?')} (#{t.number}) "
+            f"({', '.join(fmt(v) for v in t.values)})"
             for t in study.best_trials
         ]
         self.print(f"pareto front over {names}: {'; '.join(front) or '-'}")
@@ -185,3 +256,129 @@ class Console:
             f"interrupted: {left} trial(s) did not finish; continue with the same "
             "command plus --resume"
         )
+
+    # live progress ---------------------------------------------------------------------------
+    def trial_started(self, trial_id: str, number: int | None) -> None:
+        now = time.monotonic()
+        self.first_start = now if self.first_start is None else self.first_start
+        name = rs.trial_name({"trial_id": trial_id, "trial_number": number})
+        self.running[trial_id] = {"name": name, "since": now, "report": {}}
+        self.tick(force=True)
+
+    def trial_report(self, trial_id: str, number: int | None, report: Mapping[str, Any]) -> None:
+        if trial_id not in self.running:
+            self.trial_started(trial_id, number)
+        self.running[trial_id]["report"] = dict(report)
+        self.tick()
+
+    def _finished(self, row: Mapping[str, Any]) -> None:
+        """A trial ended: it leaves the running set and counts; the best so far may change."""
+        self.running.pop(str(row.get("trial_id")), None)
+        self.done_here += 1
+        status = str(row.get("status"))
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if self.ranked([row]) and (self.best is None or self.ranked([row, self.best])[0] is row):
+            self.best = row
+
+    def status_line(self, now: float | None = None) -> str:
+        """finished / running counts, best so far, elapsed and ETA, on one line."""
+        now = time.monotonic() if now is None else now
+        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.counts.items()))
+        parts = [
+            f"{self.finished}/{self.total} finished" + (f" ({counts})" if counts else ""),
+            f"{len(self.running)} running",
+        ]
+        if self.best is not None:
+            parts.append(
+                f"best {self.spec.metric.name} {fmt(self.best.get('metric'))} "
+                f"{rs.trial_name(self.best)}"
+            )
+        parts.append(f"{_clock(now - self.t0)} elapsed")
+        eta = self.eta(now)
+        parts.append("ETA " + ("-" if eta is None else f"~{_clock(eta)}"))
+        return ", ".join(parts)
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left: the trials still to run at the pace of those finished in this run
+        (so far from the first trial's start), capped by the time budget."""
+        left = None
+        if self.done_here and self.first_start is not None:
+            pace = (now - self.first_start) / self.done_here
+            left = max(0.0, (self.total - self.finished) * pace)
+        budget = self.spec.budget.time_budget_s
+        if budget and self.first_start is not None:
+            rest = max(0.0, budget - (now - self.first_start))
+            left = rest if left is None else min(left, rest)
+        return left
+
+    def trial_status(self, trial_id: str, now: float) -> str:
+        """A running trial: its name, time running and its last report's main numbers."""
+        t = self.running[trial_id]
+        m = t["report"]
+        parts = [t["name"], f"{_clock(now - t['since'])}"]
+        if m:
+            parts.append(f"report {fmt(m.get('report'))} it={fmt(m.get('iteration'))} "
+                         f"epoch {fmt(m.get('epoch'))}")  # fmt: skip
+            keys = dict.fromkeys(("train_loss", "dev_loss", "dev_acc", self.spec.metric.name))
+            parts.append(" ".join(f"{k}={fmt(m.get(k))}" for k in keys if k in m))
+        else:
+            parts.append("starting")
+        return "  ".join(parts)
+
+    def tick(self, force: bool = False) -> None:
+        """Called often (Tune's on_step_end): redraw the live block about every redraw_s, or,
+        off a terminal, print a plain progress line every every_s while trials run."""
+        now = time.monotonic()
+        if self._stopped:
+            return
+        if self.is_live():
+            if force or now - self._last_draw >= self.redraw_s:
+                self._erase()
+                self._draw(now)
+            return
+        if not self.running:
+            return
+        if self._last_plain is None:  # the first trial just started: the clock starts now
+            self._last_plain = now
+        if force or now - self._last_plain < self.every_s:
+            return
+        self._last_plain = now
+        running = "; ".join(self.trial_status(t, now) for t in self.running)
+        print(f"progress: {self.status_line(now)} | {running}", file=self._stream(), flush=True)
+
+    def stop(self) -> None:
+        """The live block goes; plain lines from here on (the summary)."""
+        self._erase()
+        self.running.clear()
+        self._stopped = True
+
+    def _draw(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        try:
+            width = os.get_terminal_size(self._stream().fileno()).columns - 1
+        except (AttributeError, OSError, ValueError):
+            width = 0
+        width = max(40, width if width > 0 else shutil.get_terminal_size((100, 24)).columns - 1)
+        lines = [f"-- {self.status_line(now)}"]
+        lines += [f"   {self.trial_status(t, now)}" for t in self.running]
+        text = "\n".join(line[:width] for line in lines)  # a wrapped line would break the erase
+        self._stream().write(text + "\n")
+        self._stream().flush()
+        self._drawn = len(lines)
+        self._last_draw = now
+
+    def _erase(self) -> None:
+        if self._drawn:
+            # to the first column, up over the block, clear to the end of the screen
+            self._stream().write(f"\r\x1b[{self._drawn}A\x1b[J")
+            self._drawn = 0
+
+
+def _clock(seconds: float) -> str:
+    """12s, 3m05s, 1h02m."""
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

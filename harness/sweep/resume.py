@@ -40,13 +40,14 @@ class ResumePlan:
 
 
 def check_same_spec(folder: Path, spec: SweepSpec) -> None:
-    """A resume must search the same space the same way; only the budget may change."""
+    """A resume must search the same space the same way; only the budget (and where Tune's
+    state and the trackers' logs go) may change."""
     old = json.loads((folder / rs.SWEEP_FILE).read_text()).get("spec", {})
     new = spec.to_dict()
     differ = sorted(
         k
         for k in set(old) | set(new)
-        if k not in ("budget", "storage") and old.get(k) != new.get(k)
+        if k not in ("budget", "storage", "tensorboard", "mlflow") and old.get(k) != new.get(k)
     )
     if differ:
         raise UserError(

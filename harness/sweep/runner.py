@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import ray
 from ray import tune
 
 from harness import results as rs
-from harness.config import SweepSpec
+from harness.config import SweepSpec, as_spec
 from harness.data import Dataset, load_dataset
 from harness.errors import UserError
 from harness.sweep.callback import SweepCallback
@@ -33,6 +33,7 @@ from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, ini
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
 from harness.sweep.search import build_scheduler, build_searcher
 from harness.sweep.trial import trainable, trial_name
+from harness.tracker import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ class SweepOutcome:
 
 
 def run(
-    spec: SweepSpec,
+    spec: SweepSpec | str | os.PathLike | Mapping[str, Any],
     *,
+    overrides: Sequence[str] = (),
     results_root: str | os.PathLike = "results",
     address: str | None = None,
     storage: str | None = None,
@@ -59,8 +61,12 @@ def run(
     started: float | None = None,
     shutdown: bool = True,
 ) -> SweepOutcome:
-    """Run one sweep to its end; returns the trials' rows. UserErrors come before Ray starts."""
+    """Run one sweep to its end; returns the outcome (folder, the trials' rows, times).
+
+    `spec` is a SweepSpec, a sweep file or a dict of what such a file holds (checked the same
+    way), with `overrides` as `--set` gives them. UserErrors come before Ray starts."""
     started = time.time() if started is None else started
+    spec = as_spec(spec, overrides)
     folder = _claim_folder(Path(results_root) / spec.name, resume, overwrite)
     data = load_dataset(spec.data)
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -70,9 +76,11 @@ def run(
     if resume:
         check_same_spec(folder, spec)
     logs = LogRoute(folder)
+    trackers = Trackers.for_sweep(spec, folder)
     own_ray = not ray.is_initialized()
     try:
         writer, plan = _open_tables(spec, folder, resume)
+        trackers.keep(writer.trial_ids())  # a resume dropped rows: their curves go too
         log.info("timeline: data ready at %.2f s", time.time() - started)
         cluster = init_ray(address, spec)
         log.info("timeline: ray ready at %.2f s", time.time() - started)
@@ -82,13 +90,16 @@ def run(
         writer.write_sweep_info(info)
         remaining = spec.budget.num_samples - plan.finished
         _announce(console, spec, folder, cluster, data, plan if resume else None, remaining)
-        callback = SweepCallback(spec, writer, console, started=started)
+        callback = SweepCallback(spec, writer, console, started=started, trackers=trackers)
         tune_config = _tune_config(spec, folder, plan, resume, max_t, remaining)
         run_config = _run_config(spec, folder, storage, callback)
         fit_s = _fit(trainable(spec, data), tune_config, run_config, remaining, started)
         left = settle_unfinished(spec, folder, writer, fit_s, console)
         return _finish(spec, folder, writer, console, started, left)
     finally:
+        trackers.close()
+        if console is not None:
+            console.stop()  # never leave a live block half drawn
         if own_ray and shutdown and ray.is_initialized():
             ray.shutdown()
         logs.close()
