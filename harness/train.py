@@ -148,42 +148,41 @@ def progress_bars(stream: Any) -> bool:
         return False
 
 
-def train_with_bars(cfg: TrialConfig, data: Any, report: Callable[[dict[str, Any]], None], *,
-                    device: str | None, threads: int | None, file: Any) -> Any:
-    """trainer.train with a tqdm bar around each epoch's batches (samples/s and the epoch's
-    ETA). The loop's own driver (harness.trainer.train_group; the Loop's API is the lead's
-    LOOP.md), step for step, plus one bar update per batch: the loop itself has no per-batch
-    hook. The reports' classic lines go above the bar (tqdm.write)."""
-    from tqdm import tqdm
+class EpochBars:
+    """A tqdm bar per epoch (samples/s and the epoch's ETA), fed by the loop's `on_batch`
+    hook; the reports' classic lines go above it (tqdm.write)."""
 
-    from harness.trainer import Loop
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.epoch = 0
+        self.bar: Any = None
+        # the terminal's width as it changes; one that reports no size (0 x 0) would hide it
+        try:
+            sized = os.get_terminal_size(file.fileno()).columns > 0
+        except (AttributeError, OSError, ValueError):
+            sized = False
+        self.width: dict[str, Any] = {"dynamic_ncols": True} if sized else {"ncols": 100, "nrows": 24}
 
-    loop = Loop([cfg], data, device=device, threads=threads)
-    # the terminal's width as it changes; one that reports no size (0 x 0) would hide the bar
-    try:
-        sized = os.get_terminal_size(file.fileno()).columns > 0
-    except (AttributeError, OSError, ValueError):
-        sized = False
-    width: dict[str, Any] = {"dynamic_ncols": True} if sized else {"ncols": 100, "nrows": 24}
+    def __call__(self, loop: Any) -> None:
+        from tqdm import tqdm
 
-    def member_report(_member: int, m: dict[str, Any]) -> None:
-        report(m)
-        bar.set_postfix_str(f"loss {m['train_loss']:.3g}, val acc {m['dev_acc']:.2%}", refresh=False)
+        if loop.epoch != self.epoch:
+            self.close()
+            self.epoch = loop.epoch
+            left = (loop.total_steps - loop.step_count + 1) * loop.batch_size
+            self.bar = tqdm(total=min(loop.n_train, left), desc=f"epoch {loop.epoch}/{loop.max_epochs}",
+                            unit="samples", unit_scale=True, file=self.file, **self.width)
+        self.bar.update(loop.window.batch_sizes[-1])
 
-    for epoch in range(1, loop.max_epochs + 1):
-        left = (loop.total_steps - loop.step_count) * loop.batch_size
-        with tqdm(total=min(loop.n_train, left), desc=f"epoch {epoch}/{loop.max_epochs}",
-                  unit="samples", unit_scale=True, file=file, **width) as bar:
-            for xb, yb in loop.batches(epoch):
-                loop.step(xb, yb)
-                bar.update(int(yb.shape[0]))
-                if loop.report_due():
-                    loop.evaluate_and_report(member_report)
-                if loop.done():
-                    break
-        if loop.done():
-            break
-    return loop.close()[0]
+    def note(self, m: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {m['train_loss']:.3g}, val acc {m['dev_acc']:.2%}",
+                                     refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def json_safe(value: Any) -> Any:
@@ -250,22 +249,27 @@ def run(
     if events is not None:
         events.start(text={"config": json.dumps(json_safe(cfg.to_flat()), ensure_ascii=False)})
 
+    epoch_bars = EpochBars(sys.stdout) if bars else None
+
     def report(m: dict[str, Any]) -> None:
         reports.append(m)
         if events is not None:
             events.log(m)
         if progress:
             say(progress_line(m))
+        if epoch_bars is not None:
+            epoch_bars.note(m)
 
     say = echo
-    if bars:
+    if epoch_bars is not None:
         from tqdm import tqdm
 
         say = functools.partial(tqdm.write, file=sys.stdout)  # above the bar, not through it
-        summary = train_with_bars(cfg, data, report, device=device, threads=threads,
-                                  file=sys.stdout)
-    else:
-        summary = train(cfg, data, report, device=device, threads=threads)
+    try:
+        summary = train(cfg, data, report, device=device, threads=threads, on_batch=epoch_bars)
+    finally:
+        if epoch_bars is not None:
+            epoch_bars.close()
     if events is not None:
         events.close()
     write_tables(out, reports)

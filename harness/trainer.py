@@ -210,11 +210,14 @@ def train(
     *,
     device: str | None = None,
     threads: int | None = None,
+    on_batch: Callable[[Loop], Any] | None = None,
 ) -> TrialSummary:
     """Train one trial on `data` (a harness.data.Dataset), calling report(dict) at every
     evaluation: the group of one."""
     member_report = None if report is None else (lambda _i, m: report(m))
-    return train_group([cfg], data, member_report, device=device, threads=threads)[0]
+    return train_group(
+        [cfg], data, member_report, device=device, threads=threads, on_batch=on_batch
+    )[0]
 
 
 def train_group(
@@ -225,15 +228,19 @@ def train_group(
     device: str | None = None,
     threads: int | None = None,
     fuse: str = "auto",
+    on_batch: Callable[[Loop], Any] | None = None,
 ) -> list[TrialSummary]:
     """Train the members `cfgs` together on `data`; report(member, dict) at every evaluation
     of each live member (return PRUNE to stop that member). Members may differ only in
     fusible settings; their batch order is the first member's unless they set data_seed.
-    `fuse` chooses the group's form (harness.members.build: auto, fused, stacked, vmap)."""
+    `fuse` chooses the group's form (harness.members.build: auto, fused, stacked, vmap).
+    `on_batch(loop)` runs after every step (a progress bar; it must not read the device)."""
     loop = Loop(cfgs, data, device=device, threads=threads, fuse=fuse)
     for epoch in range(1, loop.max_epochs + 1):
         for xb, yb in loop.batches(epoch):
             loop.step(xb, yb)
+            if on_batch is not None:
+                on_batch(loop)
             if loop.report_due():
                 loop.evaluate_and_report(report)
             if loop.done():
