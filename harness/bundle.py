@@ -55,6 +55,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+SCORES = ("best_iteration", "best_dev_loss", "best_dev_acc", "test_acc", "test_loss", "test_f1_macro")
+
+
+def scores(summary: Any) -> dict[str, Any]:
+    """How the saved weights scored, from a harness.trainer.TrialSummary (for model.json)."""
+    return {k: getattr(summary, k) for k in SCORES}
+
+
 def data_settings(spec: DataSpec) -> dict[str, Any]:
     """The DataSpec as recorded (the cache folder is where this machine kept it: not a setting)."""
     return {k: v for k, v in dataclasses.asdict(spec).items() if k != "cache_dir"}

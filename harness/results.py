@@ -297,6 +297,24 @@ class ResultsWriter:
             self._order.remove(trial_id)
         self._dirty.update(("trials", "metrics", "layers"))
 
+    def has_report(self, trial_id: str, iteration: int) -> bool:
+        return iteration in self.metrics.rows.get(trial_id, {})
+
+    def rename_trial(self, old: str, new: str, until_iteration: int) -> None:
+        """An interrupted trial goes on as a new Ray trial from its checkpoint: its rows move
+        to the new id, reports after the checkpoint's iteration are dropped (they come again)."""
+        row = self.trial_row(old)
+        if not row:
+            return
+        reports = [r for k, r in self.metrics.rows.get(old, {}).items() if k <= until_iteration]
+        layers = [r for k, r in self.layers.rows.get(old, {}).items() if k[0] <= until_iteration]
+        self.drop_trial(old)
+        self._put_trial_row({**row, "trial_id": new})
+        for r in reports:
+            self.metrics.put(new, r["iteration"], {**r, "trial_id": new})
+        for r in layers:
+            self.layers.put(new, (r["iteration"], r["layer"]), {**r, "trial_id": new})
+
     def trial_ids(self) -> list[str]:
         """Trial ids by Optuna trial number (the baseline first), then first seen."""
 

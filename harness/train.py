@@ -253,11 +253,10 @@ def run(
     summary = train(cfg, data, report, device=device, threads=threads, tested=tested.append,
                     init=None if init is None else init.weights)  # fmt: skip
     write_tables(out, reports)
-    scores = {k: getattr(summary, k) for k in ("best_iteration", "best_dev_loss", "best_dev_acc",
-                                                "test_acc", "test_loss", "test_f1_macro")}  # fmt: skip
     if tested:
         origin = {"run": str(out), "init_from": None if init is None else str(init.path)}
-        bundle.save(out, cfg, spec, data, tested[0], {"origin": origin, "scores": scores})
+        info = {"origin": origin, "scores": bundle.scores(summary)}
+        bundle.save(out, cfg, spec, data, tested[0], info)
     else:
         bundle.remove(out)  # an earlier run's model in the same folder is not this run's
     if summary.status == "COMPLETED":

@@ -376,12 +376,12 @@ BAD_CASES = {
     "unknown method": ("method: tp", "method: must be one of", "'tp'"),
     "unknown terminator": (
         "early_terminate: {type: ashaa}",
-        "early_terminate.type: must be one of asha | hyperband | median | none (did you mean 'asha'?)",
+        "early_terminate.type: must be one of asha | hyperband | hyperband_sync | pbt | median | none (did you mean 'asha'?)",
         "'ashaa'",
     ),
     "terminator without type": (
         "early_terminate: {grace_period: 2}",
-        "early_terminate.type: required: one of asha | hyperband | median | none",
+        "early_terminate.type: required: one of asha | hyperband | hyperband_sync | pbt | median | none",
         "",
     ),
     "terminator key not used": (
