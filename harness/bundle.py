@@ -55,7 +55,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-SCORES = ("best_iteration", "best_dev_loss", "best_dev_acc", "test_acc", "test_loss", "test_f1_macro")
+SCORES = (
+    "best_iteration",
+    "best_dev_loss",
+    "best_dev_acc",
+    "test_acc",
+    "test_loss",
+    "test_f1_macro",
+)
 
 
 def scores(summary: Any) -> dict[str, Any]:

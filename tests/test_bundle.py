@@ -39,7 +39,9 @@ def test_a_run_folder_holds_a_model_that_scores_its_test_exactly(
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     model = bundle.load(run_dir)
     assert model.config.to_flat() == summary["config"]
-    assert model.classes == ("yin", "yang") and model.info["scores"]["test_acc"] == summary["test_acc"]
+    assert (
+        model.classes == ("yin", "yang") and model.info["scores"]["test_acc"] == summary["test_acc"]
+    )
     data = load_dataset(model.data)
     assert model.vocab == data.vocab
     # new text is encoded exactly as training encoded the split

@@ -111,11 +111,17 @@ def _error(capsys, *argv: str) -> str:
     return err
 
 
-def test_bad_input_is_one_line_exit_2(run_dir: Path, sweep_dir: Path, tmp_path: Path, capsys) -> None:
+def test_bad_input_is_one_line_exit_2(
+    run_dir: Path, sweep_dir: Path, tmp_path: Path, capsys
+) -> None:
     assert "no such folder" in _error(capsys, str(tmp_path / "nope"), "--text", "x")
     assert "no trial 'zzz'" in _error(capsys, str(sweep_dir), "--trial", "zzz", "--text", "x")
-    assert "ccc has no kept weights" in _error(capsys, str(sweep_dir), "--trial", "2", "--text", "x")
-    assert "not a sweep's results folder" in _error(capsys, str(run_dir), "--trial", "1", "--text", "x")
+    assert "ccc has no kept weights" in _error(
+        capsys, str(sweep_dir), "--trial", "2", "--text", "x"
+    )
+    assert "not a sweep's results folder" in _error(
+        capsys, str(run_dir), "--trial", "1", "--text", "x"
+    )
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n", encoding="utf-8")
     assert "no text in it" in _error(capsys, str(run_dir), "--file", str(empty))

@@ -197,8 +197,8 @@ class SweepCallback(tune.Callback):
             return
         checkpoints.delete_trial(trial)
         restore = trial.config.get(RESTORE)
-        if restore:
-            checkpoints.delete_path(restore["path"])
+        if restore:  # the interrupted run's, under its old trial id
+            checkpoints.delete_beside(restore["path"])
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, status="FAILED", error=_ray_error_text(trial))

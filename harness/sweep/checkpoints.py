@@ -190,10 +190,20 @@ def delete_trial(trial: Any) -> None:
         _delete(fs, f"{path}/{name}")
 
 
-def delete_path(uri: str) -> None:
-    """Remove one checkpoint folder named by a path or URI (a resumed trial's old one)."""
+def delete_all(exp_dir: str, trial_id: str) -> None:
+    """Remove every checkpoint a trial left in Tune's storage (one that ended before a
+    --resume; the run that goes on from it has read it)."""
+    fs, root = _fs(exp_dir)
+    for name in _checkpoints(fs, f"{root}/{trial_id}"):
+        _delete(fs, f"{root}/{trial_id}/{name}")
+
+
+def delete_beside(uri: str) -> None:
+    """Remove the checkpoint a path or URI names and every other one of its trial."""
     fs, path = _fs(uri)
-    _delete(fs, path)
+    trial_path = str(PurePosixPath(path).parent)
+    for name in _checkpoints(fs, trial_path):
+        _delete(fs, f"{trial_path}/{name}")
 
 
 def _delete(fs: pafs.FileSystem, path: str) -> None:

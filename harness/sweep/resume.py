@@ -106,6 +106,8 @@ def plan_resume(
             if found is not None:
                 plan.restore[t.number] = found
                 continue
+            if tid and exp_dir:  # it starts over: what it left is of no use
+                checkpoints.delete_all(exp_dir, tid)
             if tid and tid in writer.trial_ids():
                 writer.drop_trial(tid)
                 plan.dropped.append(tid)
