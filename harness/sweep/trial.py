@@ -119,10 +119,10 @@ class TuneSide:
             tune.report(out)
 
     def checkpoint(self, state: dict[str, Any]) -> None:
-        out = self.pending if self.pending is not None else dict(self.last)
-        self.pending = None
         state = {**state, "lineage": self.lineage}
         with checkpoints.reporting(lambda d: checkpoints.write_state(d, state)) as ckpt:
+            out = self.pending if self.pending is not None else dict(self.last)
+            self.pending = None  # written: from here on the result is Tune's
             tune.report(out, checkpoint=ckpt)
 
     def flush(self) -> None:
@@ -162,7 +162,13 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     if not reachable:
         note = _join(note, "no checkpoints or kept weights: Tune's storage is not reachable "
                            "from this node (use --storage with a shared folder or a bucket URI)")
-    restored = checkpoints.restore(tune.get_checkpoint() or checkpoints.named(config.get(RESTORE)))
+    try:
+        restored = checkpoints.restore(
+            tune.get_checkpoint() or checkpoints.named(config.get(RESTORE))
+        )
+    except (OSError, ValueError, KeyError) as exc:  # a damaged checkpoint: start afresh
+        restored = None
+        note = _join(note, f"its checkpoint was unreadable ({exc}); started from zero")
     if restored is not None and restored.final is not None:
         _report_again(restored)  # it had ended: its final result, unchanged
         return
