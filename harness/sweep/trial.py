@@ -222,19 +222,32 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         if outcome.get(m.name) is None:
             worst = -math.inf if m.mode == "max" else math.inf
             outcome[m.name] = last.get(m.name, worst)
+    models = {}
     if kept and cfg is not None and summary is not None and outcome.get(STATUS) == "COMPLETED":
-        info_ = {"origin": {"sweep": job.spec.name, "trial_id": trial_id},
-                 "scores": bundle.scores(summary)}  # fmt: skip
+        models[trial_id] = (cfg, kept[0], bundle.scores(summary))
+    report_final(outcome, models, job, data)
 
-        def fill(folder: Path) -> None:
-            bundle.save(folder / checkpoints.MODELS / trial_id, cfg, job.spec.data, data,
-                        kept[0], info_)  # fmt: skip
-            checkpoints.write_final(folder, outcome)
 
-        with checkpoints.reporting(fill) as ckpt:
-            tune.report(outcome, checkpoint=ckpt)
+def report_final(
+    outcome: dict[str, Any],
+    models: dict[str, tuple[TrialConfig, dict[str, Any], dict[str, Any]]],
+    job: TrialJob,
+    data: Dataset,
+) -> None:
+    """The trial's final result; with `models` (row id -> config, tested weights, scores of
+    each completed member to offer for keep_best) it carries them in a Tune checkpoint."""
+    if not models:
+        tune.report(outcome)
         return
-    tune.report(outcome)
+
+    def fill(folder: Path) -> None:
+        for row_id, (cfg, weights, scores) in models.items():
+            info = {"origin": {"sweep": job.spec.name, "trial_id": row_id}, "scores": scores}
+            bundle.save(folder / checkpoints.MODELS / row_id, cfg, job.spec.data, data, weights, info)
+        checkpoints.write_final(folder, outcome)
+
+    with checkpoints.reporting(fill) as ckpt:
+        tune.report(outcome, checkpoint=ckpt)
 
 
 def _join(*parts: str) -> str:
