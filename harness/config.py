@@ -40,23 +40,35 @@ from harness.models import MODELS
 from harness.schema import METRIC_KEYS
 from harness.space import DISTRIBUTIONS, GRIDDABLE, ParamSpec
 from harness.tracker import MlflowSpec, have_mlflow
-from harness.trialconfig import TrialConfig, coerce, resolve, setting_names, setting_types
+from harness.trialconfig import (
+    TrialConfig,
+    coerce,
+    fusible_names,
+    resolve,
+    setting_names,
+    setting_types,
+)
 from harness.values import show
 
 METHODS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
 GOALS = ("maximize", "minimize")
 TOP_KEYS = (
     "name", "data", "model", "train", "metric", "method", "seed", "parameters",
-    "early_terminate", "budget", "resources", "baseline", "max_failures", "storage",
+    "early_terminate", "budget", "resources", "baseline", "max_failures", "storage", "keep_best",
     "tensorboard", "mlflow",
 )  # fmt: skip
 # early_terminate keys each scheduler uses (units: reports, i.e. dev evaluations)
 TERMINATORS: dict[str, tuple[str, ...]] = {
     "asha": ("grace_period", "reduction_factor", "max_t"),
     "hyperband": ("reduction_factor", "max_t"),
+    "hyperband_sync": ("reduction_factor", "max_t"),
+    "pbt": ("perturbation_interval", "burn_in_period", "quantile_fraction",
+            "resample_probability", "mutations", "synch"),
     "median": ("grace_period",),
     "none": (),
 }
+PBT_MUTATIONS = ("learning_rate", "dropout")  # what pbt perturbs unless `mutations` says
+DEFAULT_KEEP_BEST = 3
 PARAM_KEYS = ("distribution", "value", "values", "probabilities", "min", "max", "q",
               "mu", "sigma", "a", "b", "parameters")  # fmt: skip
 USES: dict[str, tuple[str, ...]] = {
@@ -131,13 +143,24 @@ class MetricSpec:
 class EarlyTerminate:
     """Which scheduler stops poor trials early; grace_period and max_t count reports."""
 
-    type: str = "none"  # asha | hyperband | median | none
+    type: str = "none"  # asha | hyperband | hyperband_sync | pbt | median | none
     grace_period: int = 1
     reduction_factor: float = 3
     max_t: int | None = None  # None: the longest trial's report count (SweepSpec.max_t)
+    # pbt: every perturbation_interval reports (after burn_in_period) the bottom
+    # quantile_fraction of trials clone the top's checkpoint and perturb `mutations`
+    perturbation_interval: int = 2
+    burn_in_period: int = 0
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+    mutations: tuple[str, ...] = ()  # searched fusible settings; () before _build fills it
+    synch: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, **{k: getattr(self, k) for k in TERMINATORS[self.type]}}
+        def plain(v: Any) -> Any:
+            return list(v) if isinstance(v, tuple) else v
+
+        return {"type": self.type, **{k: plain(getattr(self, k)) for k in TERMINATORS[self.type]}}
 
 
 @dataclass(frozen=True)
@@ -173,6 +196,7 @@ class SweepSpec:
     storage: str | None = None  # Ray Tune storage (dir or URI); None: results/<name>/ray
     tensorboard: bool = True  # event files per trial in results/<name>/tb/<trial_id>/
     mlflow: MlflowSpec | None = None  # one MLflow run per trial (harness.tracker)
+    keep_best: int = DEFAULT_KEEP_BEST  # the top trials whose weights stay in models/ (0: none)
     source_path: str = ""
     overrides: tuple[str, ...] = ()
 
@@ -265,6 +289,7 @@ class SweepSpec:
             "storage": self.storage,
             "tensorboard": self.tensorboard,
             "mlflow": dataclasses.asdict(self.mlflow) if self.mlflow else None,
+            "keep_best": self.keep_best,
         }
 
 
@@ -555,6 +580,7 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
     if not isinstance(baseline, bool):
         p.add("baseline", "expected true or false", baseline)
     max_failures = _int(p, "max_failures", raw.get("max_failures", 0), lo=0)
+    keep_best = _int(p, "keep_best", raw.get("keep_best", DEFAULT_KEEP_BEST), lo=0)
     storage = raw.get("storage")
     if storage is not None and (not isinstance(storage, str) or not storage.strip()):
         p.add("storage", "expected a directory or URI (or null for results/<name>/ray)", storage)
@@ -564,13 +590,15 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
         p.add("tensorboard", "expected true or false", tensorboard)
     mlflow = _mlflow(raw.get("mlflow"), p)
 
+    if early is not None and early.type == "pbt" and parameters is not None and model_ok:
+        early = _pbt_mutations(early, parameters, model, p)
     if p.items or None in (data, train, metrics, parameters, early, budget, resources):
         return None
     spec = SweepSpec(
         name=name, data=data, model=model, train=train, metrics=metrics, method=method,
         seed=seed, parameters=parameters, early_terminate=early, budget=budget,
         resources=resources, baseline=baseline, max_failures=max_failures,
-        storage=_abspath(storage), tensorboard=tensorboard, mlflow=mlflow,
+        storage=_abspath(storage), tensorboard=tensorboard, mlflow=mlflow, keep_best=keep_best,
     )  # fmt: skip
     try:  # the fixed settings with the baseline values must make a valid trial
         spec.trial_config(spec.baseline_params())
@@ -722,6 +750,23 @@ def _early_terminate(raw: Any, method: Any, p: _Problems) -> EarlyTerminate | No
             p.add(path, f"not used by {kind}", value)
         elif key == "reduction_factor":
             values[key] = _number(p, path, value, gt=1)
+        elif key in ("quantile_fraction", "resample_probability"):
+            top = 0.5 if key == "quantile_fraction" else 1
+            x = _number(p, path, value, ge=0)
+            if x is not None and x > top:
+                p.add(path, f"must be in [0, {top:g}]", value)
+            values[key] = x
+        elif key == "burn_in_period":
+            values[key] = _int(p, path, value, lo=0)
+        elif key == "synch":
+            if not isinstance(value, bool):
+                p.add(path, "expected true or false", value)
+            values[key] = value
+        elif key == "mutations":
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                p.add(path, "expected a non-empty list of parameter names", value)
+            else:
+                values[key] = tuple(value)
         else:
             values[key] = None if key == "max_t" and value is None else _int(p, path, value, lo=1)
     if len(p.items) > n_before:
@@ -731,6 +776,28 @@ def _early_terminate(raw: Any, method: Any, p: _Problems) -> EarlyTerminate | No
         p.add("early_terminate.max_t", f"must be >= grace_period ({et.grace_period})", et.max_t)
         return None
     return et
+
+
+def _pbt_mutations(
+    et: EarlyTerminate, parameters: dict[str, ParamSpec], model: str, p: _Problems
+) -> EarlyTerminate | None:
+    """PBT perturbs searched settings that a checkpoint carries over: fusible ones (learning
+    rate, dropout, ...); a shape setting would not fit the cloned weights."""
+    fusible = fusible_names(model)
+    names = et.mutations or tuple(n for n in PBT_MUTATIONS if n in parameters)
+    path = "early_terminate.mutations"
+    if not names:
+        p.add(path, f"pbt perturbs searched parameters; search {' or '.join(PBT_MUTATIONS)} "
+              "or name the ones to perturb")  # fmt: skip
+        return None
+    for name in names:
+        if name not in parameters or not parameters[name].searched:
+            p.add(path, f"{name} is not a searched parameter{did_you_mean(name, parameters)}", name)
+        elif name not in fusible:
+            p.add(path, f"{name} fixes the weights' shapes or the batch order, so a cloned "
+                  f"checkpoint cannot take another value; perturb one of: "
+                  f"{', '.join(sorted(n for n in fusible if n in parameters))}", name)  # fmt: skip
+    return dataclasses.replace(et, mutations=tuple(names))
 
 
 def _budget(raw: Any, p: _Problems) -> Budget | None:

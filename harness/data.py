@@ -166,6 +166,22 @@ def _lines(text: str) -> list[str]:
     return text.split("\n")
 
 
+def read_texts(path: str | os.PathLike) -> list[str]:
+    """One text per line of a UTF-8 file, stripped as the loaders strip lines, blank lines
+    skipped (texts to label: harness.predict); an unreadable or empty file is a UserError."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a text file (one text per line)")
+    raw = _read_inputs([path])[path]
+    texts = [line.strip() for line in _lines(_decode(path, raw))]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise UserError(f"{path}: no text in it (one text per line)")
+    return texts
+
+
 def _read_classes(path: Path, raw: bytes) -> tuple[str, ...]:
     lines = [line.strip() for line in _lines(_decode(path, raw))]
     while lines and not lines[-1]:
@@ -358,6 +374,19 @@ def encode(
     return out
 
 
+def vocab_index(vocab: Sequence[str]) -> dict[str, int]:
+    """token -> id of a vocabulary from `build_vocab`; literal "<UNK>"/"<PAD>" words map to <UNK>."""
+    return {t: i for i, t in enumerate(vocab[:-2])}
+
+
+def encode_texts(texts: Sequence[str], vocab: Sequence[str], level: str, pad_size: int) -> np.ndarray:
+    """New texts -> int64 [N, pad_size], exactly as the data set that built `vocab` encoded its
+    splits (same tokens, <UNK> for unseen ones, same cut and padding): for labelling new text."""
+    vocab = tuple(vocab)
+    ids = vocab_index(vocab)
+    return encode(tokenize(texts, level), ids, len(vocab) - 2, len(vocab) - 1, pad_size)
+
+
 # ---------------------------------------------------------------- cache
 
 
@@ -453,7 +482,7 @@ def _load_cached(npz: Path, meta: Path, fingerprint: str, pad_size: int) -> Data
 def _build(spec: DataSpec, corpus: Corpus, fingerprint: str) -> Dataset:
     tokens = {split: tokenize(corpus.texts[split], spec.level) for split in SPLITS}
     vocab = build_vocab(tokens["train"], spec.max_vocab, spec.min_freq)
-    index = {t: i for i, t in enumerate(vocab[:-2])}  # literal "<UNK>"/"<PAD>" words map to <UNK>
+    index = vocab_index(vocab)
     unk_id, pad_id = len(vocab) - 2, len(vocab) - 1
     arrays = {}
     for split in SPLITS:

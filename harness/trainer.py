@@ -50,6 +50,8 @@ from harness.trialconfig import TrainConfig, TrialConfig, check_group, with_batc
 
 Report = Callable[[dict[str, Any]], Any]
 MemberReport = Callable[[int, dict[str, Any]], Any]
+Checkpoint = Callable[[dict[str, Any]], Any]  # gets Loop.state_dict() at checkpoint points
+STATE_FORMAT = 1  # bump when Loop.state_dict() changes shape
 PRUNE = "prune"  # a report callback's verdict: stop this member now (recorded as PRUNED)
 
 seed_everything = grouping.seed_everything
@@ -211,13 +213,21 @@ def train(
     device: str | None = None,
     threads: int | None = None,
     on_batch: Callable[[Loop], Any] | None = None,
+    checkpoint: Checkpoint | None = None,
+    state: dict[str, Any] | None = None,
+    init: dict[str, Tensor] | None = None,
+    tested: Callable[[dict[str, Tensor]], Any] | None = None,
 ) -> TrialSummary:
     """Train one trial on `data` (a harness.data.Dataset), calling report(dict) at every
-    evaluation: the group of one."""
+    evaluation: the group of one. `checkpoint`, `state`, `init`: see train_group;
+    tested(weights) gets the weights the test scored when the trial completes."""
     member_report = None if report is None else (lambda _i, m: report(m))
+    member_tested = None if tested is None else (lambda _i, w: tested(w))
     return train_group(
-        [cfg], data, member_report, device=device, threads=threads, on_batch=on_batch
-    )[0]
+        [cfg], data, member_report, device=device, threads=threads, checkpoint=checkpoint,
+        state=state, init=None if init is None else [init], tested=member_tested,
+        on_batch=on_batch,
+    )[0]  # fmt: skip
 
 
 def train_group(
@@ -229,20 +239,40 @@ def train_group(
     threads: int | None = None,
     fuse: str = "auto",
     on_batch: Callable[[Loop], Any] | None = None,
+    checkpoint: Checkpoint | None = None,
+    state: dict[str, Any] | None = None,
+    init: Sequence[dict[str, Tensor] | None] | None = None,
+    tested: Callable[[int, dict[str, Tensor]], Any] | None = None,
 ) -> list[TrialSummary]:
     """Train the members `cfgs` together on `data`; report(member, dict) at every evaluation
     of each live member (return PRUNE to stop that member). Members may differ only in
     fusible settings; their batch order is the first member's unless they set data_seed.
     `fuse` chooses the group's form (harness.members.build: auto, fused, stacked, vmap).
-    `on_batch(loop)` runs after every step (a progress bar; it must not read the device)."""
+    `on_batch(loop)` runs after every step (a progress bar; it must not read the device).
+
+    checkpoint(state): called after every `checkpoint_every`-th evaluation while the group
+    goes on, with `Loop.state_dict()` (live tensors: write them before returning).
+    state: such a state to continue from, exactly where it was taken (same form).
+    init: per member, weights (a plain model's state_dict) to start from instead of the
+    seeded init. tested(member, weights): each completed member's tested weights (CPU)."""
+    if state is not None:
+        fuse = state["form"]  # the numbers of the other form differ in rounding
     loop = Loop(cfgs, data, device=device, threads=threads, fuse=fuse)
-    for epoch in range(1, loop.max_epochs + 1):
+    loop.tested = tested
+    for i, weights in enumerate(init or []):
+        if weights is not None:
+            loop.load_weights(i, weights)
+    if state is not None:
+        loop.load_state_dict(state)
+    for epoch in range(max(loop.epoch, 1), loop.max_epochs + 1):
         for xb, yb in loop.batches(epoch):
             loop.step(xb, yb)
             if on_batch is not None:
                 on_batch(loop)
             if loop.report_due():
                 loop.evaluate_and_report(report)
+                if checkpoint is not None and loop.checkpoint_due():
+                    checkpoint(loop.state_dict())
             if loop.done():
                 break
         if loop.done():
@@ -284,6 +314,9 @@ class Loop:
         self.eval_seconds, self.eval_samples, self.eval_cpu = 0.0, 0, 0.0
         self.lrs = [lr_at(c, 0, 0, self.total_steps) for c in self.optimizer.configs]
         self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
+        self.checkpoint_every = self.tc.checkpoint_interval(self.per_epoch)
+        self.epoch_rng = self.shuffle_gen.get_state()  # before this epoch's permutation
+        self.tested: Callable[[int, dict[str, Tensor]], Any] | None = None
 
     def _place_data(self, data: Any) -> None:
         """The splits on the device once; the epoch's length and the run's step budget."""
@@ -328,13 +361,15 @@ class Loop:
     def batches(self, epoch: int):
         """The epoch's batches in the group's order (one permutation per epoch)."""
         self.epoch = epoch
+        self.epoch_rng = self.shuffle_gen.get_state()
         if self.tc.shuffle:
             perm = torch.randperm(self.n_train, generator=self.shuffle_gen).to(self.device)
             ex, ey = self.train_x.index_select(0, perm), self.train_y.index_select(0, perm)
         else:
             ex, ey = self.train_x, self.train_y
         bs = self.batch_size
-        for b in range(self.per_epoch):
+        first = max(0, self.step_count - (epoch - 1) * self.per_epoch)  # > 0: a resumed epoch
+        for b in range(first, self.per_epoch):
             if self.step_count >= self.total_steps:
                 return
             yield ex[b * bs : (b + 1) * bs], ey[b * bs : (b + 1) * bs]
@@ -454,14 +489,18 @@ class Loop:
         keep = [j for j in range(len(self.alive)) if j not in ended]
         self.alive = [self.alive[j] for j in keep]
         if self.alive and len(keep) < self.members.n:
-            self.members.drop(keep)
-            self.optimizer.keep(keep)
-            self.stats.keep(keep)
-            self.window.keep(keep)
-            self.keeper.keep(keep)
-            self.lrs = [self.lrs[j] for j in keep]
-            if self.graph is not None:
-                self.graph.reset()
+            self._keep(keep)
+
+    def _keep(self, keep: list[int]) -> None:
+        """Only these members (current positions) go on: drop the others everywhere."""
+        self.members.drop(keep)
+        self.optimizer.keep(keep)
+        self.stats.keep(keep)
+        self.window.keep(keep)
+        self.keeper.keep(keep)
+        self.lrs = [self.lrs[j] for j in keep]
+        if self.graph is not None:
+            self.graph.reset()
 
     def _finish(self, j: int, status: str, why: str) -> None:
         s = self.summaries[self.alive[j]]
@@ -484,6 +523,11 @@ class Loop:
             eval_seconds += test_seconds
             eval_samples += int(self.data.test_y.shape[0])
             elapsed += test_seconds
+            if self.tested is not None:
+                weights = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
+                self.tested(self.alive[j], weights)
         if self.graph is not None:
             s.cuda_graphs = self.graph.captured
             s.reason = _join(s.reason, self.graph.note)
@@ -498,6 +542,127 @@ class Loop:
         if self.alive:
             self._end({j: ("COMPLETED", "") for j in range(len(self.alive))})
         return self.summaries
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def checkpoint_due(self) -> bool:
+        """A checkpoint belongs after this evaluation: every `checkpoint_every`-th report
+        (TrainConfig.checkpoint_interval) while members go on."""
+        every = self.checkpoint_every
+        return bool(every) and self.reports % every == 0 and not self.done()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here (taken after a report, when the
+        window and the gradient statistics are empty): the live members' weights, optimizer
+        states and kept best weights, the counters, every member's summary so far, and the
+        random streams. The batch order is kept as the shuffle generator's state from before
+        this epoch's permutation, so a resumed epoch draws the same permutation and skips the
+        batches already trained. Tensors are the loop's own (not copies)."""
+        gens = _generators(self.members)
+        rng: dict[str, Any] = {
+            "shuffle": self.epoch_rng,
+            "torch": torch.get_rng_state(),
+            "members": None if gens is None else [g.get_state() for g in gens],
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        keeper = {
+            "weights": self.keeper.weights, "best_loss": self.keeper.best_loss,
+            "best_acc": self.keeper.best_acc, "best_it": self.keeper.best_it,
+        }  # fmt: skip
+        counters = {
+            "step_count": self.step_count, "reports": self.reports, "samples": self.samples,
+            "epoch": self.epoch, "eval_seconds": self.eval_seconds,
+            "eval_samples": self.eval_samples, "eval_cpu": self.eval_cpu,
+            "elapsed": time.perf_counter() - self.t_start,
+            "cpu": time.process_time() - self.cpu_start,
+        }  # fmt: skip
+        return {
+            "format": STATE_FORMAT,
+            "form": "fused" if self.members.fused else "stacked",
+            "alive": list(self.alive),
+            "members": dict(self.members.state_dict()),
+            "optimizer": [dict(st) for st in self.optimizer.state],
+            "keeper": keeper,
+            "summaries": [s.to_dict() for s in self.summaries],
+            "counters": counters,
+            "lrs": list(self.lrs),
+            "rng": rng,
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()` of a loop built from the same configs (PBT: the
+        same shapes; fusible settings such as the learning rate may differ)."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')!r}, expected {STATE_FORMAT}")
+        alive = [int(i) for i in state["alive"]]
+        if len(alive) < len(self.alive):
+            keep = [self.alive.index(i) for i in alive]
+            self.alive = alive
+            self._keep(keep)
+        self.members.load_state_dict(state["members"])
+        for mine, saved in zip(self.optimizer.state, state["optimizer"]):
+            for name, tensors in saved.items():
+                old = mine[name]
+                mine[name] = [
+                    None if t is None else t.to(o.device if o is not None else self.device, copy=True)
+                    for t, o in zip(tensors, old)
+                ]  # fmt: skip
+        kept = state["keeper"]
+        for mine_w, saved_w in zip(self.keeper.weights, kept["weights"]):
+            torch._foreach_copy_(mine_w, [t.to(self.device) for t in saved_w])
+        self.keeper.best_loss = [float(v) for v in kept["best_loss"]]
+        self.keeper.best_acc = [float(v) for v in kept["best_acc"]]
+        self.keeper.best_it = [int(v) for v in kept["best_it"]]
+        self.summaries = [TrialSummary(**d) for d in state["summaries"]]
+        for i in self.alive:
+            self.summaries[i].device = str(self.device)
+        c = state["counters"]
+        self.step_count, self.reports, self.samples = c["step_count"], c["reports"], c["samples"]
+        self.epoch, self.eval_seconds = c["epoch"], c["eval_seconds"]
+        self.eval_samples, self.eval_cpu = c["eval_samples"], c["eval_cpu"]
+        self.t_start = time.perf_counter() - c["elapsed"]
+        self.cpu_start = time.process_time() - c["cpu"]
+        self.lrs = [float(v) for v in state["lrs"]]
+        rng = state["rng"]
+        self.shuffle_gen.set_state(rng["shuffle"])
+        self.epoch_rng = rng["shuffle"]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        gens = _generators(self.members)
+        for g, saved in zip(gens or [], rng["members"] or []):
+            g.set_state(saved)
+        if self.graph is not None:
+            self.graph.reset()
+
+    @torch.no_grad()
+    def load_weights(self, i: int, weights: dict[str, Tensor]) -> None:
+        """Member i starts from `weights` (a plain model's state_dict, e.g. a saved model's)
+        instead of its seeded init; its kept best weights start there too."""
+        target = self.members.member_state(i)
+        missing = sorted(set(target) - set(weights))
+        extra = sorted(set(weights) - set(target))
+        wrong = [k for k in target if k in weights and weights[k].shape != target[k].shape]
+        if missing or extra or wrong:
+            what = "; ".join(
+                f"{label}: {', '.join(names[:5])}"
+                for label, names in (("missing", missing), ("unexpected", extra),
+                                     ("other shape", wrong)) if names
+            )  # fmt: skip
+            raise UserError(f"the weights do not fit {self.cfgs[i].model} as configured ({what})")
+        for k, t in target.items():
+            t.copy_(weights[k])
+        torch._foreach_copy_(self.keeper.weights[i], [p.detach() for p in self.members.params()[i]])
+
+
+def _generators(members: nn.Module) -> list[torch.Generator] | None:
+    """The members' own CPU dropout streams (Stacked N > 1, Fused on CPU), else None (N = 1
+    draws from the global stream, a group on CUDA from the device's)."""
+    if isinstance(members, grouping.Fused):
+        return members.dropout.generators
+    return getattr(members, "rng", None)
 
 
 def _test(

@@ -9,6 +9,7 @@ mapping into typed dataclasses, starting from the model's classic settings.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -57,6 +58,16 @@ class TrainConfig:
     grad_stats_every: int = fusible(10)  # steps between gradient-statistics samples; 0 disables
     vanish_threshold: float = fusible(1e-8)  # |g| below this counts as vanished
     explode_threshold: float = fusible(1e3)  # global grad norm above this counts as exploding
+    # reports between checkpoints of the loop's full state (sweeps: Tune checkpoints);
+    # None: one epoch's worth (checkpoint_interval), 0: never
+    checkpoint_every: int | None = None
+
+    def checkpoint_interval(self, batches_per_epoch: int) -> int:
+        """Reports between two checkpoints: `checkpoint_every`, or when it is None one epoch's
+        worth, ceil(batches_per_epoch / eval_every) reports (at least 1); 0 means never."""
+        if self.checkpoint_every is not None:
+            return self.checkpoint_every
+        return max(1, math.ceil(batches_per_epoch / self.eval_every))
 
     @property
     def batch_seed(self) -> int:
@@ -87,6 +98,8 @@ class TrainConfig:
         for name in ("max_steps", "warmup_steps", "grad_stats_every", "weight_decay", "clip_norm"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            problems.append(f"checkpoint_every: must be >= 0, got {self.checkpoint_every}")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate: must be > 0, got {self.learning_rate}")
         if not 0 <= self.label_smoothing < 1:

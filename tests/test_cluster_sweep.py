@@ -128,6 +128,8 @@ def test_a_node_removed_mid_trial_loses_nothing(
             os.killpg(proc.pid, 9)
             proc.communicate()
     trials = _exactly_once(folder, 3).set_index("trial_id")
-    # the lost trial ran again, from the start, on the node that is left
+    # the lost trial ran again on the node that is left, from its last checkpoint (it had
+    # reported, and a checkpoint follows every report here: 8 batches an epoch, eval_every 20)
     assert trials.loc[victim, "node_id"] == cluster.head_node.node_id, out
+    assert "continued from its checkpoint" in trials.loc[victim, "error"], out
     assert set(trials["node_id"]) <= {cluster.head_node.node_id, worker.node_id}

@@ -51,6 +51,7 @@ def test_minimal_spec_gets_documented_defaults(tmp_path):
     assert spec.budget.num_samples == 10 and spec.budget.max_concurrent == 1
     assert spec.resources.cpu == 1.0 and spec.resources.gpu == 0.0
     assert spec.baseline is True and spec.max_failures == 0 and spec.storage is None
+    assert spec.keep_best == 3
     assert spec.seed == 0 and spec.train == {"max_epochs": 2, "eval_every": 20}
     assert list(spec.parameters) == ["learning_rate", "dropout", "num_filters", "filter_sizes"]
     assert spec.parameters["dropout"] == ParamSpec("dropout", "uniform", min=0.1, max=0.6)
@@ -376,12 +377,12 @@ BAD_CASES = {
     "unknown method": ("method: tp", "method: must be one of", "'tp'"),
     "unknown terminator": (
         "early_terminate: {type: ashaa}",
-        "early_terminate.type: must be one of asha | hyperband | median | none (did you mean 'asha'?)",
+        "early_terminate.type: must be one of asha | hyperband | hyperband_sync | pbt | median | none (did you mean 'asha'?)",
         "'ashaa'",
     ),
     "terminator without type": (
         "early_terminate: {grace_period: 2}",
-        "early_terminate.type: required: one of asha | hyperband | median | none",
+        "early_terminate.type: required: one of asha | hyperband | hyperband_sync | pbt | median | none",
         "",
     ),
     "terminator key not used": (
@@ -418,6 +419,12 @@ BAD_CASES = {
     "cpu zero": ("resources: {cpu: 0}", "resources.cpu: must be > 0", "0"),
     "baseline not bool": ("baseline: 'yes'", "baseline: expected true or false", "'yes'"),
     "max_failures": ("max_failures: -1", "max_failures: must be >= 0", "-1"),
+    "keep_best": ("keep_best: -1", "keep_best: must be >= 0", "-1"),
+    "pbt key for asha": (
+        "early_terminate: {type: asha, perturbation_interval: 2}",
+        "early_terminate.perturbation_interval: not used by asha",
+        "2",
+    ),
     "seed": ("seed: 1.5", "seed: expected an integer", "1.5"),
     "name": ("name: a/b", "name: must be a short name", "'a/b'"),
     "storage": ("storage: 3", "storage: expected a directory or URI", "3"),

@@ -88,3 +88,15 @@ def test_optuna_study_and_trial_private_attributes(searcher: Any) -> None:
 
     (frozen,) = study.get_trials(deepcopy=False)
     assert need(frozen, "_trial_id", "optuna.trial.FrozenTrial") == trial_id
+
+
+def test_tune_storage_private_attributes() -> None:
+    """A trial asks Ray's own storage check whether it can write checkpoints
+    (harness.sweep.checkpoints.storage_reachable); the driver deletes an ended trial's
+    checkpoints through its StorageContext (checkpoints.delete_trial)."""
+    from ray.train._internal import session
+    from ray.train._internal.storage import StorageContext
+
+    need(session, "get_session", "ray.train._internal.session")
+    need(StorageContext, "_check_validation_file", "ray.train._internal.storage.StorageContext")
+    need(StorageContext, "trial_fs_path", "ray.train._internal.storage.StorageContext")

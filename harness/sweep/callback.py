@@ -17,8 +17,10 @@ from ray import tune
 from harness import results as rs
 from harness.config import SweepSpec
 from harness.schema import LAYERS, METRIC_KEYS
+from harness.sweep import checkpoints
 from harness.sweep.console import Console
-from harness.sweep.keys import ERROR, FINAL, INFO, NUMBER, PARAMS, STATUS, SUMMARY
+from harness.sweep.keys import ERROR, FINAL, INFO, NUMBER, PARAMS, RESTORE, STATUS, SUMMARY
+from harness.sweep.shelf import ModelShelf
 from harness.tracker import Trackers
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,22 @@ class SweepCallback(tune.Callback):
         self._best_it: dict[str, int] = {}
         self._done: set[str] = set()
         self.started = time.time() if started is None else started  # the command's start
+        self.shelf = ModelShelf(writer.folder, spec.keep_best, spec.metric.goal)
+        self.shelf.prune(self.shelf.top(writer.rows()))  # keep_best may have shrunk (--resume)
+        # PBT clones a trial's checkpoints into others, also after it ended: delete at the end
+        self._ended: list[Any] = []
+        self._delete_at_end = spec.early_terminate.type == "pbt"
 
     # rows -------------------------------------------------------------------------------
     def _params(self, trial: Any) -> dict[str, Any]:
         return dict(trial.config.get(PARAMS, {}))
 
     def _start_row(self, trial: Any) -> None:
+        restore = trial.config.get(RESTORE)
+        if restore and not self.writer.trial_row(trial.trial_id):  # --resume from a checkpoint
+            self.writer.rename_trial(restore["trial_id"], trial.trial_id, restore["iteration"])
+            log.info("trial %s goes on from trial %s's checkpoint at iteration %s",
+                     trial.trial_id, restore["trial_id"], restore["iteration"])  # fmt: skip
         if self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
             self.writer.set_trial(
                 trial.trial_id,
@@ -184,13 +196,37 @@ class SweepCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial)
+        self._drop_checkpoints(trial)
+
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        """A final checkpoint brings the trial's tested weights: onto the shelf if it ranks
+        in the top keep_best (the trial's final result, with its objective, came first)."""
+        with checkpoints.final_models(checkpoint) as models:
+            for row_id, folder in models.items():
+                self.shelf.offer(row_id, folder, self.writer.rows())
+
+    def _drop_checkpoints(self, trial: Any) -> None:
+        """An ended trial's checkpoints go (with PBT at the end of the sweep)."""
+        if self._delete_at_end:
+            self._ended.append(trial)
+            return
+        checkpoints.delete_trial(trial)
+        restore = trial.config.get(RESTORE)
+        if restore:  # the interrupted run's, under its old trial id
+            checkpoints.delete_beside(restore["path"])
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, status="FAILED", error=_ray_error_text(trial))
+        self._drop_checkpoints(trial)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.flush(force=True)
         self.trackers.close()
+        self._delete_at_end = False
+        for trial in self._ended:
+            self._drop_checkpoints(trial)
 
 
 def _ray_error_text(trial: Any) -> str:

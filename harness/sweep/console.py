@@ -238,6 +238,8 @@ class Console:
         self.print(
             f"rerun it alone: python -m harness.train --replay {folder} --trial {best['trial_id']}"
         )
+        if (folder / rs.MODELS_DIR / str(best["trial_id"]) / "model.json").is_file():
+            self.print(f"label text with it: python -m harness.predict {folder} --text '...'")
 
     def pareto(self, folder: Path) -> None:
         """Several objectives have no single best: name the trials on the Pareto front."""

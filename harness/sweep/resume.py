@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from optuna.trial import TrialState
 from harness import results as rs
 from harness.config import SweepSpec
 from harness.errors import UserError
+from harness.sweep import checkpoints
 from harness.sweep.search import optuna_storage_url
 from harness.values import finite
 
@@ -37,6 +39,9 @@ class ResumePlan:
     # Optuna numbers of interrupted trials (same params, run from the start)
     rerun: list[int] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # their old Ray trial ids, rows removed
+    # number -> {path, trial_id, iteration}: the checkpoint an interrupted trial goes on from
+    # (its rows up to that iteration stay; harness.sweep.checkpoints)
+    restore: dict[int, dict] = field(default_factory=dict)
 
 
 def check_same_spec(folder: Path, spec: SweepSpec) -> None:
@@ -47,21 +52,26 @@ def check_same_spec(folder: Path, spec: SweepSpec) -> None:
     differ = sorted(
         k
         for k in set(old) | set(new)
-        if k not in ("budget", "storage", "tensorboard", "mlflow") and old.get(k) != new.get(k)
+        if k not in ("budget", "storage", "tensorboard", "mlflow", "keep_best")
+        and old.get(k) != new.get(k)
     )
     if differ:
         raise UserError(
             f"--resume: the spec differs from the one {folder / rs.SWEEP_FILE} was run with "
             f"({', '.join(differ)}); resume with the same file and --set values (only budget.* "
-            "may change), or start a new sweep"
+            "and keep_best may change), or start a new sweep"
         )
 
 
-def plan_resume(spec: SweepSpec, folder: Path, writer: rs.ResultsWriter) -> ResumePlan:
+def plan_resume(
+    spec: SweepSpec, folder: Path, writer: rs.ResultsWriter, exp_dir: str | None = None
+) -> ResumePlan:
     """Optuna's study and the tables are the record (Tune's own state may be older): trials
     the study closed stay closed; one whose final result reached the tables but whose verdict
-    never reached the study is told now; every other started trial runs again from the start,
-    as the same Optuna trial, its partial rows dropped so each trial appears once."""
+    never reached the study is told now; every other started trial runs again as the same
+    Optuna trial: from its last checkpoint in Tune's storage `exp_dir` when it left one (its
+    rows up to there kept), else from the start (its partial rows dropped), so each trial
+    appears once."""
     try:
         study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
     except KeyError:
@@ -92,6 +102,14 @@ def plan_resume(spec: SweepSpec, folder: Path, writer: rs.ResultsWriter) -> Resu
             study.tell(t.number, state=TrialState.FAIL)
         else:
             plan.rerun.append(t.number)
+            found = None
+            if tid and exp_dir:
+                found = checkpoints.latest_state(exp_dir, tid, partial(writer.has_report, tid))
+            if found is not None:
+                plan.restore[t.number] = found
+                continue
+            if tid and exp_dir:  # it starts over: what it left is of no use
+                checkpoints.delete_all(exp_dir, tid)
             if tid and tid in writer.trial_ids():
                 writer.drop_trial(tid)
                 plan.dropped.append(tid)

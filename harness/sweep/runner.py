@@ -26,8 +26,10 @@ from harness import results as rs
 from harness.config import SweepSpec, as_spec
 from harness.data import Dataset, load_dataset
 from harness.errors import UserError
+from harness.sweep import checkpoints
 from harness.sweep.callback import SweepCallback
 from harness.sweep.console import Console
+from harness.sweep.population import Population
 from harness.sweep.provenance import sweep_info
 from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, init_ray
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
@@ -79,7 +81,7 @@ def run(
     trackers = Trackers.for_sweep(spec, folder)
     own_ray = not ray.is_initialized()
     try:
-        writer, plan = _open_tables(spec, folder, resume)
+        writer, plan = _open_tables(spec, folder, resume, storage)
         trackers.keep(writer.trial_ids())  # a resume dropped rows: their curves go too
         log.info("timeline: data ready at %.2f s", time.time() - started)
         cluster = init_ray(address, spec)
@@ -91,9 +93,11 @@ def run(
         remaining = spec.budget.num_samples - plan.finished
         _announce(console, spec, folder, cluster, data, plan if resume else None, remaining)
         callback = SweepCallback(spec, writer, console, started=started, trackers=trackers)
-        tune_config = _tune_config(spec, folder, plan, resume, max_t, remaining)
-        run_config = _run_config(spec, folder, storage, callback)
-        fit_s = _fit(trainable(spec, data), tune_config, run_config, remaining, started)
+        tune_config, population = _tune_config(spec, folder, plan, resume, max_t, remaining)
+        extra = [population.recorder] if population is not None else []
+        run_config = _run_config(spec, folder, storage, callback, extra)
+        space = population.param_space if population is not None else None
+        fit_s = _fit(trainable(spec, data), tune_config, run_config, remaining, started, space)
         left = settle_unfinished(spec, folder, writer, fit_s, console)
         return _finish(spec, folder, writer, console, started, left)
     finally:
@@ -121,14 +125,15 @@ def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> Path:
 
 
 def _open_tables(
-    spec: SweepSpec, folder: Path, resume: bool
+    spec: SweepSpec, folder: Path, resume: bool, storage: str | None = None
 ) -> tuple[rs.ResultsWriter, ResumePlan]:
     """The results tables (reloaded on resume) and what a resume still has to run."""
     params = list(spec.parameters)
     if not resume:
         return rs.ResultsWriter(folder, params=params), ResumePlan()
     writer = rs.ResultsWriter.open(folder, params=params)
-    return writer, plan_resume(spec, folder, writer)
+    exp_dir = checkpoints.experiment_dir(folder, storage or spec.storage, spec.name)
+    return writer, plan_resume(spec, folder, writer, exp_dir)
 
 
 def _announce(
@@ -151,22 +156,35 @@ def _announce(
 
 def _tune_config(
     spec: SweepSpec, folder: Path, plan: ResumePlan, resume: bool, max_t: int, remaining: int
-) -> tune.TuneConfig:
-    """Optuna searches, the scheduler stops, at most max_concurrent trials at a time."""
-    return tune.TuneConfig(
-        search_alg=build_searcher(spec, folder, rerun=plan.rerun, resume=resume),
+) -> tuple[tune.TuneConfig, Population | None]:
+    """Optuna searches, the scheduler stops, at most max_concurrent trials at a time (PBT:
+    Optuna draws the population up front, harness.sweep.population)."""
+    searcher = build_searcher(spec, folder, rerun=plan.rerun, resume=resume, restore=plan.restore)
+    pbt = spec.early_terminate.type == "pbt"
+    population = Population(searcher, max(remaining, 1)) if pbt else None
+    # Synchronous schedulers need a whole rung (population) at once: a concurrency limit
+    # would keep trials from being created while others wait paused, so there only the
+    # resources limit how many run
+    together = spec.early_terminate.type in ("pbt", "hyperband_sync")
+    config = tune.TuneConfig(
+        search_alg=None if pbt else searcher,  # PBT: a grid over the population
         scheduler=build_scheduler(spec, max_t),
-        num_samples=max(remaining, 1),
-        max_concurrent_trials=spec.budget.max_concurrent,
+        num_samples=1 if pbt else max(remaining, 1),
+        max_concurrent_trials=None if together else spec.budget.max_concurrent,
         time_budget_s=spec.budget.time_budget_s,
         reuse_actors=True,
         trial_name_creator=trial_name,
         trial_dirname_creator=trial_name,
     )
+    return config, population
 
 
 def _run_config(
-    spec: SweepSpec, folder: Path, storage: str | None, callback: SweepCallback
+    spec: SweepSpec,
+    folder: Path,
+    storage: str | None,
+    callback: SweepCallback,
+    extra: Sequence[tune.Callback] = (),
 ) -> tune.RunConfig:
     """Tune's own state in results/<name>/ray, or under --storage / spec.storage (a dir or URI)."""
     storage_path = storage or spec.storage
@@ -174,9 +192,13 @@ def _run_config(
         name=spec.name if storage_path else rs.RAY_DIR,
         storage_path=storage_path or str(folder),
         verbose=0,
-        callbacks=[callback],
+        callbacks=[callback, *extra],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # a trial's last checkpoint is all a retry or a pause needs; PBT clones from others'
+        # checkpoints a little later, and Ray warns below 3
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=4 if spec.early_terminate.type == "pbt" else 1
+        ),
     )
 
 
@@ -186,6 +208,7 @@ def _fit(
     run_config: tune.RunConfig,
     remaining: int,
     started: float,
+    param_space: dict[str, Any] | None = None,
 ) -> float:
     """Tune runs the trials (none when a resume finds the budget spent); returns its seconds."""
     t_fit = time.time()
@@ -193,7 +216,9 @@ def _fit(
     if remaining > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tune.Tuner(trainable, tune_config=tune_config, run_config=run_config).fit()
+            tune.Tuner(
+                trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
+            ).fit()
     log.info("fit took %.1f s", time.time() - t_fit)
     return time.time() - t_fit
 

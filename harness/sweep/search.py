@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import (
     AsyncHyperBandScheduler,
     FIFOScheduler,
+    HyperBandScheduler,
     MedianStoppingRule,
     TrialScheduler,
 )
@@ -26,7 +27,7 @@ from ray.tune.search.optuna import OptunaSearch
 from harness import results as rs
 from harness import space
 from harness.config import SweepSpec
-from harness.sweep.keys import ERROR, FINAL, NUMBER, PARAMS, STATUS
+from harness.sweep.keys import ERROR, FINAL, NUMBER, PARAMS, RESTORE, STATUS
 from harness.values import finite
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,14 @@ class HonestOptunaSearch(OptunaSearch):
         metric_names: Sequence[str],
         parameters: Mapping[str, Any],
         rerun: Sequence[int] = (),
+        restore: Mapping[int, dict] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self._metric_names = list(metric_names)
         self._parameters = dict(parameters)
         self._rerun = list(rerun)  # numbers of interrupted Optuna trials, handed out first
+        self._restore = dict(restore or {})  # number -> the checkpoint its rerun goes on from
         self._reported: dict[str, set[int]] = {}
         self._number: dict[str, int] = {}
 
@@ -59,7 +62,10 @@ class HonestOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("ray_trial_id", trial_id)
         self._number[trial_id] = number
         params = space.decode(self._parameters, study._storage.get_trial(storage_id).params)
-        return {PARAMS: params, NUMBER: number}
+        config = {PARAMS: params, NUMBER: number}
+        if number in self._restore:
+            config[RESTORE] = self._restore[number]
+        return config
 
     def suggest(self, trial_id: str) -> dict | None:
         if self._rerun and trial_id not in self._ot_trials:
@@ -147,7 +153,11 @@ def optuna_storage_url(folder: Path) -> str:
 
 
 def build_searcher(
-    spec: SweepSpec, folder: Path, rerun: Sequence[int] = (), resume: bool = False
+    spec: SweepSpec,
+    folder: Path,
+    rerun: Sequence[int] = (),
+    resume: bool = False,
+    restore: Mapping[int, dict] | None = None,
 ) -> HonestOptunaSearch:
     storage = optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
@@ -177,6 +187,7 @@ def build_searcher(
         metric_names=[m.name for m in spec.metrics],
         parameters=spec.parameters,
         rerun=rerun,
+        restore=restore,
     )
 
 
@@ -204,6 +215,21 @@ def build_scheduler(spec: SweepSpec, max_t: int) -> TrialScheduler:
             reduction_factor=et.reduction_factor,
             brackets=max(1, min(3, int(math.log(max(max_t, 1), et.reduction_factor)) + 1)),
         )
+    if et.type == "hyperband_sync":
+        # Ray's synchronous HyperBand: trials pause at each rung (a checkpoint after every
+        # report lets them go on from there) until the rung is full, then the best go on.
+        return HyperBandScheduler(
+            time_attr="report",
+            metric=metric,
+            mode=mode,
+            max_t=max_t,
+            reduction_factor=et.reduction_factor,
+            stop_last_trials=True,
+        )
+    if et.type == "pbt":
+        from harness.sweep.population import pbt_scheduler
+
+        return pbt_scheduler(spec)
     if et.type == "median":
         return MedianStoppingRule(
             time_attr="training_iteration",

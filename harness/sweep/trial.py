@@ -7,18 +7,24 @@ spec and data once through the object store (tune.with_parameters).
 from __future__ import annotations
 
 import gc
+import math
+import shutil
 import sys
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
 
+from harness import bundle
 from harness.config import SweepSpec
 from harness.data import Dataset
-from harness.sweep.keys import ERROR, FINAL, INFO, PARAMS, STATUS, SUMMARY
+from harness.sweep import checkpoints
+from harness.sweep.keys import ERROR, FINAL, INFO, PARAMS, RESTORE, STATUS, SUMMARY
+from harness.trialconfig import TrialConfig, replace_train
 
 if TYPE_CHECKING:  # the loop (torch) is imported inside the trial, where it runs
     from harness.trainer import TrialSummary
@@ -90,8 +96,56 @@ def _where(shown: str, note: str, entered: float, started: float) -> dict[str, A
     }
 
 
-def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str, Any]:
-    """Ray Tune function trainable: one trial of the shared loop, reporting every evaluation.
+class TuneSide:
+    """The trial's results to Tune: one per evaluation, sent at once, except the result a
+    checkpoint follows: it waits for that checkpoint and both travel as one result (so the
+    schedulers, which count results, see one per evaluation)."""
+
+    def __init__(self, info: dict[str, Any], interval: int, lineage: list[str]) -> None:
+        self.info = info
+        self.interval = interval  # reports between checkpoints (0: none)
+        self.lineage = lineage  # other trials' checkpoints this one went on from (PBT)
+        self.last: dict[str, Any] = {}
+        self.pending: dict[str, Any] | None = None
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        out = dict(metrics)
+        if not self.last:
+            out[INFO] = self.info
+        self.last.update(metrics)
+        if self.interval and metrics["report"] % self.interval == 0:
+            self.pending = out  # checkpoint() sends it, or flush() when the loop ends here
+        else:
+            tune.report(out)
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        state = {**state, "lineage": self.lineage}
+        with checkpoints.reporting(lambda d: checkpoints.write_state(d, state)) as ckpt:
+            out = self.pending if self.pending is not None else dict(self.last)
+            self.pending = None  # written: from here on the result is Tune's
+            tune.report(out, checkpoint=ckpt)
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            out, self.pending = self.pending, None
+            tune.report(out)
+
+
+def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
+    """The trial's config; hyperband_sync pauses and PBT clones trials at any report, so there
+    a checkpoint follows every report unless checkpoint_every is set."""
+    cfg = spec.trial_config(params)
+    given = {**spec.train, **spec.parameters, **params}
+    if spec.early_terminate.type in ("hyperband_sync", "pbt") and "checkpoint_every" not in given:
+        cfg = replace_train(cfg, checkpoint_every=1)
+    return cfg
+
+
+def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
+    """Ray Tune function trainable: one trial of the shared loop, reporting every evaluation,
+    checkpointing every `checkpoint_every` reports, and sending its tested weights with its
+    final result (keep_best). Started from a checkpoint (a retry, a paused or PBT-exploited
+    trial, a --resume), it goes on from there.
 
     User-side exceptions end the trial as FAILED data (they are deterministic; retrying
     them wastes the budget); Ray's stop (SystemExit from tune.report) passes through after
@@ -103,21 +157,47 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
     started = time.time()
     params = dict(config.get(PARAMS, config))
     device, shown, note = _choose_device(job.gpu)
+    trial_id = tune.get_context().get_trial_id()
+    reachable = checkpoints.storage_reachable()
+    if not reachable:
+        note = _join(note, "no checkpoints or kept weights: Tune's storage is not reachable "
+                           "from this node (use --storage with a shared folder or a bucket URI)")
+    try:
+        restored = checkpoints.restore(
+            tune.get_checkpoint() or checkpoints.named(config.get(RESTORE))
+        )
+    except (OSError, ValueError, KeyError) as exc:  # a damaged checkpoint: start afresh
+        restored = None
+        note = _join(note, f"its checkpoint was unreadable ({exc}); started from zero")
+    if restored is not None and restored.final is not None:
+        _report_again(restored)  # it had ended: its final result, unchanged
+        return
+    lineage: list[str] = []
+    if restored is not None:
+        # a clone of another trial (PBT) says so for good; its own checkpoint only this time
+        lineage = list((restored.state or {}).get("lineage", []))
+        if restored.source != trial_id:
+            lineage.append(restored.note(trial_id))
+        note = _join(note, *lineage, restored.note(trial_id) if restored.source == trial_id else "")
     info = _where(shown, note, entered, started)
-    last: dict[str, Any] = {}
-
-    def report(metrics: dict[str, Any]) -> None:
-        out = dict(metrics)
-        if not last:
-            out[INFO] = info
-        last.update(metrics)
-        tune.report(out)
+    side = TuneSide(info, 0, lineage)
+    kept: list[dict[str, Any]] = []
 
     outcome: dict[str, Any] = {FINAL: True, INFO: info}
     stop: BaseException | None = None
+    cfg = None
+    summary = None
     try:
-        cfg = job.spec.trial_config(params)
-        summary = train(cfg, data, report, device=device, threads=max(1, round(job.cpu)))
+        cfg = trial_config(job.spec, params)
+        per_epoch = math.ceil(len(data.train_y) / cfg.train.batch_size)
+        side.interval = cfg.train.checkpoint_interval(per_epoch) if reachable else 0
+        summary = train(
+            cfg, data, side.report, device=device, threads=max(1, round(job.cpu)),
+            checkpoint=side.checkpoint if side.interval else None,
+            state=None if restored is None else restored.state,
+            tested=kept.append if job.spec.keep_best and reachable else None,
+        )  # fmt: skip
+        side.flush()
         outcome.update(_finished(job.spec, summary, shown, note))
     except Exception as exc:  # noqa: BLE001 -- a failed trial is data, not a crash
         outcome[STATUS] = "FAILED"
@@ -128,11 +208,62 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
     _free_device_memory()  # the exception (and the frames holding the model) is gone now
     if stop is not None:
         raise stop
+    if outcome.get(STATUS) == "FAILED":
+        side.flush()  # a report whose checkpoint failed still counts
+    last = side.last
     if outcome.get(STATUS) == "COMPLETED":  # metrics not in the summary: the last report's
         for m in job.spec.metrics:
             if outcome.get(m.name) is None:
                 outcome[m.name] = last.get(m.name)
-    return outcome
+    # schedulers that count reports (hyperband_sync, pbt) see no progress in the final result
+    outcome["report"] = last.get("report", 0)
+    if job.spec.early_terminate.type == "hyperband_sync":  # it ranks every live trial's last result
+        m = job.spec.metric
+        if outcome.get(m.name) is None:
+            worst = -math.inf if m.mode == "max" else math.inf
+            outcome[m.name] = last.get(m.name, worst)
+    models = {}
+    if kept and cfg is not None and summary is not None and outcome.get(STATUS) == "COMPLETED":
+        models[trial_id] = (cfg, kept[0], bundle.scores(summary))
+    report_final(outcome, models, job, data)
+
+
+def report_final(
+    outcome: dict[str, Any],
+    models: dict[str, tuple[TrialConfig, dict[str, Any], dict[str, Any]]],
+    job: TrialJob,
+    data: Dataset,
+) -> None:
+    """The trial's final result; with `models` (row id -> config, tested weights, scores of
+    each completed member to offer for keep_best) it carries them in a Tune checkpoint."""
+    if not models:
+        tune.report(outcome)
+        return
+
+    def fill(folder: Path) -> None:
+        for row_id, (cfg, weights, scores) in models.items():
+            info = {"origin": {"sweep": job.spec.name, "trial_id": row_id}, "scores": scores}
+            bundle.save(folder / checkpoints.MODELS / row_id, cfg, job.spec.data, data, weights, info)
+        checkpoints.write_final(folder, outcome)
+
+    with checkpoints.reporting(fill) as ckpt:
+        tune.report(outcome, checkpoint=ckpt)
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def _report_again(restored: checkpoints.Restored) -> None:
+    """A trial restored from its final checkpoint reports that final result again (with its
+    models), so whatever restarted it sees the trial end as it did."""
+    folder = restored.folder
+    try:
+        with checkpoints.reporting(lambda d: shutil.copytree(folder, d, dirs_exist_ok=True)) as ckpt:
+            tune.report(dict(restored.final or {}), checkpoint=ckpt)
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _finished(spec: SweepSpec, summary: TrialSummary, shown: str, note: str) -> dict[str, Any]:

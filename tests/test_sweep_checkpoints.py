@@ -1,0 +1,159 @@
+"""Checkpoints inside trials: a trial whose worker dies (max_failures), whose sweep is
+killed (--resume) or which Ray's synchronous HyperBand pauses goes on from its last
+checkpoint, and its rows equal those of a run that was never interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_faults import LONG, _cli_args, _kill_driver_and_its_ray, _start, _trial_workers
+from test_sweep import SMOKE, study
+
+from harness import results as rs
+from harness import schema, sweep
+from harness.config import load_spec
+from harness.data import load_dataset
+from harness.trainer import train
+
+CLOCKS = ["elapsed_s"]
+
+
+def _uninterrupted(folder: Path, trial_id: str) -> pd.DataFrame:
+    """The trial's config run alone, in one go, in this process (one thread, as in Ray)."""
+    cfg, spec = rs.trial_config_for(folder, trial_id)
+    rows: list[dict] = []
+    train(cfg, load_dataset(spec), lambda m: rows.append(m), device="cpu", threads=1)
+    keys = [k for k in schema.METRIC_KEYS if k not in CLOCKS]
+    return pd.DataFrame([{k: r[k] for k in keys} for r in rows], columns=keys)
+
+
+def _rows(folder: Path, trial_id: str) -> pd.DataFrame:
+    m = pd.read_parquet(folder / rs.METRICS_FILE)
+    keys = [k for k in schema.METRIC_KEYS if k not in CLOCKS]
+    return m[m["trial_id"] == trial_id].sort_values("iteration")[keys].reset_index(drop=True)
+
+
+def _same_rows(folder: Path, trial_id: str) -> None:
+    got, want = _rows(folder, trial_id), _uninterrupted(folder, trial_id)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=True)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_worker_goes_on_from_its_checkpoint(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # one trial; a checkpoint after every report (8 batches an epoch, a report every 20)
+    overrides = ["data.name=thucnews", f"data.path={tiny_corpus}", *LONG, "max_failures=1",
+                 "budget.num_samples=1", "keep_best=1"]  # fmt: skip
+    folder = tmp_path / "smoke"
+    killed: dict[str, object] = {}
+    done = threading.Event()
+
+    def killer() -> None:
+        while not done.is_set():
+            try:
+                t = pd.read_parquet(folder / rs.TRIALS_FILE)
+                running = t[(t["status"] == "RUNNING") & (t["iterations"].fillna(0) >= 100)]
+                workers = _trial_workers()
+                if len(running) == 1 and len(workers) == 1:
+                    killed["trial"], killed["at"] = (
+                        running["trial_id"].iloc[0],
+                        running["iterations"].iloc[0],
+                    )
+                    os.kill(workers[0], signal.SIGKILL)
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        sweep.run(load_spec(SMOKE, overrides), results_root=tmp_path, console=False)
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert killed, "no trial worker was seen running"
+    trials = pd.read_parquet(folder / rs.TRIALS_FILE).set_index("trial_id")
+    row = trials.loc[killed["trial"]]
+    assert row["status"] == "COMPLETED" and row["iterations"] == 300
+    assert "continued from its checkpoint at iteration" in row["error"]
+    resumed_at = int(row["error"].rsplit(" ", 1)[1])
+    assert 100 <= resumed_at <= 300 and resumed_at % 20 == 0
+    _same_rows(folder, killed["trial"])
+    assert (folder / rs.MODELS_DIR / killed["trial"] / "model.json").is_file()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_resume_goes_on_from_the_interrupted_trials_checkpoint(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "smoke"
+    args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=2",
+                     "budget.max_concurrent=1")  # fmt: skip
+    proc = _start(args)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 180 and proc.poll() is None:
+            try:
+                t = pd.read_parquet(folder / rs.TRIALS_FILE)
+                if ((t["status"] == "RUNNING") & (t["iterations"].fillna(0) >= 100)).any():
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep ended before the kill"
+    finally:
+        _kill_driver_and_its_ray(proc)
+    before = pd.read_parquet(folder / rs.TRIALS_FILE)
+    old = before[before["status"] == "RUNNING"]["trial_id"].iloc[0]
+    number = int(before.set_index("trial_id").loc[old, "trial_number"])
+
+    proc = _start([*args, "--resume"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    trials = pd.read_parquet(folder / rs.TRIALS_FILE)
+    assert sorted(trials["trial_number"]) == [0, 1] and set(trials["status"]) == {"COMPLETED"}
+    row = trials.set_index("trial_number").loc[number]
+    assert row["trial_id"] != old and f"continued from trial {old}'s checkpoint" in row["error"]
+    assert old not in set(pd.read_parquet(folder / rs.METRICS_FILE)["trial_id"])
+    _same_rows(folder, row["trial_id"])  # rows before the kill (kept) and after (new)
+    st = study(folder, "smoke")
+    assert [t.state.name for t in st.trials] == ["COMPLETE", "COMPLETE"]
+    assert not (folder / rs.RAY_DIR / old).exists() or not list(
+        (folder / rs.RAY_DIR / old).glob("checkpoint_*")
+    )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_hyperband_sync_pauses_trials_and_they_go_on_from_their_checkpoints(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # max_t 4 reports, eta 2: Ray's bracket 0 runs 3 trials 4 reports, bracket 1 halves
+    # 3 trials after 2 reports (pausing the first to arrive until the rung is full)
+    overrides = ["data.name=thucnews", f"data.path={tiny_corpus}", "train.max_epochs=3",
+                 "train.max_steps=24", "train.eval_every=3", "budget.num_samples=6",
+                 "early_terminate={type: hyperband_sync, reduction_factor: 2, max_t: 4}"]  # fmt: skip
+    out = sweep.run(load_spec(SMOKE, overrides), results_root=tmp_path, console=False)
+    trials = pd.read_parquet(out.folder / rs.TRIALS_FILE).set_index("trial_id")
+    metrics = pd.read_parquet(out.folder / rs.METRICS_FILE)
+    reports = metrics.groupby("trial_id")["report"].max()
+    assert len(trials) == 6 and reports.max() == 4 and (reports == 2).any(), reports
+    assert set(trials["status"]) == {"PRUNED"}  # max_t (4 reports) stops every trial early
+    went_on = trials[trials["error"].fillna("").str.contains("continued from its checkpoint")]
+    assert len(went_on) >= 1, trials["error"]
+    for tid in went_on.index:  # a paused trial's rows are those of a run never paused
+        got = _rows(out.folder, tid)
+        pd.testing.assert_frame_equal(got, _uninterrupted(out.folder, tid).iloc[: len(got)],
+                                      check_dtype=False, check_exact=True)  # fmt: skip
+    states = {t.user_attrs["ray_trial_id"]: t.state.name for t in study(out.folder, "smoke").trials}
+    assert set(states.values()) == {"PRUNED"}
