@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 from test_sweep import SMOKE, study
 
-from harness import bundle
+from harness import bundle, sweep
 from harness import results as rs
-from harness import sweep
 from harness.config import load_spec
 from harness.errors import UserError
 from harness.space import decode
