@@ -24,6 +24,7 @@ from harness import results as rs
 from harness import sweep
 from harness.config import load_spec
 from harness.errors import UserError
+from harness.lock import LOCK_FILE, FolderLock
 from harness.schema import LAYER_KEYS, METRIC_KEYS, STATUSES, TRIAL_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +143,25 @@ def test_existing_results_need_resume_or_overwrite(tmp_path: Path) -> None:
         sweep.run(spec, results_root=tmp_path / "results", console=False)
     with pytest.raises(UserError, match="nothing to resume"):
         sweep.run(spec, results_root=tmp_path / "fresh", resume=True, console=False)
+
+
+def test_a_folder_a_live_sweep_holds_is_refused(tmp_path: Path, capsys) -> None:
+    # Another sweep holds results/smoke/ (its lock): a new sweep, --resume and --overwrite
+    # each stop with one line and exit 2, and touch nothing.
+    folder = tmp_path / "results" / "smoke"
+    held = FolderLock.claim(folder)
+    (folder / rs.SWEEP_FILE).write_text("{}")
+    try:
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            with pytest.raises(SystemExit) as exc:
+                sweep.main([str(SMOKE), "--results", str(tmp_path / "results"), *extra])
+            assert exc.value.code == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and err.count("\n") == 1, err
+            assert "another sweep is using this results folder" in err and str(folder) in err
+        assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE, rs.SWEEP_FILE]
+    finally:
+        held.release()
 
 
 # --------------------------------------------------------------------- real sweeps (Ray)

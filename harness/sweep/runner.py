@@ -26,6 +26,7 @@ from harness import results as rs
 from harness.config import SweepSpec
 from harness.data import Dataset, load_dataset
 from harness.errors import UserError
+from harness.lock import LOCK_FILE, FolderLock
 from harness.sweep.callback import SweepCallback
 from harness.sweep.console import Console
 from harness.sweep.provenance import sweep_info
@@ -61,17 +62,18 @@ def run(
 ) -> SweepOutcome:
     """Run one sweep to its end; returns the trials' rows. UserErrors come before Ray starts."""
     started = time.time() if started is None else started
-    folder = _claim_folder(Path(results_root) / spec.name, resume, overwrite)
-    data = load_dataset(spec.data)
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and not ray.is_initialized():
-        check_reachable(address)
-    console = Console(spec) if console is True else (console or None)
-    if resume:
-        check_same_spec(folder, spec)
-    logs = LogRoute(folder)
+    folder, lock = _claim_folder(Path(results_root) / spec.name, resume, overwrite)
+    logs: LogRoute | None = None
     own_ray = not ray.is_initialized()
     try:
+        data = load_dataset(spec.data)
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address and not ray.is_initialized():
+            check_reachable(address)
+        console = Console(spec) if console is True else (console or None)
+        if resume:
+            check_same_spec(folder, spec)
+        logs = LogRoute(folder)
         writer, plan = _open_tables(spec, folder, resume)
         log.info("timeline: data ready at %.2f s", time.time() - started)
         cluster = init_ray(address, spec)
@@ -91,22 +93,34 @@ def run(
     finally:
         if own_ray and shutdown and ray.is_initialized():
             ray.shutdown()
-        logs.close()
+        if logs is not None:
+            logs.close()
+        lock.release(remove_if_empty=True)
 
 
-def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> Path:
-    """results/<name>/: a new one, an earlier sweep's (--resume), or emptied (--overwrite)."""
+def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> tuple[Path, FolderLock]:
+    """results/<name>/, locked for this sweep's life before anything else happens (see
+    harness.lock): a new one, an earlier sweep's (--resume), or emptied (--overwrite)."""
     folder = folder.resolve()
-    if (folder / rs.SWEEP_FILE).exists() and not resume:
-        if not overwrite:
-            raise UserError(
-                f"{folder}: already holds a sweep; pass --resume to continue it, --overwrite to "
-                f"start over, or --set name=<other> for a new one"
-            )
-        shutil.rmtree(folder)
-    if resume and not (folder / rs.SWEEP_FILE).exists():
-        raise UserError(f"{folder}: nothing to resume (no {rs.SWEEP_FILE})")
-    return folder
+    lock = FolderLock.claim(folder)
+    try:
+        if (folder / rs.SWEEP_FILE).exists() and not resume:
+            if not overwrite:
+                raise UserError(
+                    f"{folder}: already holds a sweep; pass --resume to continue it, --overwrite "
+                    f"to start over, or --set name=<other> for a new one"
+                )
+            for item in folder.iterdir():  # all but the lock this sweep holds
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item)
+                elif item.name != LOCK_FILE:
+                    item.unlink()
+        if resume and not (folder / rs.SWEEP_FILE).exists():
+            raise UserError(f"{folder}: nothing to resume (no {rs.SWEEP_FILE})")
+    except BaseException:
+        lock.release(remove_if_empty=True)
+        raise
+    return folder, lock
 
 
 def _open_tables(
