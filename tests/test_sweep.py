@@ -215,6 +215,7 @@ def test_smoke_sweep_end_to_end(
     assert len(layers) >= len(metrics)
 
     # the Optuna study tells the same story: PRUNED where ASHA stopped, with the curve
+    # (Optuna's step is the report index, as the scheduler's training_iteration)
     st = study(folder, "smoke")
     by_id = {t.user_attrs["ray_trial_id"]: t for t in st.trials}
     assert len(st.trials) == 4 and st.trials[0].user_attrs["ray_trial_id"] == base["trial_id"]
@@ -222,7 +223,7 @@ def test_smoke_sweep_end_to_end(
     for row in trials.itertuples():
         t = by_id[row.trial_id]
         assert t.state.name == state[row.status]
-        curve = metrics[metrics["trial_id"] == row.trial_id].set_index("iteration")
+        curve = metrics[metrics["trial_id"] == row.trial_id].set_index("report")
         assert t.intermediate_values == pytest.approx(curve["best_dev_acc"].to_dict())
     assert "PRUNED" in set(trials["status"]), "ASHA stopped nothing: the check above was empty"
     pruned = trials[trials["status"] == "PRUNED"]

@@ -11,7 +11,7 @@ Honest search: Ray's stock OptunaSearch tells Optuna that a trial the scheduler 
 was COMPLETE. Here the trial's last result carries a `final` flag only when the loop ran
 to its end (its own early stopping included); a trial whose last result lacks it was
 stopped from outside and reaches Optuna as PRUNED, with every evaluation's metric as an
-intermediate value at its loop iteration. A trial that raised is FAIL (error in a user
+intermediate value at its report index (`report`). A trial that raised is FAIL (error in a user
 attribute), a diverged one FAIL with its reason.
 
 One concept per module:

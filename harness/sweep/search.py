@@ -73,10 +73,14 @@ class HonestOptunaSearch(OptunaSearch):
         return {PARAMS: params, NUMBER: ot_trial.number}
 
     def _intermediate(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        """Report one evaluation's metric at its loop iteration (single objective only)."""
+        """Report one evaluation's metric at its report index (single objective only).
+
+        The step is the 1-based `report` (as the schedulers' training_iteration), not the
+        batch count: where batch_size is searched, trials at the same step have seen the
+        same number of evaluations, and a small-batch trial does not look further along."""
         if len(self._metric_names) > 1 or result.get(FINAL):
             return
-        value, step = result.get(self._metric_names[0]), result.get("iteration")
+        value, step = result.get(self._metric_names[0]), result.get("report")
         if value is None or step is None or not finite(value):
             return
         done = self._reported.setdefault(trial_id, set())
