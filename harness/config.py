@@ -183,8 +183,20 @@ class SweepSpec:
         return {n: p.decode(None) for n, p in self.parameters.items() if not p.searched}
 
     def trial_config(self, params: Mapping[str, Any]) -> TrialConfig:
-        """Fixed train settings + constants + one trial's sampled values -> TrialConfig."""
-        return resolve(self.model, {**self.train, **self.constants(), **params})
+        """Fixed train settings + constants + one trial's sampled values -> TrialConfig.
+
+        An explicit early_terminate.max_t is each trial's budget: its max_steps is capped at
+        max_t reports (max_t x eval_every batches), so a trial that reaches max_t ends there
+        COMPLETED and tested on its best weights, rather than being stopped (PRUNED) by the
+        scheduler; --replay gets the same cap."""
+        flat = {**self.train, **self.constants(), **params}
+        cfg = resolve(self.model, flat)
+        et = self.early_terminate
+        if et.max_t is not None and et.type in ("asha", "hyperband"):
+            cap = et.max_t * cfg.train.eval_every
+            if not 0 < cfg.train.max_steps <= cap:
+                cfg = resolve(self.model, {**flat, "max_steps": cap})
+        return cfg
 
     def baseline_params(self) -> dict[str, Any]:
         """The first point to evaluate: each searched parameter at the model's classic value.
@@ -212,13 +224,17 @@ class SweepSpec:
         return space.sampler(self.method, self.seed, self.parameters, self.budget.num_samples)
 
     def max_t(self, train_size: int) -> int:
-        """early_terminate.max_t, or the most reports the longest trial can make.
-
-        Longest: smallest batch_size, most max_epochs, smallest eval_every the space allows,
-        capped by max_steps when every allowed max_steps is a cap.
-        """
+        """early_terminate.max_t, or one more than the most reports a trial can make."""
         if self.early_terminate.max_t is not None:
             return self.early_terminate.max_t
+        return self.most_reports(train_size) + 1
+
+    def most_reports(self, train_size: int) -> int:
+        """The most reports (dev evaluations) the longest trial of this space makes.
+
+        Longest: smallest batch_size, most max_epochs, smallest eval_every the space allows,
+        capped by max_steps when every allowed max_steps is a cap, and by an explicit max_t.
+        """
         fixed = resolve(self.model, self.train).to_flat()
 
         def allowed(name: str) -> list[float]:
@@ -235,7 +251,38 @@ class SweepSpec:
         caps = allowed("max_steps")
         if 0 not in caps:
             steps = min(steps, max(caps))
-        return max(1, math.ceil(steps / min(allowed("eval_every"))) + 1)
+        reports = max(1, math.ceil(steps / min(allowed("eval_every"))))
+        et = self.early_terminate
+        if et.max_t is not None and et.type in ("asha", "hyperband"):
+            reports = min(reports, et.max_t)
+        return reports
+
+    def warnings(self, train_size: int) -> list[str]:
+        """What the spec and the training split's size imply that is legal but wasteful:
+        said before Ray starts (each a line of the console)."""
+        out = []
+        et = self.early_terminate
+        if et.type in ("asha", "median"):
+            most = self.most_reports(train_size)
+            if et.grace_period >= most:
+                out.append(
+                    f"early_terminate.grace_period {et.grace_period} >= the {most} report(s) "
+                    f"the longest trial makes: {et.type} can stop no trial early (lower "
+                    "grace_period, or report more often with a smaller eval_every)"
+                )
+        p = self.parameters.get("batch_size")
+        sizes = (
+            [resolve(self.model, self.train).train.batch_size] if p is None
+            else [p.value] if p.distribution == "constant"
+            else list(p.values) if p.distribution == "categorical" else [p.bounds()[1]]
+        )  # fmt: skip
+        big = [int(b) for b in sizes if b > train_size]
+        if big:
+            out.append(
+                f"batch_size {max(big)} is larger than the training split ({train_size} "
+                "texts): one step per epoch"
+            )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as resolved (defaults filled in), JSON-able; load_spec reads it back."""

@@ -17,7 +17,7 @@ from harness import results as rs
 from harness.config import SweepSpec
 from harness.schema import LAYERS, METRIC_KEYS
 from harness.sweep.console import Console
-from harness.sweep.keys import ERROR, FINAL, INFO, NUMBER, PARAMS, STATUS, SUMMARY
+from harness.sweep.keys import ERROR, FINAL, INFO, LAST, NUMBER, PARAMS, STATUS, SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,15 @@ class SweepCallback(tune.Callback):
         self._start_row(trial)
         if result.get(INFO):
             self._where(tid, result[INFO])
+        if result.get(LAST):  # the report the trial ended at, sent with its final result
+            self._report(tid, result[LAST])
         if result.get(FINAL):
             self._final(tid, result)
         elif "iteration" in result:
             self._report(tid, result)
-        self.writer.flush()
+        # a trial's end is on disk before Optuna hears of it (Tune tells the searcher after
+        # the callbacks): a driver killed between the two resumes from the tables
+        self.writer.flush(force=bool(result.get(FINAL)))
 
     def _where(self, tid: str, extra: Mapping[str, Any]) -> None:
         """The trial's first result: where it runs, since when (and the timeline in ray.log)."""

@@ -11,3 +11,4 @@ ERROR = "harness_error"  # why a trial failed or diverged, and device notes
 INFO = "harness_info"  # node / device / start time, sent with the first report and the last
 NUMBER = "harness_number"  # Optuna trial number, put into each trial's config by the searcher
 PARAMS = "params"  # the sampled parameters in each trial's config
+LAST = "harness_last"  # a finished trial's last report, held back and sent with its final result

@@ -71,6 +71,8 @@ def run(
         if address and not ray.is_initialized():
             check_reachable(address)
         console = Console(spec) if console is True else (console or None)
+        for line in spec.warnings(int(data.train_x.shape[0])):  # before Ray starts
+            _warn(console, line)
         if resume:
             check_same_spec(folder, spec)
         logs = LogRoute(folder)
@@ -121,6 +123,13 @@ def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> tuple[Path, Fo
         lock.release(remove_if_empty=True)
         raise
     return folder, lock
+
+
+def _warn(console: Console | None, line: str) -> None:
+    if console is not None:
+        console.print(f"warning: {line}")
+    else:
+        log.warning("%s", line)
 
 
 def _open_tables(

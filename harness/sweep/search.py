@@ -26,7 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 from harness import results as rs
 from harness import space
 from harness.config import SweepSpec
-from harness.sweep.keys import ERROR, FINAL, NUMBER, PARAMS, STATUS
+from harness.sweep.keys import ERROR, FINAL, LAST, NUMBER, PARAMS, STATUS
 from harness.values import finite
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,11 @@ class HonestOptunaSearch(OptunaSearch):
             self._intermediate(trial_id, result)
             ot_trial.set_user_attr("status", "PRUNED")
             return TrialState.PRUNED, None
+        held = result.get(LAST) or {  # Tune hands the searcher flattened results
+            k[len(LAST) + 1 :]: v for k, v in result.items() if k.startswith(LAST + "/")
+        }
+        if held:  # the report the trial ended at came with its final result (trial.LastReport)
+            self._intermediate(trial_id, held)
         status = result.get(STATUS, "COMPLETED")
         ot_trial.set_user_attr("status", status)
         if status != "COMPLETED":

@@ -7,6 +7,7 @@ spec and data once through the object store (tune.with_parameters).
 from __future__ import annotations
 
 import gc
+import math
 import sys
 import time
 import traceback
@@ -18,7 +19,9 @@ from ray import tune
 
 from harness.config import SweepSpec
 from harness.data import Dataset
-from harness.sweep.keys import ERROR, FINAL, INFO, PARAMS, STATUS, SUMMARY
+from harness.sweep.keys import ERROR, FINAL, INFO, LAST, PARAMS, STATUS, SUMMARY
+from harness.trialconfig import TrialConfig
+from harness.values import finite
 
 if TYPE_CHECKING:  # the loop (torch) is imported inside the trial, where it runs
     from harness.trainer import TrialSummary
@@ -105,18 +108,26 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
     device, shown, note = _choose_device(job.gpu)
     info = _where(shown, note, entered, started)
     last: dict[str, Any] = {}
+    held: list[dict[str, Any]] = []  # the report the loop ends the trial at (LastReport)
+    is_last: LastReport | None = None
 
     def report(metrics: dict[str, Any]) -> None:
         out = dict(metrics)
         if not last:
             out[INFO] = info
         last.update(metrics)
-        tune.report(out)
+        if held:  # held back, yet the loop went on: send it now, late but not lost
+            tune.report(held.pop())
+        if is_last is not None and is_last(metrics):
+            held.append(out)
+        else:
+            tune.report(out)
 
     outcome: dict[str, Any] = {FINAL: True, INFO: info}
     stop: BaseException | None = None
     try:
         cfg = job.spec.trial_config(params)
+        is_last = LastReport(cfg, int(data.train_x.shape[0]))
         summary = train(cfg, data, report, device=device, threads=max(1, round(job.cpu)))
         outcome.update(_finished(job.spec, summary, shown, note))
     except Exception as exc:  # noqa: BLE001 -- a failed trial is data, not a crash
@@ -128,11 +139,39 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
     _free_device_memory()  # the exception (and the frames holding the model) is gone now
     if stop is not None:
         raise stop
+    if held:
+        outcome[LAST] = held.pop()
     if outcome.get(STATUS) == "COMPLETED":  # metrics not in the summary: the last report's
         for m in job.spec.metrics:
             if outcome.get(m.name) is None:
                 outcome[m.name] = last.get(m.name)
     return outcome
+
+
+class LastReport:
+    """Whether the loop ends a trial at this report, by the loop's own rules (harness.trainer:
+    its step budget, its patience, a non-finite loss or gradient), from the report alone.
+
+    Why: a scheduler may stop a trial at any report it is shown (ASHA at a rung or at
+    max_t), and a trial stopped there is PRUNED, untested, though it had run its whole
+    budget. So the report the loop ends at is held back and reaches Tune inside the trial's
+    final result (keys.LAST): a trial that ran its budget always ends COMPLETED (or
+    DIVERGED). Should this guess a report last that is not, the report is sent at the next.
+    """
+
+    def __init__(self, cfg: TrialConfig, n_train: int) -> None:
+        tc = cfg.train
+        steps = math.ceil(n_train / tc.batch_size) * tc.max_epochs
+        self.total_steps = min(steps, tc.max_steps) if tc.max_steps else steps
+        self.patience = tc.require_improvement
+        self.best_it = 0
+
+    def __call__(self, metrics: dict[str, Any]) -> bool:
+        step = int(metrics["iteration"])
+        if metrics.get("improved"):
+            self.best_it = step
+        diverged = bool(metrics.get("grad_nonfinite")) or not finite(metrics.get("dev_loss"))
+        return diverged or step >= self.total_steps or step - self.best_it >= self.patience
 
 
 def _finished(spec: SweepSpec, summary: TrialSummary, shown: str, note: str) -> dict[str, Any]:
