@@ -38,7 +38,7 @@ from harness.models import MODELS
 from harness.schema import METRIC_KEYS
 from harness.space import DISTRIBUTIONS, GRIDDABLE, ParamSpec
 from harness.trialconfig import TrialConfig, coerce, resolve, setting_names, setting_types
-from harness.values import show
+from harness.values import finite, show
 
 METHODS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
 GOALS = ("maximize", "minimize")
@@ -584,10 +584,25 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
     except UserError as exc:
         p.add_lines("train", exc)
         return None
+    _check_fixed_files(spec, p)
+    if p.items:
+        return None
     if budget.num_samples is None:  # not given: a grid runs once through, others the default
         n = space.grid_size(parameters) + int(baseline) if method == "grid" else DEFAULT_NUM_SAMPLES
         spec = dataclasses.replace(spec, budget=dataclasses.replace(budget, num_samples=n))
     return spec
+
+
+def _check_fixed_files(spec: SweepSpec, p: _Problems) -> None:
+    """A fixed embedding_path must exist: every trial would fail on it. (A searched one may
+    name a missing file: only the trials that draw it fail, as data.)"""
+    fixed = {"train.embedding_path": spec.train.get("embedding_path")}
+    param = spec.parameters.get("embedding_path")
+    if param is not None and param.distribution == "constant":
+        fixed["parameters.embedding_path.value"] = param.value
+    for path, value in fixed.items():
+        if value and not Path(value).is_file():
+            p.add(path, "no such file" if not Path(value).exists() else "not a file", value)
 
 
 def _data(raw: Any, p: _Problems) -> DataSpec | None:
@@ -628,6 +643,9 @@ def _train(raw: Any, model: str | None, p: _Problems) -> dict[str, Any] | None:
     if raw is None:
         return None
     raw = {k: _abspath(v) if k.endswith("_path") else v for k, v in raw.items()}
+    for key, value in raw.items():
+        if isinstance(value, float) and not finite(value):
+            p.add(f"train.{key}", "must be a finite number", value)
     if model is None:
         return dict(raw)
     try:
@@ -891,6 +909,9 @@ def _param(name: str, spec: Any, path: str, model: str, base: dict, method: Any,
             got = list(got) if isinstance(got, tuple) else got
         if name == "dropout" and not 0 <= got < 1:
             p.add(vpath, "must be in [0, 1)", got)
+            return _MISSING
+        if isinstance(got, float) and not finite(got):  # .inf would make every trial diverge
+            p.add(vpath, "must be a finite number", got)
             return _MISSING
         return got
 

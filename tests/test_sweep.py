@@ -164,6 +164,27 @@ def test_a_folder_a_live_sweep_holds_is_refused(tmp_path: Path, capsys) -> None:
         held.release()
 
 
+def test_warnings_come_before_ray_starts(tiny_corpus: Path, tmp_path: Path, capsys) -> None:
+    # batch_size 512 on 256 training texts: one step per epoch, so one report, so ASHA's
+    # grace period of 1 report can stop nothing. Both are said before Ray would start (here
+    # a resume of a different spec then stops the command, with no Ray at all).
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    (folder / rs.SWEEP_FILE).write_text(json.dumps({"spec": {"name": "smoke"}}))
+    sets = ["data.name=thucnews", f"data.path={tiny_corpus}", "train.batch_size=512"]
+    with pytest.raises(SystemExit):
+        sweep.main([str(SMOKE), "--results", str(tmp_path), "--resume",
+                    *(x for o in sets for x in ("--set", o))])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "warning: early_terminate.grace_period 1 >= the 1 report(s) the longest trial makes: "
+        "asha can stop no trial early (lower grace_period, or report more often with a smaller "
+        "eval_every)",
+        "warning: batch_size 512 is larger than the training split (256 texts): one step per epoch",
+    ]
+    assert "the spec differs" in err
+
+
 # --------------------------------------------------------------------- real sweeps (Ray)
 
 
@@ -248,6 +269,38 @@ def test_smoke_sweep_end_to_end(
     out = capsys.readouterr().out
     assert out.count("[") >= 4 and "best config" in out and str(folder) in out
     assert "Token authentication" not in out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_trial_that_runs_its_budget_is_never_pruned(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # An explicit max_t of 3 reports (15 of smoke's 20 batches) is each trial's budget: a
+    # trial that reaches it ends COMPLETED and tested. ASHA (rungs at reports 1 and 2) still
+    # stops trials before it, and never one at its last report (trial.LastReport).
+    overrides = [
+        "data.name=thucnews",
+        f"data.path={tiny_corpus}",
+        "train.max_epochs=3",
+        "parameters.learning_rate={values: [1.0e-3, 1.0e-9]}",
+        "early_terminate={type: asha, grace_period: 1, reduction_factor: 2, max_t: 3}",
+        "budget.num_samples=6",
+    ]
+    out = sweep.run(load_spec(SMOKE, overrides), results_root=tmp_path, console=False)
+    trials, metrics, _ = _tables(out.folder)
+    assert len(trials) == 6 and set(trials["status"]) <= {"COMPLETED", "PRUNED"}
+    reports = metrics.groupby("trial_id")["report"].max().reindex(trials["trial_id"]).values
+    done = trials["status"].values == "COMPLETED"
+    assert (reports[done] == 3).all() and (reports[~done] < 3).all()
+    assert (trials.loc[done, "iterations"] == 15).all() and trials.loc[done, "test_acc"].notna().all()
+    assert trials.iloc[0]["status"] == "COMPLETED"  # the baseline ran its budget
+    st = {t.user_attrs["ray_trial_id"]: t for t in study(out.folder, "smoke").trials}
+    for row in trials.itertuples():
+        t = st[row.trial_id]
+        assert t.state.name == ("COMPLETE" if row.status == "COMPLETED" else "PRUNED")
+        curve = metrics[metrics["trial_id"] == row.trial_id].set_index("report")
+        assert t.intermediate_values == pytest.approx(curve["best_dev_acc"].to_dict())
 
 
 @pytest.mark.ray
