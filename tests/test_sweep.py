@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -301,6 +302,39 @@ def test_a_trial_that_runs_its_budget_is_never_pruned(
         assert t.state.name == ("COMPLETE" if row.status == "COMPLETED" else "PRUNED")
         curve = metrics[metrics["trial_id"] == row.trial_id].set_index("report")
         assert t.intermediate_values == pytest.approx(curve["best_dev_acc"].to_dict())
+
+
+class _CtrlCWhileWaiting(sweep.Console):
+    """A console that says "waiting" every second and presses Ctrl-C at the second time."""
+
+    def __init__(self, spec: object) -> None:
+        super().__init__(spec)
+        self.wait_every, self.said = 1.0, 0
+
+    def waiting(self, pending: int, seconds: float) -> None:
+        super().waiting(pending, seconds)
+        self.said += 1
+        if self.said == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Tune's handler ends the run, resumable
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ctrl_c_while_trials_wait_for_resources_is_an_interrupt(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    # A joined cluster (address given) with no node that can hold a trial (4 cpu each, the
+    # session has 2): the console says so at the start, repeats a waiting line, and Ctrl-C
+    # leaves a sweep to --resume (exit 130), not a finished one of "0 trials".
+    spec = load_spec(SMOKE, ["data.name=thucnews", f"data.path={tiny_corpus}", "resources.cpu=4"])
+    out = sweep.run(spec, results_root=tmp_path, address="auto", console=_CtrlCWhileWaiting(spec))
+    text = capsys.readouterr().out
+    assert out.interrupted and out.rows == []
+    assert "trials wait until the cluster grows" in text
+    assert text.count("pending, none running; each needs cpu 4 gpu 0") == 2
+    assert "continue with the same command plus --resume" in text
+    st = study(tmp_path / "smoke", "smoke")
+    assert st.trials and {t.state.name for t in st.trials} == {"RUNNING"}  # --resume reruns
 
 
 @pytest.mark.ray

@@ -31,8 +31,11 @@ class SweepCallback(tune.Callback):
         writer: rs.ResultsWriter,
         console: Console | None,
         started: float | None = None,
+        replaced: dict[int, str] | None = None,
     ) -> None:
         self.spec = spec
+        self.replaced = dict(replaced or {})  # resume: Optuna number -> old trial id (rows)
+        self._waiting: tuple[float, float] | None = None  # (since, last line) with none running
         self.writer = writer
         self.console = console
         self.metric = spec.metric.name
@@ -45,6 +48,9 @@ class SweepCallback(tune.Callback):
         return dict(trial.config.get(PARAMS, {}))
 
     def _start_row(self, trial: Any) -> None:
+        old = self.replaced.pop(trial.config.get(NUMBER), None)
+        if old is not None and old != trial.trial_id:  # an interrupted trial runs again now
+            self.writer.drop_trial(old)
         if self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
             self.writer.set_trial(
                 trial.trial_id,
@@ -174,6 +180,23 @@ class SweepCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, status="FAILED", error=_ray_error_text(trial))
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Trials waiting for resources with none running (a cluster no node of which can
+        hold a trial): a short line every console.wait_every seconds, so a quiet console
+        is never a mystery."""
+        if self.console is None:
+            return
+        pending = sum(t.status == "PENDING" for t in trials)
+        if not pending or any(t.status == "RUNNING" for t in trials):
+            self._waiting = None
+            return
+        now = time.monotonic()
+        since, said = self._waiting or (now, now)
+        if now - said >= self.console.wait_every:
+            self.console.waiting(pending, now - since)
+            said = now
+        self._waiting = (since, said)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.flush(force=True)

@@ -30,6 +30,7 @@ class Console:
         self.total = spec.budget.num_samples
         self.searched = list(spec.searched)
         self.t0 = time.monotonic()
+        self.wait_every = 30.0  # seconds between "waiting" lines while no trial can start
 
     def print(self, line: str = "") -> None:
         # sys.stdout looked up at each call: Tune pickles its callbacks, and a stream
@@ -179,6 +180,13 @@ class Console:
             for t in study.best_trials
         ]
         self.print(f"pareto front over {names}: {'; '.join(front) or '-'}")
+
+    def waiting(self, pending: int, seconds: float) -> None:
+        r = self.spec.resources
+        self.print(
+            f"  waiting {seconds:.0f} s: {pending} trial(s) pending, none running; each needs "
+            f"cpu {r.cpu:g} gpu {r.gpu:g} on one node"
+        )
 
     def interrupted(self, left: int) -> None:
         self.print(

@@ -86,7 +86,7 @@ def run(
         writer.write_sweep_info(info)
         remaining = spec.budget.num_samples - plan.finished
         _announce(console, spec, folder, cluster, data, plan if resume else None, remaining)
-        callback = SweepCallback(spec, writer, console, started=started)
+        callback = SweepCallback(spec, writer, console, started=started, replaced=plan.replaced)
         tune_config = _tune_config(spec, folder, plan, resume, max_t, remaining)
         run_config = _run_config(spec, folder, storage, callback)
         fit_s = _fit(trainable(spec, data), tune_config, run_config, remaining, started)
