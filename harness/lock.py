@@ -62,7 +62,9 @@ class FolderLock:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise UserError(f"{folder}: cannot write to the results folder ({_cause(exc)})") from None
+                raise UserError(
+                    f"{folder}: cannot write to the results folder ({_cause(exc)})"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

@@ -208,6 +208,19 @@ def _infer_array(values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], type=_STR)
 
 
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """A table's rows, or one UserError line for a damaged file (the writer never leaves one;
+    something else truncated or replaced it)."""
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        why = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"{path}: not a readable Parquet file ({why}); restore it from a copy, or start the "
+            "sweep over with --overwrite"
+        ) from None
+
+
 class ResultsWriter:
     """Keeps a sweep's tables in memory and mirrors them to results/<name>/*.parquet.
 
@@ -245,13 +258,13 @@ class ResultsWriter:
             "layers": writer.folder / LAYERS_FILE,
         }
         if paths["trials"].exists():
-            for row in pq.read_table(paths["trials"]).to_pylist():
+            for row in _read_rows(paths["trials"]):
                 writer._put_trial_row(row)
         if paths["metrics"].exists():
-            for row in pq.read_table(paths["metrics"]).to_pylist():
+            for row in _read_rows(paths["metrics"]):
                 writer.metrics.put(row["trial_id"], row["iteration"], row)
         if paths["layers"].exists():
-            for row in pq.read_table(paths["layers"]).to_pylist():
+            for row in _read_rows(paths["layers"]):
                 writer.layers.put(row["trial_id"], (row["iteration"], row["layer"]), row)
         return writer
 
@@ -336,7 +349,11 @@ class ResultsWriter:
                                ("layers", LAYERS_FILE)):  # fmt: skip
                 if name in todo:
                     table = getattr(self, name).table()
-                    write_with(self.folder / file, partial(pq.write_table, table))
+                    try:
+                        write_with(self.folder / file, partial(pq.write_table, table))
+                    except OSError as exc:  # name the table (pyarrow names none)
+                        why = os.strerror(exc.errno) if exc.errno else str(exc)
+                        raise OSError(exc.errno, why, str(self.folder / file)) from exc
         self._dirty -= todo
         spent = time.monotonic() - t0
         self.write_seconds += spent

@@ -451,8 +451,11 @@ BAD_CASES = {
         "parameters.learning_rate.values[0]: must be a finite number",
         "inf",
     ),
-    "nan fixed": ("train: {weight_decay: .nan}", "train.weight_decay: must be a finite number",
-                  "nan"),  # fmt: skip
+    "nan fixed": (
+        "train: {weight_decay: .nan}",
+        "train.weight_decay: must be a finite number",
+        "nan",
+    ),
     "missing embedding file": (
         "train: {embedding_path: /no/such.npz}",
         "train.embedding_path: no such file",

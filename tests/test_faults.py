@@ -8,6 +8,7 @@ at a random moment (seed printed; HARNESS_FAULT_SEED=<seed> replays it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -259,3 +261,74 @@ def test_storage_uri_holds_tune_state_and_resume_works(tiny_corpus: Path, tmp_pa
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     _exactly_once(folder, 2)
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A small RAM disk of its own (root only), so a test can fill it."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True, check=False,
+    ).returncode:  # fmt: skip
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(folder: Path) -> None:
+    """Write until the disk is full (other users' files, say)."""
+    with open(folder / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_sweep_stops_with_one_line_and_resumes(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # results on a 50 MB tmpfs that something else fills once the first trial has reported:
+    # the sweep stops (exit 1) with one line naming the path and the cause, what it kept and
+    # how to go on; nothing already in the tables is lost; after making room, --resume ends
+    # with every trial once and none RUNNING.
+    with _tmpfs(tmp_path / "disk", "50m") as disk:
+        folder = disk / "smoke"
+        args = _cli_args(tiny_corpus, disk, *LONG, "budget.num_samples=6")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("RAY_ADDRESS", None)
+        proc = subprocess.Popen([sys.executable, "-m", "harness.sweep", *args], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
+        try:
+            t0 = time.monotonic()
+            while not (folder / rs.METRICS_FILE).exists() and time.monotonic() - t0 < 120:
+                time.sleep(0.1)
+            before = {n: pd.read_parquet(folder / n) for n in (rs.TRIALS_FILE, rs.METRICS_FILE)}
+            _fill(disk)
+            out, err = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                _kill_driver_and_its_ray(proc)
+        assert proc.returncode == 1, (out, err)
+        assert err.count("\n") == 1 and err.startswith(f"error: {folder}/"), err
+        assert "Traceback" not in err
+        assert "cannot write (" in err and ("No space left" in err or "disk is full" in err), err
+        assert "Kept in" in err and "--resume" in err
+        trials, metrics = (pd.read_parquet(folder / n) for n in before)  # readable, and kept
+        assert set(before[rs.TRIALS_FILE]["trial_id"]) <= set(trials["trial_id"])
+        keys = ["trial_id", "iteration"]
+        old = before[rs.METRICS_FILE][keys].merge(metrics[keys], how="left", indicator=True)
+        assert (old["_merge"] == "both").all(), "a report row written before the fault is gone"
+
+        (disk / "filler").unlink()
+        proc = _start([*args, "--resume"])
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        _exactly_once(folder, 6)

@@ -36,12 +36,16 @@ def test_a_held_folder_is_refused_and_free_again_after_release(tmp_path: Path) -
 
 def test_a_lock_left_by_a_killed_process_is_no_lock(tmp_path: Path) -> None:
     folder = tmp_path / "smoke"
+    code = (
+        "import time; from harness.lock import FolderLock; "
+        f"FolderLock.claim({str(folder)!r}); print('held', flush=True); time.sleep(600)"
+    )
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from harness.lock import FolderLock; "
-         f"FolderLock.claim({str(folder)!r}); print('held', flush=True); time.sleep(600)"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=f"pid {holder.pid}"):
@@ -111,6 +115,8 @@ def test_a_stuck_reader_never_stops_the_writer(tmp_path: Path) -> None:
     writer = rs.ResultsWriter(tmp_path)
     writer.set_trial("a", status="RUNNING")
     writer.flush(force=True)
-    with lock.tables_lock(tmp_path, shared=True, wait_s=0.1):
-        with lock.tables_lock(tmp_path, shared=False, wait_s=0.3) as held:
-            assert not held  # gave up waiting, went on
+    with (
+        lock.tables_lock(tmp_path, shared=True, wait_s=0.1),
+        lock.tables_lock(tmp_path, shared=False, wait_s=0.3) as held,
+    ):
+        assert not held  # gave up waiting, went on

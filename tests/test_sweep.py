@@ -165,6 +165,41 @@ def test_a_folder_a_live_sweep_holds_is_refused(tmp_path: Path, capsys) -> None:
         held.release()
 
 
+@pytest.mark.parametrize("where", ["proc", "under_a_file", "read_only"])
+def test_an_unusable_results_folder_is_one_error(
+    tmp_path: Path, capsys, where: str, request: pytest.FixtureRequest
+) -> None:
+    results = {
+        "proc": lambda: Path("/proc/foo"),
+        "under_a_file": lambda: (tmp_path / "file").write_text("x") and tmp_path / "file",
+        "read_only": lambda: request.getfixturevalue("readonly_dir"),
+    }[where]()
+    with pytest.raises(SystemExit) as exc:
+        sweep.main([str(SMOKE), "--results", str(results)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {results / 'smoke'}: cannot ") and "results folder (" in err
+
+
+def test_resume_on_a_damaged_table_is_one_error(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    (folder / rs.SWEEP_FILE).write_text(json.dumps({"spec": load_spec(SMOKE).to_dict()}))
+    writer = rs.ResultsWriter(folder)
+    writer.set_trial("a", trial_number=0, status="RUNNING")
+    writer.flush(force=True)
+    data = (folder / rs.TRIALS_FILE).read_bytes()
+    (folder / rs.TRIALS_FILE).write_bytes(data[: len(data) // 2])  # truncated by something else
+    with pytest.raises(SystemExit) as exc:
+        sweep.main([str(SMOKE), "--results", str(tmp_path), "--resume"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {folder / rs.TRIALS_FILE}: not a readable Parquet file (")
+    assert "--overwrite" in err
+
+
 def test_warnings_come_before_ray_starts(tiny_corpus: Path, tmp_path: Path, capsys) -> None:
     # batch_size 512 on 256 training texts: one step per epoch, so one report, so ASHA's
     # grace period of 1 report can stop nothing. Both are said before Ray would start (here
@@ -177,12 +212,16 @@ def test_warnings_come_before_ray_starts(tiny_corpus: Path, tmp_path: Path, caps
         sweep.main([str(SMOKE), "--results", str(tmp_path), "--resume",
                     *(x for o in sets for x in ("--set", o))])  # fmt: skip
     out, err = capsys.readouterr()
-    assert out.splitlines() == [
+    grace = (
         "warning: early_terminate.grace_period 1 >= the 1 report(s) the longest trial makes: "
         "asha can stop no trial early (lower grace_period, or report more often with a smaller "
-        "eval_every)",
-        "warning: batch_size 512 is larger than the training split (256 texts): one step per epoch",
-    ]
+        "eval_every)"
+    )
+    batch = (
+        "warning: batch_size 512 is larger than the training split (256 texts): one step per "
+        "epoch"
+    )
+    assert out.splitlines() == [grace, batch]
     assert "the spec differs" in err
 
 

@@ -15,8 +15,8 @@ from harness import trainer
 from harness.sweep.trial import LastReport
 
 
-def _marks(c, data, scramble_after: int | None = None, model=None) -> tuple[list[bool], object]:
-    is_last = LastReport(c, int(data.train_x.shape[0]))
+def _marks(c, ds, scramble_after: int | None = None, model=None) -> tuple[list[bool], object]:
+    is_last = LastReport(c, int(ds.train_x.shape[0]))
     marks: list[bool] = []
     gen = torch.Generator().manual_seed(1)
 
@@ -27,7 +27,7 @@ def _marks(c, data, scramble_after: int | None = None, model=None) -> tuple[list
                 for p in model[-1].parameters():
                     p.copy_(torch.randn(p.shape, generator=gen) * 3)
 
-    summary = trainer.train(c, data, report, device="cpu")
+    summary = trainer.train(c, ds, report, device="cpu")
     return marks, summary
 
 

@@ -21,6 +21,7 @@ One concept per module:
   callback.py     the driver-side Tune callback that writes the tables
   console.py      the lines a person watches
   resume.py       what an interrupted sweep left, and what a resume does with it
+  halt.py         a full disk mid-run: stop, keep what is written, one line
   ray_session.py  Ray start-up, reachability, fit checks, log routing
   provenance.py   what sweep.json records about the run (versions, git, data)
   runner.py       run(): the steps of one sweep, in order

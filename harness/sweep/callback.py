@@ -17,6 +17,7 @@ from harness import results as rs
 from harness.config import SweepSpec
 from harness.schema import LAYERS, METRIC_KEYS
 from harness.sweep.console import Console
+from harness.sweep.halt import Halt, guarded
 from harness.sweep.keys import ERROR, FINAL, INFO, LAST, NUMBER, PARAMS, STATUS, SUMMARY
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ class SweepCallback(tune.Callback):
         console: Console | None,
         started: float | None = None,
         replaced: dict[int, str] | None = None,
+        halt: Halt | None = None,
     ) -> None:
         self.spec = spec
+        self.halt = halt  # a table that cannot be written stops the run (harness.sweep.halt)
         self.replaced = dict(replaced or {})  # resume: Optuna number -> old trial id (rows)
         self._waiting: tuple[float, float] | None = None  # (since, last line) with none running
         self.writer = writer
@@ -42,6 +45,10 @@ class SweepCallback(tune.Callback):
         self._best_it: dict[str, int] = {}
         self._done: set[str] = set()
         self.started = time.time() if started is None else started  # the command's start
+
+    @property
+    def folder(self) -> Path:
+        return self.writer.folder
 
     # rows -------------------------------------------------------------------------------
     def _params(self, trial: Any) -> dict[str, Any]:
@@ -59,6 +66,7 @@ class SweepCallback(tune.Callback):
                 params=self._params(trial),
             )
 
+    @guarded("folder")
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         log.info(
             "timeline: trial %s started by Tune at %.2f s",
@@ -68,6 +76,7 @@ class SweepCallback(tune.Callback):
         self._start_row(trial)
         self.writer.flush()
 
+    @guarded("folder")
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
@@ -175,9 +184,11 @@ class SweepCallback(tune.Callback):
             self.console.trial_line(self.writer.trial_row(tid))
             self.console.maybe_table(self.writer.rows())
 
+    @guarded("folder")
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial)
 
+    @guarded("folder")
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, status="FAILED", error=_ray_error_text(trial))
 
@@ -198,6 +209,7 @@ class SweepCallback(tune.Callback):
             said = now
         self._waiting = (since, said)
 
+    @guarded("folder")
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.flush(force=True)
 

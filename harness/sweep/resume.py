@@ -46,7 +46,11 @@ class ResumePlan:
 
 def check_same_spec(folder: Path, spec: SweepSpec) -> None:
     """A resume must search the same space the same way; only the budget may change."""
-    old = json.loads((folder / rs.SWEEP_FILE).read_text()).get("spec", {})
+    try:
+        old = json.loads((folder / rs.SWEEP_FILE).read_text()).get("spec", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        where = folder / rs.SWEEP_FILE
+        raise UserError(f"{where}: unreadable ({exc}); nothing to resume from") from None
     new = spec.to_dict()
     differ = sorted(
         k

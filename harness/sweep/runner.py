@@ -14,11 +14,12 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pandas as pd
 import ray
 from ray import tune
 
@@ -29,6 +30,7 @@ from harness.errors import UserError
 from harness.lock import LOCK_FILE, FolderLock
 from harness.sweep.callback import SweepCallback
 from harness.sweep.console import Console
+from harness.sweep.halt import STORAGE_FAULTS, Halt, caused_by_storage, describe
 from harness.sweep.provenance import sweep_info
 from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, init_ray
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
@@ -36,6 +38,7 @@ from harness.sweep.search import build_scheduler, build_searcher
 from harness.sweep.trial import trainable, trial_name
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,6 +48,7 @@ class SweepOutcome:
     seconds: float
     first_trial_s: float | None  # command start -> first trial running (its own clock)
     interrupted: bool = False  # stopped before the end (Ctrl-C): --resume continues it
+    fault: str | None = None  # the record could not be written mid-run (halt.py): one line
 
 
 def run(
@@ -76,20 +80,25 @@ def run(
         if resume:
             check_same_spec(folder, spec)
         logs = LogRoute(folder)
-        writer, plan = _open_tables(spec, folder, resume)
+        writer, plan = _writing(folder, lambda: _open_tables(spec, folder, resume))
         log.info("timeline: data ready at %.2f s", time.time() - started)
         cluster = init_ray(address, spec)
         log.info("timeline: ray ready at %.2f s", time.time() - started)
         check_fits(spec, cluster, console)
         max_t = spec.max_t(int(data.train_x.shape[0]))
         info = sweep_info(spec, data, cluster, max_t, command, started, folder if resume else None)
-        writer.write_sweep_info(info)
+        _writing(folder / rs.SWEEP_FILE, lambda: writer.write_sweep_info(info))
         remaining = spec.budget.num_samples - plan.finished
         _announce(console, spec, folder, cluster, data, plan if resume else None, remaining)
-        callback = SweepCallback(spec, writer, console, started=started, replaced=plan.replaced)
-        tune_config = _tune_config(spec, folder, plan, resume, max_t, remaining)
-        run_config = _run_config(spec, folder, storage, callback)
-        fit_s = _fit(trainable(spec, data), tune_config, run_config, remaining, started)
+        halt = Halt()
+        callback = SweepCallback(
+            spec, writer, console, started=started, replaced=plan.replaced, halt=halt
+        )
+        tune_config = _tune_config(spec, folder, plan, resume, max_t, remaining, halt)
+        run_config = _run_config(spec, folder, storage, callback, halt)
+        fit_s = _fit(trainable(spec, data), tune_config, run_config, remaining, started, halt)
+        if halt.fault:
+            return _stopped(folder, halt.fault, started)
         left = settle_unfinished(spec, folder, writer, fit_s, console)
         return _finish(spec, folder, writer, console, started, left)
     finally:
@@ -162,11 +171,20 @@ def _announce(
 
 
 def _tune_config(
-    spec: SweepSpec, folder: Path, plan: ResumePlan, resume: bool, max_t: int, remaining: int
+    spec: SweepSpec,
+    folder: Path,
+    plan: ResumePlan,
+    resume: bool,
+    max_t: int,
+    remaining: int,
+    halt: Halt | None = None,
 ) -> tune.TuneConfig:
     """Optuna searches, the scheduler stops, at most max_concurrent trials at a time."""
     return tune.TuneConfig(
-        search_alg=build_searcher(spec, folder, rerun=plan.rerun, resume=resume),
+        search_alg=_writing(
+            folder / rs.OPTUNA_FILE,
+            lambda: build_searcher(spec, folder, rerun=plan.rerun, resume=resume, halt=halt),
+        ),
         scheduler=build_scheduler(spec, max_t),
         num_samples=max(remaining, 1),
         max_concurrent_trials=spec.budget.max_concurrent,
@@ -178,7 +196,11 @@ def _tune_config(
 
 
 def _run_config(
-    spec: SweepSpec, folder: Path, storage: str | None, callback: SweepCallback
+    spec: SweepSpec,
+    folder: Path,
+    storage: str | None,
+    callback: SweepCallback,
+    halt: Halt | None = None,
 ) -> tune.RunConfig:
     """Tune's own state in results/<name>/ray, or under --storage / spec.storage (a dir or URI)."""
     storage_path = storage or spec.storage
@@ -187,6 +209,7 @@ def _run_config(
         storage_path=storage_path or str(folder),
         verbose=0,
         callbacks=[callback],
+        stop=halt,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
@@ -198,16 +221,49 @@ def _fit(
     run_config: tune.RunConfig,
     remaining: int,
     started: float,
+    halt: Halt | None = None,
 ) -> float:
-    """Tune runs the trials (none when a resume finds the budget spent); returns its seconds."""
+    """Tune runs the trials (none when a resume finds the budget spent); returns its seconds.
+    A storage fault Tune itself meets (its experiment state) halts the sweep like one in
+    the tables or the study."""
     t_fit = time.time()
     log.info("timeline: fit starts at %.2f s", t_fit - started)
     if remaining > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tune.Tuner(trainable, tune_config=tune_config, run_config=run_config).fit()
+            try:
+                tune.Tuner(trainable, tune_config=tune_config, run_config=run_config).fit()
+            except Exception as exc:
+                if halt is None or not caused_by_storage(exc):
+                    raise
+                halt.record(str(run_config.storage_path), exc)
     log.info("fit took %.1f s", time.time() - t_fit)
     return time.time() - t_fit
+
+
+def _writing(path: Path, make: Callable[[], T]) -> T:
+    """make(), with a storage fault (a full disk, a read-only folder) as one UserError line:
+    before the trials run, nothing is lost by stopping."""
+    try:
+        return make()
+    except STORAGE_FAULTS as exc:
+        raise UserError(describe(str(path), exc)) from None
+
+
+def _stopped(folder: Path, fault: str, started: float) -> SweepOutcome:
+    """A fault mid-run: what the folder keeps (the tables as last written, the study), and
+    how to go on, as the one line the command prints."""
+    try:
+        t = pd.read_parquet(folder / rs.TRIALS_FILE, columns=["status"])
+        done = int(t["status"].isin(["COMPLETED", "PRUNED", "FAILED", "DIVERGED"]).sum())
+        kept = f"{len(t)} trial(s) in {rs.TRIALS_FILE} as last written ({done} finished)"
+    except Exception:  # noqa: BLE001 -- no table written yet, or unreadable: say so
+        kept = f"no readable {rs.TRIALS_FILE}"
+    line = (
+        f"{fault}; the sweep stopped. Kept in {folder}/: {kept}, and {rs.OPTUNA_FILE}; "
+        "make room (or fix the folder), then run the same command with --resume"
+    )
+    return SweepOutcome(folder, [], time.time() - started, None, interrupted=True, fault=line)
 
 
 def _finish(

@@ -26,6 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 from harness import results as rs
 from harness import space
 from harness.config import SweepSpec
+from harness.sweep.halt import STORAGE_FAULTS, Halt, guarded
 from harness.sweep.keys import ERROR, FINAL, LAST, NUMBER, PARAMS, STATUS
 from harness.values import finite
 
@@ -41,9 +42,12 @@ class HonestOptunaSearch(OptunaSearch):
         metric_names: Sequence[str],
         parameters: Mapping[str, Any],
         rerun: Sequence[int] = (),
+        halt: Halt | None = None,
+        db: str = "",
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
+        self.halt, self.db = halt, db  # the study cannot be written: the run stops (halt.py)
         self._metric_names = list(metric_names)
         self._parameters = dict(parameters)
         self._rerun = list(rerun)  # numbers of interrupted Optuna trials, handed out first
@@ -61,6 +65,7 @@ class HonestOptunaSearch(OptunaSearch):
         params = space.decode(self._parameters, study._storage.get_trial(storage_id).params)
         return {PARAMS: params, NUMBER: number}
 
+    @guarded("db")
     def suggest(self, trial_id: str) -> dict | None:
         if self._rerun and trial_id not in self._ot_trials:
             return self._resume_trial(trial_id, self._rerun.pop(0))
@@ -95,10 +100,12 @@ class HonestOptunaSearch(OptunaSearch):
     def _finished_in_study(self, ot_trial: optuna.Trial) -> bool:
         return ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
 
+    @guarded("db")
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._ot_trials and trial_id not in self._completed_trials:
             self._intermediate(trial_id, result)
 
+    @guarded("db")
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
@@ -115,6 +122,8 @@ class HonestOptunaSearch(OptunaSearch):
                 self._ot_study.tell(ot_trial, out, state=state)
             else:
                 self._ot_study.tell(ot_trial, state=state)
+        except STORAGE_FAULTS:
+            raise  # the study cannot be written: halt (see guarded)
         except Exception as exc:  # noqa: BLE001 -- a bad tell must not end the sweep
             log.warning("optuna tell for %s failed: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
@@ -156,7 +165,11 @@ def optuna_storage_url(folder: Path) -> str:
 
 
 def build_searcher(
-    spec: SweepSpec, folder: Path, rerun: Sequence[int] = (), resume: bool = False
+    spec: SweepSpec,
+    folder: Path,
+    rerun: Sequence[int] = (),
+    resume: bool = False,
+    halt: Halt | None = None,
 ) -> HonestOptunaSearch:
     storage = optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
@@ -186,6 +199,8 @@ def build_searcher(
         metric_names=[m.name for m in spec.metrics],
         parameters=spec.parameters,
         rerun=rerun,
+        halt=halt,
+        db=str(folder / rs.OPTUNA_FILE),
     )
 
 
