@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 STORAGE_FAULTS = (OSError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 
-def describe(where: str, exc: BaseException) -> str:
-    """'<path>: cannot write (<cause>)' with the cause at the bottom of the chain, e.g.
+def describe(where: str, exc: BaseException, doing: str = "write") -> str:
+    """'<path>: cannot <doing> (<cause>)' with the cause at the bottom of the chain, e.g.
     'No space left on device' or 'database or disk is full'."""
     cause: BaseException = exc
     while cause.__cause__ is not None or cause.__context__ is not None:
@@ -40,7 +40,7 @@ def describe(where: str, exc: BaseException) -> str:
         text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     if isinstance(exc, OSError) and exc.filename:
         where = str(exc.filename)
-    return f"{where}: cannot write ({text})"
+    return f"{where}: cannot {doing} ({text})"
 
 
 class Halt(tune.Stopper):

@@ -80,7 +80,7 @@ def run(
         if resume:
             check_same_spec(folder, spec)
         logs = LogRoute(folder)
-        writer, plan = _writing(folder, lambda: _open_tables(spec, folder, resume))
+        writer, plan = _writing(folder, lambda: _open_tables(spec, folder, resume), "use")
         log.info("timeline: data ready at %.2f s", time.time() - started)
         cluster = init_ray(address, spec)
         log.info("timeline: ray ready at %.2f s", time.time() - started)
@@ -241,13 +241,13 @@ def _fit(
     return time.time() - t_fit
 
 
-def _writing(path: Path, make: Callable[[], T]) -> T:
-    """make(), with a storage fault (a full disk, a read-only folder) as one UserError line:
-    before the trials run, nothing is lost by stopping."""
+def _writing(path: Path, make: Callable[[], T], doing: str = "write") -> T:
+    """make(), with a storage fault (a full disk, a read-only folder, a damaged optuna.db)
+    as one UserError line: before the trials run, nothing is lost by stopping."""
     try:
         return make()
     except STORAGE_FAULTS as exc:
-        raise UserError(describe(str(path), exc)) from None
+        raise UserError(describe(str(path), exc, doing)) from None
 
 
 def _stopped(folder: Path, fault: str, started: float) -> SweepOutcome:
