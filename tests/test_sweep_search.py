@@ -14,6 +14,7 @@ from test_sweep import SMOKE, study, write_spec
 
 from harness import sweep
 from harness.config import load_spec
+from harness.sweep.keys import LAST
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -113,3 +114,16 @@ def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
         "none": "FIFOScheduler",
     }[kind]
     assert name == expected
+
+
+def test_the_report_a_trial_ended_at_comes_with_its_final_result(tmp_path: Path) -> None:
+    # trial.LastReport holds the loop's last report back from the scheduler; Tune hands the
+    # searcher the final result flattened, the held report under keys.LAST
+    s = searcher(tmp_path)
+    s.suggest("t")
+    s.on_trial_result("t", evaluation(5, 0.6))
+    held = {f"{LAST}/{k}": v for k, v in evaluation(10, 0.7).items()}
+    s.on_trial_complete("t", {**final(value=0.7), **held})
+    (t,) = study(tmp_path, "smoke").trials
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert t.intermediate_values == {1: 0.6, 2: 0.7}
