@@ -327,6 +327,7 @@ def test_a_disk_that_fills_mid_sweep_stops_with_one_line_and_resumes(
         finally:
             if proc.poll() is None:
                 _kill_driver_and_its_ray(proc)
+        print(f"disk full mid-sweep: exit {proc.returncode}; stderr: {err.strip()}")
         assert proc.returncode == 1, (out, err)
         assert err.count("\n") == 1 and err.startswith(f"error: {folder}/"), err
         assert "Traceback" not in err
