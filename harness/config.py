@@ -48,7 +48,7 @@ from harness.trialconfig import (
     setting_names,
     setting_types,
 )
-from harness.values import show
+from harness.values import finite, show
 
 METHODS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
 GOALS = ("maximize", "minimize")
@@ -213,8 +213,20 @@ class SweepSpec:
         return {n: p.decode(None) for n, p in self.parameters.items() if not p.searched}
 
     def trial_config(self, params: Mapping[str, Any]) -> TrialConfig:
-        """Fixed train settings + constants + one trial's sampled values -> TrialConfig."""
-        return resolve(self.model, {**self.train, **self.constants(), **params})
+        """Fixed train settings + constants + one trial's sampled values -> TrialConfig.
+
+        An explicit early_terminate.max_t is each trial's budget: its max_steps is capped at
+        max_t reports (max_t x eval_every batches), so a trial that reaches max_t ends there
+        COMPLETED and tested on its best weights, rather than being stopped (PRUNED) by the
+        scheduler; --replay gets the same cap."""
+        flat = {**self.train, **self.constants(), **params}
+        cfg = resolve(self.model, flat)
+        et = self.early_terminate
+        if et.max_t is not None and et.type in ("asha", "hyperband"):
+            cap = et.max_t * cfg.train.eval_every
+            if not 0 < cfg.train.max_steps <= cap:
+                cfg = resolve(self.model, {**flat, "max_steps": cap})
+        return cfg
 
     def baseline_params(self) -> dict[str, Any]:
         """The first point to evaluate: each searched parameter at the model's classic value.
@@ -242,13 +254,17 @@ class SweepSpec:
         return space.sampler(self.method, self.seed, self.parameters, self.budget.num_samples)
 
     def max_t(self, train_size: int) -> int:
-        """early_terminate.max_t, or the most reports the longest trial can make.
-
-        Longest: smallest batch_size, most max_epochs, smallest eval_every the space allows,
-        capped by max_steps when every allowed max_steps is a cap.
-        """
+        """early_terminate.max_t, or one more than the most reports a trial can make."""
         if self.early_terminate.max_t is not None:
             return self.early_terminate.max_t
+        return self.most_reports(train_size) + 1
+
+    def most_reports(self, train_size: int) -> int:
+        """The most reports (dev evaluations) the longest trial of this space makes.
+
+        Longest: smallest batch_size, most max_epochs, smallest eval_every the space allows,
+        capped by max_steps when every allowed max_steps is a cap, and by an explicit max_t.
+        """
         fixed = resolve(self.model, self.train).to_flat()
 
         def allowed(name: str) -> list[float]:
@@ -265,7 +281,38 @@ class SweepSpec:
         caps = allowed("max_steps")
         if 0 not in caps:
             steps = min(steps, max(caps))
-        return max(1, math.ceil(steps / min(allowed("eval_every"))) + 1)
+        reports = max(1, math.ceil(steps / min(allowed("eval_every"))))
+        et = self.early_terminate
+        if et.max_t is not None and et.type in ("asha", "hyperband"):
+            reports = min(reports, et.max_t)
+        return reports
+
+    def warnings(self, train_size: int) -> list[str]:
+        """What the spec and the training split's size imply that is legal but wasteful:
+        said before Ray starts (each a line of the console)."""
+        out = []
+        et = self.early_terminate
+        if et.type in ("asha", "median"):
+            most = self.most_reports(train_size)
+            if et.grace_period >= most:
+                out.append(
+                    f"early_terminate.grace_period {et.grace_period} >= the {most} report(s) "
+                    f"the longest trial makes: {et.type} can stop no trial early (lower "
+                    "grace_period, or report more often with a smaller eval_every)"
+                )
+        p = self.parameters.get("batch_size")
+        sizes = (
+            [resolve(self.model, self.train).train.batch_size] if p is None
+            else [p.value] if p.distribution == "constant"
+            else list(p.values) if p.distribution == "categorical" else [p.bounds()[1]]
+        )  # fmt: skip
+        big = [int(b) for b in sizes if b > train_size]
+        if big:
+            out.append(
+                f"batch_size {max(big)} is larger than the training split ({train_size} "
+                "texts): one step per epoch"
+            )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as resolved (defaults filled in), JSON-able; load_spec reads it back."""
@@ -605,10 +652,25 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
     except UserError as exc:
         p.add_lines("train", exc)
         return None
+    _check_fixed_files(spec, p)
+    if p.items:
+        return None
     if budget.num_samples is None:  # not given: a grid runs once through, others the default
         n = space.grid_size(parameters) + int(baseline) if method == "grid" else DEFAULT_NUM_SAMPLES
         spec = dataclasses.replace(spec, budget=dataclasses.replace(budget, num_samples=n))
     return spec
+
+
+def _check_fixed_files(spec: SweepSpec, p: _Problems) -> None:
+    """A fixed embedding_path must exist: every trial would fail on it. (A searched one may
+    name a missing file: only the trials that draw it fail, as data.)"""
+    fixed = {"train.embedding_path": spec.train.get("embedding_path")}
+    param = spec.parameters.get("embedding_path")
+    if param is not None and param.distribution == "constant":
+        fixed["parameters.embedding_path.value"] = param.value
+    for path, value in fixed.items():
+        if value and not Path(value).is_file():
+            p.add(path, "no such file" if not Path(value).exists() else "not a file", value)
 
 
 def _data(raw: Any, p: _Problems) -> DataSpec | None:
@@ -649,6 +711,9 @@ def _train(raw: Any, model: str | None, p: _Problems) -> dict[str, Any] | None:
     if raw is None:
         return None
     raw = {k: _abspath(v) if k.endswith("_path") else v for k, v in raw.items()}
+    for key, value in raw.items():
+        if isinstance(value, float) and not finite(value):
+            p.add(f"train.{key}", "must be a finite number", value)
     if model is None:
         return dict(raw)
     try:
@@ -977,6 +1042,9 @@ def _param(name: str, spec: Any, path: str, model: str, base: dict, method: Any,
             got = list(got) if isinstance(got, tuple) else got
         if name == "dropout" and not 0 <= got < 1:
             p.add(vpath, "must be in [0, 1)", got)
+            return _MISSING
+        if isinstance(got, float) and not finite(got):  # .inf would make every trial diverge
+            p.add(vpath, "must be a finite number", got)
             return _MISSING
         return got
 

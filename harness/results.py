@@ -7,7 +7,9 @@ fsync, rename). Keyed rows make writing idempotent: feeding the same report twic
 reopening a folder after a crash and replaying what Ray re-sends, never duplicates a
 row, which is what a resumed sweep needs. Writes are throttled only by their own
 cost (at most ~5% of wall time goes to writing), so a small sweep writes on every
-report and a crash loses nothing already reported.
+report and a crash loses nothing already reported. The writes of one flush happen under the
+folder's tables lock (harness.lock), which `load()` takes shared, so a reader of a running
+sweep gets the three tables of one moment.
 
 This module does not import Ray: `load()` is for notebooks and the report.
 """
@@ -32,6 +34,7 @@ import pyarrow.parquet as pq
 
 from harness.errors import UserError
 from harness.files import write_text, write_with
+from harness.lock import tables_lock
 from harness.schema import LAYER_KEYS, LAYERS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
 from harness.values import finite, plain
 
@@ -206,6 +209,19 @@ def _infer_array(values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], type=_STR)
 
 
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """A table's rows, or one UserError line for a damaged file (the writer never leaves one;
+    something else truncated or replaced it)."""
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        why = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"{path}: not a readable Parquet file ({why}); restore it from a copy, or start the "
+            "sweep over with --overwrite"
+        ) from None
+
+
 class ResultsWriter:
     """Keeps a sweep's tables in memory and mirrors them to results/<name>/*.parquet.
 
@@ -243,13 +259,13 @@ class ResultsWriter:
             "layers": writer.folder / LAYERS_FILE,
         }
         if paths["trials"].exists():
-            for row in pq.read_table(paths["trials"]).to_pylist():
+            for row in _read_rows(paths["trials"]):
                 writer._put_trial_row(row)
         if paths["metrics"].exists():
-            for row in pq.read_table(paths["metrics"]).to_pylist():
+            for row in _read_rows(paths["metrics"]):
                 writer.metrics.put(row["trial_id"], row["iteration"], row)
         if paths["layers"].exists():
-            for row in pq.read_table(paths["layers"]).to_pylist():
+            for row in _read_rows(paths["layers"]):
                 writer.layers.put(row["trial_id"], (row["iteration"], row["layer"]), row)
         return writer
 
@@ -347,10 +363,16 @@ class ResultsWriter:
         t0 = time.monotonic()
         if "trials" in todo:
             self.trials.rows = {t: self.trials.rows[t] for t in self.trial_ids()}
-        for name, file in (("trials", TRIALS_FILE), ("metrics", METRICS_FILE),
-                           ("layers", LAYERS_FILE)):  # fmt: skip
-            if name in todo:
-                write_with(self.folder / file, partial(pq.write_table, getattr(self, name).table()))
+        with tables_lock(self.folder, shared=False):  # readers see the tables of one moment
+            for name, file in (("trials", TRIALS_FILE), ("metrics", METRICS_FILE),
+                               ("layers", LAYERS_FILE)):  # fmt: skip
+                if name in todo:
+                    table = getattr(self, name).table()
+                    try:
+                        write_with(self.folder / file, partial(pq.write_table, table))
+                    except OSError as exc:  # name the table (pyarrow names none)
+                        why = os.strerror(exc.errno) if exc.errno else str(exc)
+                        raise OSError(exc.errno, why, str(self.folder / file)) from exc
         self._dirty -= todo
         spent = time.monotonic() - t0
         self.write_seconds += spent
@@ -395,11 +417,15 @@ def load(path: str | os.PathLike) -> SweepResults:
         info = json.loads(info_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{info_path}: unreadable ({exc})") from None
+    with tables_lock(folder, shared=True):  # not between a running sweep's table writes
+        trials = _read(folder / TRIALS_FILE, TRIALS_SCHEMA)
+        metrics = _read(folder / METRICS_FILE, METRICS_SCHEMA)
+        layers = _read(folder / LAYERS_FILE, LAYERS_SCHEMA)
     return SweepResults(
         path=folder,
-        trials=_read(folder / TRIALS_FILE, TRIALS_SCHEMA),
-        metrics=_read(folder / METRICS_FILE, METRICS_SCHEMA),
-        grad_layers=_read(folder / LAYERS_FILE, LAYERS_SCHEMA),
+        trials=trials,
+        metrics=metrics,
+        grad_layers=layers,
         spec=dict(info.get("spec") or {}),
         info=info,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import random
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,27 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     yield
     if old is None:
         os.environ.pop("HARNESS_CACHE", None)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody may write: a read-only tmpfs where we may mount one (root ignores
+    permission bits), else a folder with mode 0555."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True, check=False).returncode == 0  # fmt: skip
+    if not mounted:
+        pytest.skip("running as root and cannot mount a read-only tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
 
 
 @pytest.fixture(scope="session")

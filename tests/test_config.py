@@ -447,6 +447,32 @@ BAD_CASES = {
         "run_cap: unknown key; W&B's run_cap is budget.num_samples here",
         "",
     ),
+    # every trial would diverge or fail: said before Ray starts
+    "infinite constant": (
+        "parameters: {learning_rate: {value: .inf}, dropout: {min: 0.1, max: 0.5}}",
+        "parameters.learning_rate.value: must be a finite number",
+        "inf",
+    ),
+    "infinite choice": (
+        "parameters: {learning_rate: {values: [.inf, 1.0e-3]}}",
+        "parameters.learning_rate.values[0]: must be a finite number",
+        "inf",
+    ),
+    "nan fixed": (
+        "train: {weight_decay: .nan}",
+        "train.weight_decay: must be a finite number",
+        "nan",
+    ),
+    "missing embedding file": (
+        "train: {embedding_path: /no/such.npz}",
+        "train.embedding_path: no such file",
+        "'/no/such.npz'",
+    ),
+    "missing embedding file, constant": (
+        "parameters: {embedding_path: {value: /no/such.npz}, dropout: {min: 0.1, max: 0.5}}",
+        "parameters.embedding_path.value: no such file",
+        "'/no/such.npz'",
+    ),
 }
 
 
@@ -588,9 +614,41 @@ def test_max_t_is_the_longest_trial_in_reports(tmp_path):
     assert fixed.max_t(train_size=10_000) == 7
 
 
+def test_a_searched_embedding_path_may_name_a_missing_file(tmp_path):
+    # only the trials that draw it fail (as data); a fixed one is refused (BAD_CASES)
+    spec = load(tmp_path, BASE, ["parameters.embedding_path={values: [null, /no/such.npz]}"])
+    assert spec.parameters["embedding_path"].values == (None, "/no/such.npz")
+
+
+def test_an_explicit_max_t_caps_each_trial_at_max_t_reports(tmp_path):
+    # 2 epochs of ceil(10_000 / 128) batches, a report every 20: 8 reports; max_t 3: 60 batches
+    spec = load(tmp_path, BASE, ["early_terminate={type: asha, max_t: 3}"])
+    base = spec.baseline_params()
+    assert spec.trial_config(base).train.max_steps == 60
+    assert spec.most_reports(train_size=10_000) == 3 == spec.max_t(train_size=10_000)
+    assert load(tmp_path, BASE, ["early_terminate={type: asha, max_t: 3}", "train.max_steps=40"]
+                ).trial_config(base).train.max_steps == 40  # fmt: skip -- a smaller cap stays
+    free = load(tmp_path, BASE, ["early_terminate={type: asha}"])
+    assert free.trial_config(base).train.max_steps == 0
+    assert free.most_reports(train_size=10_000) == 8 and free.max_t(train_size=10_000) == 9
+
+
+def test_warnings_before_ray_starts(tmp_path):
+    spec = load(tmp_path, BASE, ["early_terminate={type: asha, grace_period: 3}"])
+    assert spec.warnings(train_size=10_000) == []
+    (line,) = spec.warnings(train_size=1000)  # 2 x 8 batches, a report every 20: 1 report
+    assert line.startswith("early_terminate.grace_period 3 >= the 1 report(s)")
+    assert load(tmp_path, BASE, ["early_terminate={type: none}"]).warnings(train_size=1000) == []
+    big = load(tmp_path, BASE, ["parameters.batch_size={values: [64, 4096]}"])
+    assert big.warnings(train_size=1000) == [
+        "batch_size 4096 is larger than the training split (1000 texts): one step per epoch"
+    ]
+
+
 def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "thuc").mkdir()
+    (tmp_path / "emb.npz").write_bytes(b"")  # a fixed embedding_path must exist
     spec = load(tmp_path, BASE, ["data.name=thucnews", "data.path=thuc",
                                  "train.embedding_path=emb.npz", "storage=ray_state"])  # fmt: skip
     assert spec.data.path == str(tmp_path / "thuc")

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from harness import results as rs
 from harness import sweep, tracker
 from harness.config import as_spec, load_spec
 from harness.errors import UserError
+from harness.lock import LOCK_FILE, FolderLock
 from harness.schema import LAYER_KEYS, METRIC_KEYS, STATUSES, TRIAL_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +148,90 @@ def test_existing_results_need_resume_or_overwrite(tmp_path: Path) -> None:
         sweep.run(spec, results_root=tmp_path / "fresh", resume=True, console=False)
 
 
+def test_a_folder_a_live_sweep_holds_is_refused(tmp_path: Path, capsys) -> None:
+    # Another sweep holds results/smoke/ (its lock): a new sweep, --resume and --overwrite
+    # each stop with one line and exit 2, and touch nothing.
+    folder = tmp_path / "results" / "smoke"
+    held = FolderLock.claim(folder)
+    (folder / rs.SWEEP_FILE).write_text("{}")
+    try:
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            with pytest.raises(SystemExit) as exc:
+                sweep.main([str(SMOKE), "--results", str(tmp_path / "results"), *extra])
+            assert exc.value.code == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and err.count("\n") == 1, err
+            assert "another sweep is using this results folder" in err and str(folder) in err
+        assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE, rs.SWEEP_FILE]
+    finally:
+        held.release()
+
+
+@pytest.mark.parametrize("where", ["proc", "under_a_file", "read_only"])
+def test_an_unusable_results_folder_is_one_error(
+    tmp_path: Path, capsys, where: str, request: pytest.FixtureRequest
+) -> None:
+    results = {
+        "proc": lambda: Path("/proc/foo"),
+        "under_a_file": lambda: (tmp_path / "file").write_text("x") and tmp_path / "file",
+        "read_only": lambda: request.getfixturevalue("readonly_dir"),
+    }[where]()
+    with pytest.raises(SystemExit) as exc:
+        sweep.main([str(SMOKE), "--results", str(results)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {results / 'smoke'}: cannot ") and "results folder (" in err
+
+
+@pytest.mark.parametrize("damaged", [rs.TRIALS_FILE, rs.OPTUNA_FILE])
+def test_resume_on_a_damaged_record_is_one_error(tmp_path: Path, capsys, damaged: str) -> None:
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    (folder / rs.SWEEP_FILE).write_text(json.dumps({"spec": load_spec(SMOKE).to_dict()}))
+    writer = rs.ResultsWriter(folder)
+    writer.set_trial("a", trial_number=0, status="RUNNING")
+    writer.flush(force=True)
+    optuna.create_study(study_name="smoke", storage=sweep.optuna_storage_url(folder))
+    data = (folder / damaged).read_bytes()
+    (folder / damaged).write_bytes(data[: len(data) // 2])  # truncated by something else
+    with pytest.raises(SystemExit) as exc:
+        sweep.main([str(SMOKE), "--results", str(tmp_path), "--resume"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    if damaged == rs.TRIALS_FILE:
+        assert err.startswith(f"error: {folder / rs.TRIALS_FILE}: not a readable Parquet file (")
+        assert "--overwrite" in err
+    else:
+        assert err.startswith(f"error: {folder}: cannot use (")
+
+
+def test_warnings_come_before_ray_starts(tiny_corpus: Path, tmp_path: Path, capsys) -> None:
+    # batch_size 512 on 256 training texts: one step per epoch, so one report, so ASHA's
+    # grace period of 1 report can stop nothing. Both are said before Ray would start (here
+    # a resume of a different spec then stops the command, with no Ray at all).
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    (folder / rs.SWEEP_FILE).write_text(json.dumps({"spec": {"name": "smoke"}}))
+    sets = ["data.name=thucnews", f"data.path={tiny_corpus}", "train.batch_size=512"]
+    with pytest.raises(SystemExit):
+        sweep.main([str(SMOKE), "--results", str(tmp_path), "--resume",
+                    *(x for o in sets for x in ("--set", o))])  # fmt: skip
+    out, err = capsys.readouterr()
+    grace = (
+        "warning: early_terminate.grace_period 1 >= the 1 report(s) the longest trial makes: "
+        "asha can stop no trial early (lower grace_period, or report more often with a smaller "
+        "eval_every)"
+    )
+    batch = (
+        "warning: batch_size 512 is larger than the training split (256 texts): one step per "
+        "epoch"
+    )
+    assert out.splitlines() == [grace, batch]
+    assert "the spec differs" in err
+
+
 # --------------------------------------------------------------------- real sweeps (Ray)
 
 
@@ -197,6 +283,7 @@ def test_smoke_sweep_end_to_end(
     assert len(layers) >= len(metrics)
 
     # the Optuna study tells the same story: PRUNED where ASHA stopped, with the curve
+    # (Optuna's step is the report index, as the scheduler's training_iteration)
     st = study(folder, "smoke")
     by_id = {t.user_attrs["ray_trial_id"]: t for t in st.trials}
     assert len(st.trials) == 4 and st.trials[0].user_attrs["ray_trial_id"] == base["trial_id"]
@@ -204,7 +291,7 @@ def test_smoke_sweep_end_to_end(
     for row in trials.itertuples():
         t = by_id[row.trial_id]
         assert t.state.name == state[row.status]
-        curve = metrics[metrics["trial_id"] == row.trial_id].set_index("iteration")
+        curve = metrics[metrics["trial_id"] == row.trial_id].set_index("report")
         assert t.intermediate_values == pytest.approx(curve["best_dev_acc"].to_dict())
     assert "PRUNED" in set(trials["status"]), "ASHA stopped nothing: the check above was empty"
     pruned = trials[trials["status"] == "PRUNED"]
@@ -288,6 +375,71 @@ def test_a_sweep_from_python_shows_progress_and_writes_tensorboard(
             want = {i: v for i, v in zip(rows["iteration"], rows[key]) if math.isfinite(v)}
             assert want and events[tag] == pytest.approx(want, rel=1e-6)  # NaN: no point
         assert any(t.startswith("layer_grad_norm/") for t in events)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_trial_that_runs_its_budget_is_never_pruned(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # An explicit max_t of 3 reports (15 of smoke's 20 batches) is each trial's budget: a
+    # trial that reaches it ends COMPLETED and tested. ASHA (rungs at reports 1 and 2) still
+    # stops trials before it, and never one at its last report (trial.LastReport).
+    overrides = [
+        "data.name=thucnews",
+        f"data.path={tiny_corpus}",
+        "train.max_epochs=3",
+        "parameters.learning_rate={values: [1.0e-3, 1.0e-9]}",
+        "early_terminate={type: asha, grace_period: 1, reduction_factor: 2, max_t: 3}",
+        "budget.num_samples=6",
+    ]
+    out = sweep.run(load_spec(SMOKE, overrides), results_root=tmp_path, console=False)
+    trials, metrics, _ = _tables(out.folder)
+    assert len(trials) == 6 and set(trials["status"]) <= {"COMPLETED", "PRUNED"}
+    reports = metrics.groupby("trial_id")["report"].max().reindex(trials["trial_id"]).values
+    done = trials["status"].values == "COMPLETED"
+    assert (reports[done] == 3).all() and (reports[~done] < 3).all()
+    assert (trials.loc[done, "iterations"] == 15).all() and trials.loc[done, "test_acc"].notna().all()
+    assert trials.iloc[0]["status"] == "COMPLETED"  # the baseline ran its budget
+    st = {t.user_attrs["ray_trial_id"]: t for t in study(out.folder, "smoke").trials}
+    for row in trials.itertuples():
+        t = st[row.trial_id]
+        assert t.state.name == ("COMPLETE" if row.status == "COMPLETED" else "PRUNED")
+        curve = metrics[metrics["trial_id"] == row.trial_id].set_index("report")
+        assert t.intermediate_values == pytest.approx(curve["best_dev_acc"].to_dict())
+
+
+class _CtrlCWhileWaiting(sweep.Console):
+    """A console that says "waiting" every second and presses Ctrl-C at the second time."""
+
+    def __init__(self, spec: object) -> None:
+        super().__init__(spec)
+        self.wait_every, self.said = 1.0, 0
+
+    def waiting(self, pending: int, seconds: float) -> None:
+        super().waiting(pending, seconds)
+        self.said += 1
+        if self.said == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Tune's handler ends the run, resumable
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ctrl_c_while_trials_wait_for_resources_is_an_interrupt(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    # A joined cluster (address given) with no node that can hold a trial (4 cpu each, the
+    # session has 2): the console says so at the start, repeats a waiting line, and Ctrl-C
+    # leaves a sweep to --resume (exit 130), not a finished one of "0 trials".
+    spec = load_spec(SMOKE, ["data.name=thucnews", f"data.path={tiny_corpus}", "resources.cpu=4"])
+    out = sweep.run(spec, results_root=tmp_path, address="auto", console=_CtrlCWhileWaiting(spec))
+    text = capsys.readouterr().out
+    assert out.interrupted and out.rows == []
+    assert "trials wait until the cluster grows" in text
+    assert text.count("pending, none running; each needs cpu 4 gpu 0") == 2
+    assert "continue with the same command plus --resume" in text
+    st = study(tmp_path / "smoke", "smoke")
+    assert st.trials and {t.state.name for t in st.trials} == {"RUNNING"}  # --resume reruns
 
 
 @pytest.mark.ray

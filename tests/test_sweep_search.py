@@ -14,6 +14,7 @@ from test_sweep import SMOKE, study, write_spec
 
 from harness import sweep
 from harness.config import load_spec
+from harness.sweep.keys import LAST
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -26,7 +27,9 @@ def searcher(tmp_path: Path, **changes: object) -> sweep.HonestOptunaSearch:
 
 
 def evaluation(iteration: int, value: float) -> dict:
-    return {"iteration": iteration, "best_dev_acc": value, "training_iteration": iteration // 5}
+    """A report every 5 batches: Optuna's step is the report index, not the batch count."""
+    n = iteration // 5
+    return {"iteration": iteration, "report": n, "best_dev_acc": value, "training_iteration": n}
 
 
 def final(status: str = "COMPLETED", value: float | None = 0.9, error: str = "") -> dict:
@@ -53,9 +56,9 @@ def test_honest_search_tells_optuna_how_each_trial_ended(tmp_path: Path) -> None
     trials = {t.user_attrs["ray_trial_id"]: t for t in study(tmp_path, "smoke").trials}
     assert trials["done"].state == optuna.trial.TrialState.COMPLETE
     assert trials["done"].value == 0.8
-    assert trials["done"].intermediate_values == {5: 0.6, 10: 0.7}
+    assert trials["done"].intermediate_values == {1: 0.6, 2: 0.7}
     assert trials["pruned"].state == optuna.trial.TrialState.PRUNED
-    assert trials["pruned"].intermediate_values == {5: 0.6, 10: 0.65}
+    assert trials["pruned"].intermediate_values == {1: 0.6, 2: 0.65}
     assert trials["pruned"].value == 0.65
     assert trials["failed"].state == optuna.trial.TrialState.FAIL
     assert trials["diverged"].state == optuna.trial.TrialState.FAIL
@@ -86,7 +89,7 @@ def test_repeated_results_and_completions_are_ignored(tmp_path: Path) -> None:
     s.on_trial_complete("t", final(value=0.7))
     s.on_trial_complete("t", final(value=0.1))
     (t,) = study(tmp_path, "smoke").trials
-    assert t.value == 0.7 and t.intermediate_values == {5: 0.6}
+    assert t.value == 0.7 and t.intermediate_values == {1: 0.6}
 
 
 def test_list_choices_reach_trials_as_lists(tmp_path: Path) -> None:
@@ -111,3 +114,16 @@ def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
         "none": "FIFOScheduler",
     }[kind]
     assert name == expected
+
+
+def test_the_report_a_trial_ended_at_comes_with_its_final_result(tmp_path: Path) -> None:
+    # trial.LastReport holds the loop's last report back from the scheduler; Tune hands the
+    # searcher the final result flattened, the held report under keys.LAST
+    s = searcher(tmp_path)
+    s.suggest("t")
+    s.on_trial_result("t", evaluation(5, 0.6))
+    held = {f"{LAST}/{k}": v for k, v in evaluation(10, 0.7).items()}
+    s.on_trial_complete("t", {**final(value=0.7), **held})
+    (t,) = study(tmp_path, "smoke").trials
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert t.intermediate_values == {1: 0.6, 2: 0.7}

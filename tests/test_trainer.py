@@ -265,3 +265,26 @@ def test_textcnn_one_epoch_on_thucnews() -> None:
     s = trainer.train(c, data, device="cpu")
     assert s.status == "COMPLETED"
     assert s.test_acc > 0.80, s.to_dict()
+
+
+def test_train_loss_weighs_a_short_last_batch_by_its_size(built, data) -> None:
+    # 600 texts in batches of 500 and 100, no learning to speak of, no shuffling: the report's
+    # train_loss is the per-sample mean over both batches, label smoothing included, and
+    # dev_loss is plain cross entropy.
+    reports: list[dict] = []
+    c = cfg(optimizer="sgd", momentum=0.0, learning_rate=1e-12, dropout=0.0, batch_size=500, max_epochs=1, eval_every=2,
+            shuffle=False, label_smoothing=0.2, eval_batch_size=600)  # fmt: skip
+    trainer.train(c, data, reports.append, device="cpu")
+    (r,) = reports
+    model = built[-1].eval()
+    x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    with torch.no_grad():
+        big = nn.functional.cross_entropy(model(x[:500]), y[:500], label_smoothing=0.2).item()
+        small = nn.functional.cross_entropy(model(x[500:]), y[500:], label_smoothing=0.2).item()
+        dev = nn.functional.cross_entropy(
+            model(torch.from_numpy(data.dev_x)), torch.from_numpy(data.dev_y)
+        ).item()
+    assert abs(big - small) > 1e-3  # else the weighting would not show
+    assert r["train_loss"] == pytest.approx((500 * big + 100 * small) / 600, rel=1e-5)
+    assert r["train_loss"] != pytest.approx((big + small) / 2, rel=1e-5)
+    assert r["dev_loss"] == pytest.approx(dev, rel=1e-5)

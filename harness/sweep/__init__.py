@@ -14,7 +14,7 @@ Honest search: Ray's stock OptunaSearch tells Optuna that a trial the scheduler 
 was COMPLETE. Here the trial's last result carries a `final` flag only when the loop ran
 to its end (its own early stopping included); a trial whose last result lacks it was
 stopped from outside and reaches Optuna as PRUNED, with every evaluation's metric as an
-intermediate value at its loop iteration. A trial that raised is FAIL (error in a user
+intermediate value at its report index (`report`). A trial that raised is FAIL (error in a user
 attribute), a diverged one FAIL with its reason.
 
 One concept per module:
@@ -24,6 +24,7 @@ One concept per module:
   callback.py     the driver-side Tune callback that writes the tables
   console.py      the lines a person watches
   resume.py       what an interrupted sweep left, and what a resume does with it
+  halt.py         a full disk mid-run: stop, keep what is written, one line
   ray_session.py  Ray start-up, reachability, fit checks, log routing
   provenance.py   what sweep.json records about the run (versions, git, data)
   runner.py       run(): the steps of one sweep, in order

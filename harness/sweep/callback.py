@@ -19,7 +19,8 @@ from harness.config import SweepSpec
 from harness.schema import LAYERS, METRIC_KEYS
 from harness.sweep import checkpoints
 from harness.sweep.console import Console
-from harness.sweep.keys import ERROR, FINAL, INFO, NUMBER, PARAMS, RESTORE, STATUS, SUMMARY
+from harness.sweep.halt import Halt, guarded
+from harness.sweep.keys import ERROR, FINAL, INFO, LAST, NUMBER, PARAMS, RESTORE, STATUS, SUMMARY
 from harness.sweep.shelf import ModelShelf
 from harness.tracker import Trackers
 
@@ -36,8 +37,13 @@ class SweepCallback(tune.Callback):
         console: Console | None,
         started: float | None = None,
         trackers: Trackers | None = None,
+        replaced: dict[int, str] | None = None,
+        halt: Halt | None = None,
     ) -> None:
         self.spec = spec
+        self.halt = halt  # a table that cannot be written stops the run (harness.sweep.halt)
+        self.replaced = dict(replaced or {})  # resume: Optuna number -> old trial id (rows)
+        self._waiting: tuple[float, float] | None = None  # (since, last line) with none running
         self.writer = writer
         self.console = console
         self.trackers = trackers or Trackers()
@@ -51,6 +57,10 @@ class SweepCallback(tune.Callback):
         self._ended: list[Any] = []
         self._delete_at_end = spec.early_terminate.type == "pbt"
 
+    @property
+    def folder(self) -> Path:
+        return self.writer.folder
+
     # rows -------------------------------------------------------------------------------
     def _params(self, trial: Any) -> dict[str, Any]:
         return dict(trial.config.get(PARAMS, {}))
@@ -61,6 +71,9 @@ class SweepCallback(tune.Callback):
             self.writer.rename_trial(restore["trial_id"], trial.trial_id, restore["iteration"])
             log.info("trial %s goes on from trial %s's checkpoint at iteration %s",
                      trial.trial_id, restore["trial_id"], restore["iteration"])  # fmt: skip
+        old = self.replaced.pop(trial.config.get(NUMBER), None)
+        if old is not None and old != trial.trial_id:  # an interrupted trial runs again now
+            self.writer.drop_trial(old)
         if self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
             self.writer.set_trial(
                 trial.trial_id,
@@ -69,6 +82,7 @@ class SweepCallback(tune.Callback):
                 params=self._params(trial),
             )
 
+    @guarded("folder")
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         log.info(
             "timeline: trial %s started by Tune at %.2f s",
@@ -83,10 +97,8 @@ class SweepCallback(tune.Callback):
         if self.console is not None:
             self.console.trial_started(trial.trial_id, number)
 
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.console is not None:
-            self.console.tick()  # the live block, or a plain progress line now and then
 
+    @guarded("folder")
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
@@ -94,6 +106,8 @@ class SweepCallback(tune.Callback):
         self._start_row(trial)
         if result.get(INFO):
             self._where(tid, result[INFO])
+        if result.get(LAST):  # the report the trial ended at, sent with its final result
+            self._report(tid, result[LAST])
         if result.get(FINAL):
             self._final(tid, result)
         elif "iteration" in result:
@@ -101,7 +115,9 @@ class SweepCallback(tune.Callback):
             self.trackers.report(tid, result)
             if self.console is not None:
                 self.console.trial_report(tid, trial.config.get(NUMBER), result)
-        self.writer.flush()
+        # a trial's end is on disk before Optuna hears of it (Tune tells the searcher after
+        # the callbacks): a driver killed between the two resumes from the tables
+        self.writer.flush(force=bool(result.get(FINAL)))
 
     def _where(self, tid: str, extra: Mapping[str, Any]) -> None:
         """The trial's first result: where it runs, since when (and the timeline in ray.log)."""
@@ -194,6 +210,7 @@ class SweepCallback(tune.Callback):
             self.console.trial_line(self.writer.trial_row(tid))
             self.console.maybe_table(self.writer.rows())
 
+    @guarded("folder")
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial)
         self._drop_checkpoints(trial)
@@ -217,10 +234,30 @@ class SweepCallback(tune.Callback):
         if restore:  # the interrupted run's, under its old trial id
             checkpoints.delete_beside(restore["path"])
 
+    @guarded("folder")
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, status="FAILED", error=_ray_error_text(trial))
         self._drop_checkpoints(trial)
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """The console's live block or progress line; and while trials wait for resources with
+        none running (a cluster no node of which can hold a trial), a short line every
+        console.wait_every seconds, so a quiet console is never a mystery."""
+        if self.console is None:
+            return
+        self.console.tick()  # the live block, or a plain progress line now and then
+        pending = sum(t.status == "PENDING" for t in trials)
+        if not pending or any(t.status == "RUNNING" for t in trials):
+            self._waiting = None
+            return
+        now = time.monotonic()
+        since, said = self._waiting or (now, now)
+        if now - said >= self.console.wait_every:
+            self.console.waiting(pending, now - since)
+            said = now
+        self._waiting = (since, said)
+
+    @guarded("folder")
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.flush(force=True)
         self.trackers.close()

@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command; returns its exit status (0, or 130 when interrupted: --resume goes on)."""
+    """The command; returns its exit status: 0, 130 when interrupted (--resume goes on), 1
+    when the results could not be written mid-run (one line: what was kept, how to go on)."""
     started = time.time()
     args = _parser().parse_args(argv)
     spec = load_spec(args.spec, args.overrides)
@@ -62,4 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         started=started,
     )
+    if out.fault:  # the record could not be written mid-run: what was kept, how to go on
+        print(f"error: {out.fault}", file=sys.stderr)
+        return 1
     return 130 if out.interrupted else 0

@@ -66,6 +66,7 @@ class Console:
         self._last_draw = 0.0
         self._last_plain: float | None = None
         self._stopped = False
+        self.wait_every = 30.0  # seconds between "waiting" lines while no trial can start
 
     def _stream(self) -> TextIO:
         # sys.stdout looked up at each call: Tune pickles its callbacks, and a stream
@@ -252,6 +253,13 @@ class Console:
             for t in study.best_trials
         ]
         self.print(f"pareto front over {names}: {'; '.join(front) or '-'}")
+
+    def waiting(self, pending: int, seconds: float) -> None:
+        r = self.spec.resources
+        self.print(
+            f"  waiting {seconds:.0f} s: {pending} trial(s) pending, none running; each needs "
+            f"cpu {r.cpu:g} gpu {r.gpu:g} on one node"
+        )
 
     def interrupted(self, left: int) -> None:
         self.print(

@@ -12,3 +12,4 @@ INFO = "harness_info"  # node / device / start time, sent with the first report 
 NUMBER = "harness_number"  # Optuna trial number, put into each trial's config by the searcher
 PARAMS = "params"  # the sampled parameters in each trial's config
 RESTORE = "harness_restore"  # --resume: {path, trial_id, iteration} of the checkpoint to go on from
+LAST = "harness_last"  # a finished trial's last report, held back and sent with its final result

@@ -3,6 +3,7 @@ and where Ray's (and Optuna's) log lines go while the sweep runs."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -34,7 +35,7 @@ class LogRoute:
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.handler = logging.FileHandler(folder / rs.LOG_FILE)
+        self.handler = _QuietFileHandler(folder / rs.LOG_FILE)
         self.handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
@@ -66,6 +67,22 @@ class LogRoute:
         _sweep_log.setLevel(self.level)
         logging.captureWarnings(False)
         self.handler.close()
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """ray.log on a full disk: lines are lost quietly, not a traceback on stderr per line
+    (the tables' writer meets the same fault and stops the sweep with one line)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # logging's own name
+        pass
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            super().flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
 
 
 def check_reachable(address: str) -> None:

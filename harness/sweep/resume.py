@@ -3,7 +3,9 @@
 Optuna's study and the tables are the record (Tune's own state may be older): trials the
 study closed stay closed, every other started trial runs again from the start as the same
 Optuna trial. At the end of a run, trials Tune left running are settled: PRUNED when the
-time budget ran out, else left RUNNING for the next --resume.
+time budget ran out, else left RUNNING for the next --resume. A resume never drops a started
+trial: a budget below the trials the study holds is refused (check_budget), and the rows of
+an interrupted trial stay until it really runs again.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ class ResumePlan:
     finished: int = 0
     # Optuna numbers of interrupted trials (same params, run from the start)
     rerun: list[int] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)  # their old Ray trial ids, rows removed
+    # Optuna number -> the old Ray trial id of an interrupted trial that starts over: its rows
+    # stay until the trial really runs again (SweepCallback drops them when the new run starts)
+    replaced: dict[int, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)  # rows of starts Optuna never heard of
     # number -> {path, trial_id, iteration}: the checkpoint an interrupted trial goes on from
     # (its rows up to that iteration stay; harness.sweep.checkpoints)
     restore: dict[int, dict] = field(default_factory=dict)
@@ -47,7 +52,11 @@ class ResumePlan:
 def check_same_spec(folder: Path, spec: SweepSpec) -> None:
     """A resume must search the same space the same way; only the budget (and where Tune's
     state and the trackers' logs go) may change."""
-    old = json.loads((folder / rs.SWEEP_FILE).read_text()).get("spec", {})
+    try:
+        old = json.loads((folder / rs.SWEEP_FILE).read_text()).get("spec", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        where = folder / rs.SWEEP_FILE
+        raise UserError(f"{where}: unreadable ({exc}); nothing to resume from") from None
     new = spec.to_dict()
     differ = sorted(
         k
@@ -76,10 +85,12 @@ def plan_resume(
         study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
     except KeyError:
         raise UserError(f"{folder}: no Optuna study {spec.name!r} in {rs.OPTUNA_FILE}") from None
+    trials = study.get_trials(deepcopy=False)
+    check_budget(spec, folder, trials)
     plan = ResumePlan()
     known: set[str] = set()
     single = len(spec.metrics) == 1
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         tid = t.user_attrs.get("ray_trial_id")
         row = writer.trial_row(tid) if tid else {}
         if tid:
@@ -111,8 +122,7 @@ def plan_resume(
             if tid and exp_dir:  # it starts over: what it left is of no use
                 checkpoints.delete_all(exp_dir, tid)
             if tid and tid in writer.trial_ids():
-                writer.drop_trial(tid)
-                plan.dropped.append(tid)
+                plan.replaced[t.number] = tid
             continue
         plan.finished += 1
     for tid in writer.trial_ids():  # rows Optuna never heard of: a start cut short
@@ -121,6 +131,21 @@ def plan_resume(
             plan.dropped.append(tid)
     writer.flush(force=True)
     return plan
+
+
+def check_budget(spec: SweepSpec, folder: Path, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """A resume never drops a started trial (the study would keep it RUNNING for ever, or
+    end with more trials than the budget): budget.num_samples below the trials the study
+    holds is refused, naming the smallest budget allowed."""
+    if spec.budget.num_samples >= len(trials):
+        return
+    closed = sum(t.state.is_finished() for t in trials)
+    raise UserError(
+        f"--resume: budget.num_samples {spec.budget.num_samples} is below the {len(trials)} "
+        f"trials {folder / rs.OPTUNA_FILE} already holds ({closed} finished, "
+        f"{len(trials) - closed} interrupted or not started); resume with "
+        f"--set budget.num_samples={len(trials)} or more"
+    )
 
 
 def settle_unfinished(
@@ -134,16 +159,18 @@ def settle_unfinished(
     from outside (PRUNED, told so); otherwise the sweep was interrupted and they stay
     RUNNING for --resume. Returns how many were left for --resume."""
     running = [r for r in writer.rows() if r.get("status") == "RUNNING"]
-    budget = spec.budget.time_budget_s
-    if not budget or fit_seconds < budget * 0.98:
-        return len(running)
     study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     rows = {r.get("trial_number") for r in writer.rows()}
-    for t in by_number.values():  # asked for, but the budget ran out before it started
-        if t.state == TrialState.RUNNING and t.number not in rows:
-            study._storage.set_trial_user_attr(t._trial_id, "reason", "never started: time budget")
-            study.tell(t.number, state=TrialState.FAIL)
+    # asked for but never started (waiting for resources when Ctrl-C came): no row shows them
+    unstarted = [t for t in by_number.values() if t.state == TrialState.RUNNING
+                 and t.number not in rows]  # fmt: skip
+    budget = spec.budget.time_budget_s
+    if not budget or fit_seconds < budget * 0.98:
+        return len(running) + len(unstarted)
+    for t in unstarted:  # the time budget ran out before they started
+        study._storage.set_trial_user_attr(t._trial_id, "reason", "never started: time budget")
+        study.tell(t.number, state=TrialState.FAIL)
     now = dt.datetime.now(dt.timezone.utc)
     for r in running:
         t = by_number.get(r.get("trial_number"))

@@ -14,11 +14,12 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pandas as pd
 import ray
 from ray import tune
 
@@ -26,9 +27,11 @@ from harness import results as rs
 from harness.config import SweepSpec, as_spec
 from harness.data import Dataset, load_dataset
 from harness.errors import UserError
+from harness.lock import LOCK_FILE, FolderLock
 from harness.sweep import checkpoints
 from harness.sweep.callback import SweepCallback
 from harness.sweep.console import Console
+from harness.sweep.halt import STORAGE_FAULTS, Halt, caused_by_storage, describe
 from harness.sweep.population import Population
 from harness.sweep.provenance import sweep_info
 from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, init_ray
@@ -38,6 +41,7 @@ from harness.sweep.trial import trainable, trial_name
 from harness.tracker import Trackers
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,6 +51,7 @@ class SweepOutcome:
     seconds: float
     first_trial_s: float | None  # command start -> first trial running (its own clock)
     interrupted: bool = False  # stopped before the end (Ctrl-C): --resume continues it
+    fault: str | None = None  # the record could not be written mid-run (halt.py): one line
 
 
 def run(
@@ -69,19 +74,23 @@ def run(
     way), with `overrides` as `--set` gives them. UserErrors come before Ray starts."""
     started = time.time() if started is None else started
     spec = as_spec(spec, overrides)
-    folder = _claim_folder(Path(results_root) / spec.name, resume, overwrite)
-    data = load_dataset(spec.data)
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and not ray.is_initialized():
-        check_reachable(address)
-    console = Console(spec) if console is True else (console or None)
-    if resume:
-        check_same_spec(folder, spec)
-    logs = LogRoute(folder)
-    trackers = Trackers.for_sweep(spec, folder)
+    folder, lock = _claim_folder(Path(results_root) / spec.name, resume, overwrite)
+    logs: LogRoute | None = None
+    trackers = Trackers()
     own_ray = not ray.is_initialized()
     try:
-        writer, plan = _open_tables(spec, folder, resume, storage)
+        data = load_dataset(spec.data)
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address and not ray.is_initialized():
+            check_reachable(address)
+        console = Console(spec) if console is True else (console or None)
+        for line in spec.warnings(int(data.train_x.shape[0])):  # before Ray starts
+            _warn(console, line)
+        if resume:
+            check_same_spec(folder, spec)
+        logs = LogRoute(folder)
+        trackers = Trackers.for_sweep(spec, folder)
+        writer, plan = _writing(folder, lambda: _open_tables(spec, folder, resume, storage), "use")
         trackers.keep(writer.trial_ids())  # a resume dropped rows: their curves go too
         log.info("timeline: data ready at %.2f s", time.time() - started)
         cluster = init_ray(address, spec)
@@ -89,39 +98,66 @@ def run(
         check_fits(spec, cluster, console)
         max_t = spec.max_t(int(data.train_x.shape[0]))
         info = sweep_info(spec, data, cluster, max_t, command, started, folder if resume else None)
-        writer.write_sweep_info(info)
+        _writing(folder / rs.SWEEP_FILE, lambda: writer.write_sweep_info(info))
         remaining = spec.budget.num_samples - plan.finished
         _announce(console, spec, folder, cluster, data, plan if resume else None, remaining)
-        callback = SweepCallback(spec, writer, console, started=started, trackers=trackers)
-        tune_config, population = _tune_config(spec, folder, plan, resume, max_t, remaining)
+        halt = Halt()
+        callback = SweepCallback(
+            spec, writer, console, started=started, trackers=trackers, replaced=plan.replaced,
+            halt=halt,
+        )  # fmt: skip
+        tune_config, population = _tune_config(spec, folder, plan, resume, max_t, remaining, halt)
         extra = [population.recorder] if population is not None else []
-        run_config = _run_config(spec, folder, storage, callback, extra)
+        run_config = _run_config(spec, folder, storage, callback, halt, extra)
         space = population.param_space if population is not None else None
-        fit_s = _fit(trainable(spec, data), tune_config, run_config, remaining, started, space)
+        fit_s = _fit(
+            trainable(spec, data), tune_config, run_config, remaining, started, halt, space
+        )
+        if halt.fault:
+            return _stopped(folder, halt.fault, started)
         left = settle_unfinished(spec, folder, writer, fit_s, console)
         return _finish(spec, folder, writer, console, started, left)
     finally:
         trackers.close()
-        if console is not None:
+        if isinstance(console, Console):
             console.stop()  # never leave a live block half drawn
         if own_ray and shutdown and ray.is_initialized():
             ray.shutdown()
-        logs.close()
+        if logs is not None:
+            logs.close()
+        lock.release(remove_if_empty=True)
 
 
-def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> Path:
-    """results/<name>/: a new one, an earlier sweep's (--resume), or emptied (--overwrite)."""
+def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> tuple[Path, FolderLock]:
+    """results/<name>/, locked for this sweep's life before anything else happens (see
+    harness.lock): a new one, an earlier sweep's (--resume), or emptied (--overwrite)."""
     folder = folder.resolve()
-    if (folder / rs.SWEEP_FILE).exists() and not resume:
-        if not overwrite:
-            raise UserError(
-                f"{folder}: already holds a sweep; pass --resume to continue it, --overwrite to "
-                f"start over, or --set name=<other> for a new one"
-            )
-        shutil.rmtree(folder)
-    if resume and not (folder / rs.SWEEP_FILE).exists():
-        raise UserError(f"{folder}: nothing to resume (no {rs.SWEEP_FILE})")
-    return folder
+    lock = FolderLock.claim(folder)
+    try:
+        if (folder / rs.SWEEP_FILE).exists() and not resume:
+            if not overwrite:
+                raise UserError(
+                    f"{folder}: already holds a sweep; pass --resume to continue it, --overwrite "
+                    f"to start over, or --set name=<other> for a new one"
+                )
+            for item in folder.iterdir():  # all but the lock this sweep holds
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item)
+                elif item.name != LOCK_FILE:
+                    item.unlink()
+        if resume and not (folder / rs.SWEEP_FILE).exists():
+            raise UserError(f"{folder}: nothing to resume (no {rs.SWEEP_FILE})")
+    except BaseException:
+        lock.release(remove_if_empty=True)
+        raise
+    return folder, lock
+
+
+def _warn(console: Console | None, line: str) -> None:
+    if console is not None:
+        console.print(f"warning: {line}")
+    else:
+        log.warning("%s", line)
 
 
 def _open_tables(
@@ -155,11 +191,22 @@ def _announce(
 
 
 def _tune_config(
-    spec: SweepSpec, folder: Path, plan: ResumePlan, resume: bool, max_t: int, remaining: int
+    spec: SweepSpec,
+    folder: Path,
+    plan: ResumePlan,
+    resume: bool,
+    max_t: int,
+    remaining: int,
+    halt: Halt | None = None,
 ) -> tuple[tune.TuneConfig, Population | None]:
     """Optuna searches, the scheduler stops, at most max_concurrent trials at a time (PBT:
     Optuna draws the population up front, harness.sweep.population)."""
-    searcher = build_searcher(spec, folder, rerun=plan.rerun, resume=resume, restore=plan.restore)
+    searcher = _writing(
+        folder / rs.OPTUNA_FILE,
+        lambda: build_searcher(
+            spec, folder, rerun=plan.rerun, resume=resume, restore=plan.restore, halt=halt
+        ),
+    )
     pbt = spec.early_terminate.type == "pbt"
     population = Population(searcher, max(remaining, 1)) if pbt else None
     # Synchronous schedulers need a whole rung (population) at once: a concurrency limit
@@ -184,6 +231,7 @@ def _run_config(
     folder: Path,
     storage: str | None,
     callback: SweepCallback,
+    halt: Halt | None = None,
     extra: Sequence[tune.Callback] = (),
 ) -> tune.RunConfig:
     """Tune's own state in results/<name>/ray, or under --storage / spec.storage (a dir or URI)."""
@@ -193,6 +241,7 @@ def _run_config(
         storage_path=storage_path or str(folder),
         verbose=0,
         callbacks=[callback, *extra],
+        stop=halt,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # a trial's last checkpoint is all a retry or a pause needs; PBT clones from others'
         # checkpoints a little later, and Ray warns below 3
@@ -208,19 +257,53 @@ def _fit(
     run_config: tune.RunConfig,
     remaining: int,
     started: float,
+    halt: Halt | None = None,
     param_space: dict[str, Any] | None = None,
 ) -> float:
-    """Tune runs the trials (none when a resume finds the budget spent); returns its seconds."""
+    """Tune runs the trials (none when a resume finds the budget spent); returns its seconds.
+    A storage fault Tune itself meets (its experiment state) halts the sweep like one in
+    the tables or the study."""
     t_fit = time.time()
     log.info("timeline: fit starts at %.2f s", t_fit - started)
     if remaining > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tune.Tuner(
-                trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
-            ).fit()
+            try:
+                tune.Tuner(
+                    trainable, param_space=param_space, tune_config=tune_config,
+                    run_config=run_config,
+                ).fit()  # fmt: skip
+            except Exception as exc:
+                if halt is None or not caused_by_storage(exc):
+                    raise
+                halt.record(str(run_config.storage_path), exc)
     log.info("fit took %.1f s", time.time() - t_fit)
     return time.time() - t_fit
+
+
+def _writing(path: Path, make: Callable[[], T], doing: str = "write") -> T:
+    """make(), with a storage fault (a full disk, a read-only folder, a damaged optuna.db)
+    as one UserError line: before the trials run, nothing is lost by stopping."""
+    try:
+        return make()
+    except STORAGE_FAULTS as exc:
+        raise UserError(describe(str(path), exc, doing)) from None
+
+
+def _stopped(folder: Path, fault: str, started: float) -> SweepOutcome:
+    """A fault mid-run: what the folder keeps (the tables as last written, the study), and
+    how to go on, as the one line the command prints."""
+    try:
+        t = pd.read_parquet(folder / rs.TRIALS_FILE, columns=["status"])
+        done = int(t["status"].isin(["COMPLETED", "PRUNED", "FAILED", "DIVERGED"]).sum())
+        kept = f"{len(t)} trial(s) in {rs.TRIALS_FILE} as last written ({done} finished)"
+    except Exception:  # noqa: BLE001 -- no table written yet, or unreadable: say so
+        kept = f"no readable {rs.TRIALS_FILE}"
+    line = (
+        f"{fault}; the sweep stopped. Kept in {folder}/: {kept}, and {rs.OPTUNA_FILE}; "
+        "make room (or fix the folder), then run the same command with --resume"
+    )
+    return SweepOutcome(folder, [], time.time() - started, None, interrupted=True, fault=line)
 
 
 def _finish(

@@ -27,7 +27,8 @@ from ray.tune.search.optuna import OptunaSearch
 from harness import results as rs
 from harness import space
 from harness.config import SweepSpec
-from harness.sweep.keys import ERROR, FINAL, NUMBER, PARAMS, RESTORE, STATUS
+from harness.sweep.halt import STORAGE_FAULTS, Halt, guarded
+from harness.sweep.keys import ERROR, FINAL, LAST, NUMBER, PARAMS, RESTORE, STATUS
 from harness.values import finite
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,12 @@ class HonestOptunaSearch(OptunaSearch):
         parameters: Mapping[str, Any],
         rerun: Sequence[int] = (),
         restore: Mapping[int, dict] | None = None,
+        halt: Halt | None = None,
+        db: str = "",
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
+        self.halt, self.db = halt, db  # the study cannot be written: the run stops (halt.py)
         self._metric_names = list(metric_names)
         self._parameters = dict(parameters)
         self._rerun = list(rerun)  # numbers of interrupted Optuna trials, handed out first
@@ -67,6 +71,7 @@ class HonestOptunaSearch(OptunaSearch):
             config[RESTORE] = self._restore[number]
         return config
 
+    @guarded("db")
     def suggest(self, trial_id: str) -> dict | None:
         if self._rerun and trial_id not in self._ot_trials:
             return self._resume_trial(trial_id, self._rerun.pop(0))
@@ -79,10 +84,14 @@ class HonestOptunaSearch(OptunaSearch):
         return {PARAMS: params, NUMBER: ot_trial.number}
 
     def _intermediate(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        """Report one evaluation's metric at its loop iteration (single objective only)."""
+        """Report one evaluation's metric at its report index (single objective only).
+
+        The step is the 1-based `report` (as the schedulers' training_iteration), not the
+        batch count: where batch_size is searched, trials at the same step have seen the
+        same number of evaluations, and a small-batch trial does not look further along."""
         if len(self._metric_names) > 1 or result.get(FINAL):
             return
-        value, step = result.get(self._metric_names[0]), result.get("iteration")
+        value, step = result.get(self._metric_names[0]), result.get("report")
         if value is None or step is None or not finite(value):
             return
         done = self._reported.setdefault(trial_id, set())
@@ -97,10 +106,12 @@ class HonestOptunaSearch(OptunaSearch):
     def _finished_in_study(self, ot_trial: optuna.Trial) -> bool:
         return ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
 
+    @guarded("db")
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._ot_trials and trial_id not in self._completed_trials:
             self._intermediate(trial_id, result)
 
+    @guarded("db")
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
@@ -117,6 +128,8 @@ class HonestOptunaSearch(OptunaSearch):
                 self._ot_study.tell(ot_trial, out, state=state)
             else:
                 self._ot_study.tell(ot_trial, state=state)
+        except STORAGE_FAULTS:
+            raise  # the study cannot be written: halt (see guarded)
         except Exception as exc:  # noqa: BLE001 -- a bad tell must not end the sweep
             log.warning("optuna tell for %s failed: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
@@ -135,6 +148,11 @@ class HonestOptunaSearch(OptunaSearch):
             self._intermediate(trial_id, result)
             ot_trial.set_user_attr("status", "PRUNED")
             return TrialState.PRUNED, None
+        held = result.get(LAST) or {  # Tune hands the searcher flattened results
+            k[len(LAST) + 1 :]: v for k, v in result.items() if k.startswith(LAST + "/")
+        }
+        if held:  # the report the trial ended at came with its final result (trial.LastReport)
+            self._intermediate(trial_id, held)
         status = result.get(STATUS, "COMPLETED")
         ot_trial.set_user_attr("status", status)
         if status != "COMPLETED":
@@ -158,6 +176,7 @@ def build_searcher(
     rerun: Sequence[int] = (),
     resume: bool = False,
     restore: Mapping[int, dict] | None = None,
+    halt: Halt | None = None,
 ) -> HonestOptunaSearch:
     storage = optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
@@ -188,6 +207,8 @@ def build_searcher(
         parameters=spec.parameters,
         rerun=rerun,
         restore=restore,
+        halt=halt,
+        db=str(folder / rs.OPTUNA_FILE),
     )
 
 

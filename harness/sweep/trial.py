@@ -23,8 +23,9 @@ from harness import bundle
 from harness.config import SweepSpec
 from harness.data import Dataset
 from harness.sweep import checkpoints
-from harness.sweep.keys import ERROR, FINAL, INFO, PARAMS, RESTORE, STATUS, SUMMARY
+from harness.sweep.keys import ERROR, FINAL, INFO, LAST, PARAMS, RESTORE, STATUS, SUMMARY
 from harness.trialconfig import TrialConfig, replace_train
+from harness.values import finite
 
 if TYPE_CHECKING:  # the loop (torch) is imported inside the trial, where it runs
     from harness.trainer import TrialSummary
@@ -97,9 +98,11 @@ def _where(shown: str, note: str, entered: float, started: float) -> dict[str, A
 
 
 class TuneSide:
-    """The trial's results to Tune: one per evaluation, sent at once, except the result a
-    checkpoint follows: it waits for that checkpoint and both travel as one result (so the
-    schedulers, which count results, see one per evaluation)."""
+    """The trial's results to Tune: one per evaluation, sent at once, except
+    - the result a checkpoint follows: it waits for that checkpoint and both travel as one
+      result (so the schedulers, which count results, see one per evaluation);
+    - the report the loop ends the trial at (LastReport): held back, it travels inside the
+      trial's final result (keys.LAST), so no scheduler stops a trial at its last report."""
 
     def __init__(self, info: dict[str, Any], interval: int, lineage: list[str]) -> None:
         self.info = info
@@ -107,13 +110,20 @@ class TuneSide:
         self.lineage = lineage  # other trials' checkpoints this one went on from (PBT)
         self.last: dict[str, Any] = {}
         self.pending: dict[str, Any] | None = None
+        self.is_last: LastReport | None = None
+        self.held: dict[str, Any] | None = None
 
     def report(self, metrics: dict[str, Any]) -> None:
         out = dict(metrics)
         if not self.last:
             out[INFO] = self.info
         self.last.update(metrics)
-        if self.interval and metrics["report"] % self.interval == 0:
+        if self.held is not None:  # held back, yet the loop went on: send it now, late but not lost
+            held, self.held = self.held, None
+            tune.report(held)
+        if self.is_last is not None and self.is_last(metrics):
+            self.held = out
+        elif self.interval and metrics["report"] % self.interval == 0:
             self.pending = out  # checkpoint() sends it, or flush() when the loop ends here
         else:
             tune.report(out)
@@ -191,6 +201,7 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         cfg = trial_config(job.spec, params)
         per_epoch = math.ceil(len(data.train_y) / cfg.train.batch_size)
         side.interval = cfg.train.checkpoint_interval(per_epoch) if reachable else 0
+        side.is_last = LastReport(cfg, int(data.train_x.shape[0]))
         summary = train(
             cfg, data, side.report, device=device, threads=max(1, round(job.cpu)),
             checkpoint=side.checkpoint if side.interval else None,
@@ -210,6 +221,8 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         raise stop
     if outcome.get(STATUS) == "FAILED":
         side.flush()  # a report whose checkpoint failed still counts
+    if side.held is not None:
+        outcome[LAST] = side.held
     last = side.last
     if outcome.get(STATUS) == "COMPLETED":  # metrics not in the summary: the last report's
         for m in job.spec.metrics:
@@ -264,6 +277,32 @@ def _report_again(restored: checkpoints.Restored) -> None:
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+class LastReport:
+    """Whether the loop ends a trial at this report, by the loop's own rules (harness.trainer:
+    its step budget, its patience, a non-finite loss or gradient), from the report alone.
+
+    Why: a scheduler may stop a trial at any report it is shown (ASHA at a rung or at
+    max_t), and a trial stopped there is PRUNED, untested, though it had run its whole
+    budget. So the report the loop ends at is held back and reaches Tune inside the trial's
+    final result (keys.LAST): a trial that ran its budget always ends COMPLETED (or
+    DIVERGED). Should this guess a report last that is not, the report is sent at the next.
+    """
+
+    def __init__(self, cfg: TrialConfig, n_train: int) -> None:
+        tc = cfg.train
+        steps = math.ceil(n_train / tc.batch_size) * tc.max_epochs
+        self.total_steps = min(steps, tc.max_steps) if tc.max_steps else steps
+        self.patience = tc.require_improvement
+        self.best_it = 0
+
+    def __call__(self, metrics: dict[str, Any]) -> bool:
+        step = int(metrics["iteration"])
+        if metrics.get("improved"):
+            self.best_it = step
+        diverged = bool(metrics.get("grad_nonfinite")) or not finite(metrics.get("dev_loss"))
+        return diverged or step >= self.total_steps or step - self.best_it >= self.patience
 
 
 def _finished(spec: SweepSpec, summary: TrialSummary, shown: str, note: str) -> dict[str, Any]:

@@ -1,0 +1,92 @@
+"""harness.sweep.halt: a record that cannot be written stops the sweep, with one line.
+
+The whole path (a tmpfs filling mid-sweep, then --resume) is in tests/test_faults.py; here
+the pieces, without Ray: the line, the stop, and hooks that go quiet after a fault.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy.exc
+from test_sweep import study
+from test_sweep_search import final, searcher
+
+from harness import results as rs
+from harness.sweep.halt import Halt, describe, guarded
+
+
+def test_the_line_names_the_path_and_the_cause() -> None:
+    full = OSError(errno.ENOSPC, "No space left on device", "/r/smoke/trials.parquet")
+    assert (
+        describe("/r/smoke", full)
+        == "/r/smoke/trials.parquet: cannot write (No space left on device)"
+    )
+    db = sqlalchemy.exc.OperationalError(
+        "INSERT ...", {}, sqlite3.OperationalError("database or disk is full")
+    )
+    try:
+        try:
+            raise db
+        except sqlalchemy.exc.OperationalError as exc:
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit"
+            ) from exc
+    except optuna.exceptions.StorageInternalError as exc:
+        assert describe("/r/smoke/optuna.db", exc) == (
+            "/r/smoke/optuna.db: cannot write (database or disk is full)"
+        )
+
+
+def test_a_table_that_cannot_be_written_names_itself(readonly_dir: Path) -> None:
+    writer = rs.ResultsWriter(readonly_dir)
+    writer.set_trial("a", status="RUNNING")
+    with pytest.raises(OSError) as exc:
+        writer.flush(force=True)
+    assert exc.value.filename == str(readonly_dir / rs.TRIALS_FILE)
+    assert describe(str(readonly_dir), exc.value).startswith(
+        f"{readonly_dir / rs.TRIALS_FILE}: cannot write ("
+    )
+
+
+class _Hooks:
+    where = "/r/smoke"
+
+    def __init__(self, halt: Halt | None) -> None:
+        self.halt, self.calls = halt, 0
+
+    @guarded("where")
+    def on_result(self, fail: bool) -> str:
+        self.calls += 1
+        if fail:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return "ok"
+
+
+def test_the_first_fault_stops_the_run_and_quiets_every_hook() -> None:
+    halt = Halt()
+    hooks = _Hooks(halt)
+    assert hooks.on_result(False) == "ok" and not halt.stop_all()
+    assert hooks.on_result(True) is None  # not raised into Tune
+    assert halt.stop_all() and halt.fault == "/r/smoke: cannot write (No space left on device)"
+    assert hooks.on_result(False) is None and hooks.calls == 2  # nothing more is written
+    assert not halt("trial", {})  # no single trial is stopped for itself
+    with pytest.raises(OSError):  # no halt to tell: the error is the caller's
+        _Hooks(None).on_result(True)
+
+
+def test_after_a_fault_optuna_hears_no_more(tmp_path: Path) -> None:
+    # trials still running when the run stops stay RUNNING in the study: --resume reruns them
+    s = searcher(tmp_path)
+    s.halt = Halt()
+    s.suggest("t")
+    s.halt.record("/r/smoke/trials.parquet", OSError(errno.ENOSPC, "No space left on device"))
+    s.on_trial_complete("t", final(value=0.9))
+    (t,) = study(tmp_path, "smoke").trials
+    assert t.state == optuna.trial.TrialState.RUNNING
+    assert s.suggest("u") is None  # and no new trial is asked for
+    assert len(study(tmp_path, "smoke").trials) == 1
