@@ -21,6 +21,8 @@ import importlib.util
 import logging
 import os
 import shutil
+import socket
+import struct
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -110,12 +112,7 @@ class TensorBoard:
 
     def log(self, report: Mapping[str, Any], key: str = "") -> None:
         step = int(report.get("iteration") or 0)
-
-        def write(w: Any) -> None:
-            for tag, value in scalars(report).items():
-                w.add_scalar(tag, value, step)
-
-        self._do(key, write)
+        self._do(key, lambda w: w.add_scalars(scalars(report), step))
 
     def drop(self, key: str) -> None:
         """A trial whose rows a resume dropped (it runs again, under another id): its curves go."""
@@ -141,9 +138,7 @@ class TensorBoard:
         try:
             w = self.writers.get(key)
             if w is None:
-                from tensorboardX import SummaryWriter
-
-                w = self.writers[key] = SummaryWriter(str(self.folder(key)), flush_secs=5)
+                w = self.writers[key] = EventFile(self.folder(key))
             write(w)
         except Exception as exc:  # noqa: BLE001 -- a tracker never ends a run
             self._fail(exc)
@@ -151,6 +146,53 @@ class TensorBoard:
     def _fail(self, exc: Exception) -> None:
         self.broken = True
         log.warning("TensorBoard event files under %s switched off: %s", self.root, exc)
+
+
+class EventFile:
+    """One TensorBoard event file, written and flushed in the caller's thread at each call.
+
+    Why not tensorboardX's SummaryWriter: it writes from a thread of its own, so an error
+    there (a full disk) ends as a traceback on stderr instead of reaching `_fail`. The
+    records are tensorboardX's own event protos in TFRecord framing."""
+
+    _count = 0
+
+    def __init__(self, folder: Path) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        folder.mkdir(parents=True, exist_ok=True)
+        EventFile._count += 1
+        name = (
+            f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
+            f"{os.getpid()}.{EventFile._count}"
+        )
+        self.file = open(folder / name, "wb")  # noqa: SIM115 -- closed by close()
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event: Any) -> None:
+        from tensorboardX.record_writer import masked_crc32c
+
+        data = event.SerializeToString()
+        header = struct.pack("Q", len(data))
+        self.file.write(header + struct.pack("I", masked_crc32c(header)))
+        self.file.write(data + struct.pack("I", masked_crc32c(data)))
+        self.file.flush()
+
+    def add_scalars(self, values: Mapping[str, float], step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        summary = Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in values.items()])
+        self._write(Event(wall_time=time.time(), step=step, summary=summary))
+
+    def add_text(self, tag: str, text: str, step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import text as text_summary
+
+        self._write(Event(wall_time=time.time(), step=step, summary=text_summary(tag, text)))
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class MLflow:
