@@ -103,9 +103,12 @@ class TensorBoard:
     def folder(self, key: str = "") -> Path:
         return self.root / key if key else self.root
 
-    def start(self, key: str = "", text: Mapping[str, str] | None = None) -> None:
+    def start(self, key: str = "", text: Mapping[str, str] | None = None, fresh: bool = True) -> None:
         """A fresh event folder for `key` (a trial run again from the start replaces the old
-        curves, as its table rows are), with `text` (e.g. its parameters) as text summaries."""
+        curves, as its table rows are), with `text` (e.g. its parameters) as text summaries;
+        fresh=False: the trial goes on from a checkpoint and its curves go on too."""
+        if not fresh:
+            return
         self.drop(key)
         for tag, value in (text or {}).items():
             self._do(key, lambda w, t=tag, v=value: w.add_text(t, v, 0))
@@ -113,6 +116,16 @@ class TensorBoard:
     def log(self, report: Mapping[str, Any], key: str = "") -> None:
         step = int(report.get("iteration") or 0)
         self._do(key, lambda w: w.add_scalars(scalars(report), step))
+
+    def rename(self, old: str, new: str) -> None:
+        """A trial that goes on from another's checkpoint under a new id takes its curves."""
+        self.close(old)
+        source = self.folder(old)
+        if old and new and source.is_dir() and not self.folder(new).exists():
+            try:
+                source.rename(self.folder(new))
+            except OSError as exc:
+                self._fail(exc)
 
     def drop(self, key: str) -> None:
         """A trial whose rows a resume dropped (it runs again, under another id): its curves go."""
@@ -280,10 +293,11 @@ class Trackers:
             MLflow(spec.mlflow, spec.name) if spec.mlflow is not None else None,
         )
 
-    def start(self, key: str, name: str, params: Mapping[str, Any]) -> None:
+    def start(self, key: str, name: str, params: Mapping[str, Any], fresh: bool = True) -> None:
+        """fresh=False: the trial goes on from a checkpoint (its curves go on)."""
         if self.tensorboard is not None:
             text = {"trial": name, **{f"param/{k}": str(v) for k, v in params.items()}}
-            self.tensorboard.start(key, text)
+            self.tensorboard.start(key, text, fresh)
         if self.mlflow is not None:
             self.mlflow.start(key, name, params)
 
@@ -298,6 +312,15 @@ class Trackers:
             self.tensorboard.close(key)
         if self.mlflow is not None:
             self.mlflow.end(key, status)
+
+    def drop(self, key: str) -> None:
+        """A trial's rows were dropped (it runs again from the start): its curves go too."""
+        if self.tensorboard is not None:
+            self.tensorboard.drop(key)
+
+    def rename(self, old: str, new: str) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.rename(old, new)
 
     def keep(self, keys: Iterable[str]) -> None:
         """On resume: the curves of trials the tables no longer hold (dropped, to run again

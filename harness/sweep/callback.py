@@ -69,11 +69,13 @@ class SweepCallback(tune.Callback):
         restore = trial.config.get(RESTORE)
         if restore and not self.writer.trial_row(trial.trial_id):  # --resume from a checkpoint
             self.writer.rename_trial(restore["trial_id"], trial.trial_id, restore["iteration"])
+            self.trackers.rename(restore["trial_id"], trial.trial_id)
             log.info("trial %s goes on from trial %s's checkpoint at iteration %s",
                      trial.trial_id, restore["trial_id"], restore["iteration"])  # fmt: skip
         old = self.replaced.pop(trial.config.get(NUMBER), None)
         if old is not None and old != trial.trial_id:  # an interrupted trial runs again now
             self.writer.drop_trial(old)
+            self.trackers.drop(old)
         if self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
             self.writer.set_trial(
                 trial.trial_id,
@@ -93,7 +95,8 @@ class SweepCallback(tune.Callback):
         self.writer.flush()
         number = trial.config.get(NUMBER)
         name = rs.trial_name({"trial_id": trial.trial_id, "trial_number": number})
-        self.trackers.start(trial.trial_id, name, self._params(trial))
+        fresh = not self.writer.metrics.rows.get(trial.trial_id)  # else: from a checkpoint
+        self.trackers.start(trial.trial_id, name, self._params(trial), fresh=fresh)
         if self.console is not None:
             self.console.trial_started(trial.trial_id, number)
 
@@ -107,14 +110,11 @@ class SweepCallback(tune.Callback):
         if result.get(INFO):
             self._where(tid, result[INFO])
         if result.get(LAST):  # the report the trial ended at, sent with its final result
-            self._report(tid, result[LAST])
+            self._evaluation(trial, result[LAST])
         if result.get(FINAL):
             self._final(tid, result)
         elif "iteration" in result:
-            self._report(tid, result)
-            self.trackers.report(tid, result)
-            if self.console is not None:
-                self.console.trial_report(tid, trial.config.get(NUMBER), result)
+            self._evaluation(trial, result)
         # a trial's end is on disk before Optuna hears of it (Tune tells the searcher after
         # the callbacks): a driver killed between the two resumes from the tables
         self.writer.flush(force=bool(result.get(FINAL)))
@@ -140,6 +140,13 @@ class SweepCallback(tune.Callback):
             start_time=None if start is None else dt.datetime.fromtimestamp(start, dt.timezone.utc),
             error=extra.get("note") or None,
         )
+
+    def _evaluation(self, trial: Any, result: Mapping[str, Any]) -> None:
+        """One evaluation of a trial: its rows, its TensorBoard/MLflow points, the console."""
+        self._report(trial.trial_id, result)
+        self.trackers.report(trial.trial_id, result)
+        if self.console is not None:
+            self.console.trial_report(trial.trial_id, trial.config.get(NUMBER), result)
 
     def _report(self, tid: str, result: Mapping[str, Any]) -> None:
         """One evaluation: a metrics row (and its layers), and the trial's row so far."""
