@@ -147,6 +147,10 @@ class Budget:
 class Resources:
     cpu: float = 1.0  # per trial
     gpu: float = 0.0  # per trial; a fraction (e.g. 0.25) packs trials onto one GPU
+    # Optuna trials per Ray trial, trained as one group (harness.trainer.train_group): a
+    # whole number (1: one trial per Ray trial, no groups) or "auto" (harness.sweep.groups
+    # picks it from the model, its settings, the device and a member's memory)
+    fuse: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -725,11 +729,25 @@ def _resources(raw: Any, p: _Problems) -> Resources | None:
             if kw[key] is not None and kw[key] > 1 and not float(kw[key]).is_integer():
                 rule = "fractions are for sharing one GPU: use a value <= 1 or a whole number"
                 p.add(path, rule, value)
+        elif key == "fuse":
+            kw[key] = _fuse(p, path, value)
         else:
-            _unknown(p, path, key, ("cpu", "gpu"))
+            _unknown(p, path, key, ("cpu", "gpu", "fuse"))
     if len(p.items) > n_before:
         return None
-    return Resources(**{k: float(v) for k, v in kw.items()})
+    return Resources(**{k: v if k == "fuse" else float(v) for k, v in kw.items()})
+
+
+def _fuse(p: _Problems, path: str, value: Any) -> int | str | None:
+    """resources.fuse: a whole number >= 1, or auto."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    ) or value < 1:
+        p.add(path, "must be a whole number >= 1 (trials per group) or auto", value)
+        return None
+    return int(value)
 
 
 # -------------------------------------------------------------------- parameters

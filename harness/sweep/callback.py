@@ -17,7 +17,19 @@ from harness import results as rs
 from harness.config import SweepSpec
 from harness.schema import LAYERS, METRIC_KEYS
 from harness.sweep.console import Console
-from harness.sweep.keys import ERROR, FINAL, INFO, NUMBER, PARAMS, STATUS, SUMMARY
+from harness.sweep.keys import (
+    ERROR,
+    FINAL,
+    GROUP,
+    INFO,
+    MEMBER,
+    MEMBERS,
+    NUMBER,
+    PARAMS,
+    STATUS,
+    SUMMARY,
+    member_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +57,61 @@ class SweepCallback(tune.Callback):
         return dict(trial.config.get(PARAMS, {}))
 
     def _start_row(self, trial: Any) -> None:
-        if self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
+        if MEMBERS in trial.config:
+            self._start_members(trial)
+        elif self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
             self.writer.set_trial(
                 trial.trial_id,
                 trial_number=trial.config.get(NUMBER),
                 status="RUNNING",
                 params=self._params(trial),
+                group_id=trial.trial_id,
+                group_member=0,
+                group_size=1,
             )
+
+    # a fused sweep's Ray trial is a group: a row per member ----------------------------------
+    def _start_members(self, trial: Any) -> None:
+        members = trial.config[MEMBERS]
+        for m in members:
+            mid = member_id(trial.trial_id, m["member"])
+            if self.writer.trial_row(mid).get("status") in (None, "PENDING"):
+                self.writer.set_trial(
+                    mid,
+                    trial_number=m["number"],
+                    status="RUNNING",
+                    params=m["params"],
+                    group_id=trial.trial_id,
+                    group_member=m["member"],
+                    group_size=len(members),
+                )
+
+    def _group_result(self, trial: Any, result: Mapping[str, Any]) -> None:
+        """One evaluation of a group: each member's report, and each member that ended."""
+        tid = trial.trial_id
+        params = {m["member"]: m["params"] for m in trial.config[MEMBERS]}
+        if result.get(INFO):
+            for k in params:
+                if member_id(tid, k) not in self._done:
+                    self._where(member_id(tid, k), result[INFO])
+        for entry in result.get(GROUP) or ():
+            k = int(entry[MEMBER])
+            mid = member_id(tid, k)
+            if mid in self._done:
+                continue  # a retried group repeats nothing of an ended member
+            if entry.get(FINAL):
+                self._final(mid, entry)
+                self._close(mid, self.writer.trial_row(mid).get("status"), params=params.get(k))
+            elif "iteration" in entry:
+                self._report(mid, entry)
+
+    def _end_group(self, trial: Any, status: str, error: str | None = None) -> None:
+        """The group's Ray trial ended: members it never ended were stopped from outside
+        (PRUNED: the time budget) or went down with it (FAILED: its worker died)."""
+        for m in trial.config[MEMBERS]:
+            mid = member_id(trial.trial_id, m["member"])
+            if mid not in self._done:
+                self._close(mid, status, error=error, params=m["params"])
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         log.info(
@@ -67,6 +127,10 @@ class SweepCallback(tune.Callback):
     ) -> None:
         tid = trial.trial_id
         self._start_row(trial)
+        if MEMBERS in trial.config:
+            self._group_result(trial, result)
+            self.writer.flush()
+            return
         if result.get(INFO):
             self._where(tid, result[INFO])
         if result.get(FINAL):
@@ -130,6 +194,7 @@ class SweepCallback(tune.Callback):
                 samples=s.get("samples"),
                 train_s=s.get("elapsed_seconds"),
                 device=s.get("device"),
+                fused=s.get("fused"),
             )
             if status == "COMPLETED":
                 fields.update(
@@ -139,26 +204,43 @@ class SweepCallback(tune.Callback):
                     metric=result.get(self.metric),
                     confusion=json.dumps(s["confusion"]) if s.get("confusion") else None,
                 )
-        if status != "COMPLETED":
+        if status not in ("COMPLETED", "PRUNED"):  # a pruned member keeps its last value
             fields["metric"] = None
         self.writer.set_trial(tid, **fields)
 
     def _end(self, trial: Any, status: str | None = None, error: str | None = None) -> None:
         tid = trial.trial_id
+        if MEMBERS in trial.config:
+            self._end_group(trial, status or "PRUNED", error)
+            return
+        if tid in self._done:
+            return
+        if status is None:
+            last = trial.last_result or {}
+            row = self.writer.trial_row(tid)
+            status = "PRUNED" if not last.get(FINAL) else row.get("status", "COMPLETED")
+        self._close(tid, status, error=error, params=self._params(trial))
+
+    def _close(
+        self,
+        tid: str,
+        status: str | None,
+        error: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A trial's end: its row final, the tables written, its console line."""
         if tid in self._done:
             return
         self._done.add(tid)
         row = self.writer.trial_row(tid)
-        if status is None:
-            last = trial.last_result or {}
-            status = "PRUNED" if not last.get(FINAL) else row.get("status", "COMPLETED")
+        status = status or "COMPLETED"
         fields: dict[str, Any] = {"status": status, "end_time": dt.datetime.now(dt.timezone.utc)}
         if error:
             fields["error"] = error
             fields["metric"] = None
         if status == "PRUNED" and not row.get("error"):
             fields["error"] = None
-        self.writer.set_trial(tid, params=self._params(trial), **fields)
+        self.writer.set_trial(tid, params=dict(params or {}), **fields)
         self.writer.flush(force=True, only=("trials",))
         self.writer.flush()  # the reports too, when their turn has come
         if self.console is not None:

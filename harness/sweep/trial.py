@@ -18,7 +18,17 @@ from ray import tune
 
 from harness.config import SweepSpec
 from harness.data import Dataset
-from harness.sweep.keys import ERROR, FINAL, INFO, PARAMS, STATUS, SUMMARY
+from harness.sweep.keys import (
+    ERROR,
+    FINAL,
+    GROUP,
+    INFO,
+    MEMBER,
+    MEMBERS,
+    PARAMS,
+    STATUS,
+    SUMMARY,
+)
 
 if TYPE_CHECKING:  # the loop (torch) is imported inside the trial, where it runs
     from harness.trainer import TrialSummary
@@ -39,6 +49,7 @@ class TrialJob:
     spec: SweepSpec
     cpu: float
     gpu: float
+    rungs: Any = None  # fused sweeps: the members' shared record (harness.sweep.rungs actor)
 
 
 def trial_name(trial: Any) -> str:
@@ -151,11 +162,119 @@ def _finished(spec: SweepSpec, summary: TrialSummary, shown: str, note: str) -> 
     return out
 
 
-def trainable(spec: SweepSpec, data: Dataset) -> Any:
-    """run_trial as Tune's trainable: the job and the data shipped once through the object
-    store, each trial holding the spec's cpu and gpu share."""
-    job = TrialJob(spec=spec, cpu=spec.resources.cpu, gpu=spec.resources.gpu)
+def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str, Any]:
+    """Ray Tune function trainable of a fused sweep: the members in config[MEMBERS] (Optuna
+    trials the searcher grouped) trained as one group, each reporting and ending as a trial.
+
+    Each evaluation sends one result whose GROUP entries are every live member's report and
+    every member that ended (FINAL, with its summary). At each report the shared record
+    (job.rungs) decides whether that member stops (the loop then drops it: PRUNED). A member
+    whose settings do not make a config fails alone; an exception of the group's loop fails
+    the members still in it. A retried group (max_failures) trains only the members whose
+    end never reached the driver.
+    """
+    entered = time.time()
+    from harness import trainer
+    from harness.trialconfig import check_group
+
+    members = list(config[MEMBERS])
+    if job.rungs is not None:
+        left = set(ray.get(job.rungs.unfinished.remote([m["number"] for m in members])))
+        members = [m for m in members if m["number"] in left]
+    started = time.time()
+    device, shown, note = _choose_device(job.gpu)
+    info = _where(shown, note, entered, started)
+    metric = job.spec.metric.name
+    entries: list[dict[str, Any]] = []
+    last: dict[int, dict[str, Any]] = {}
+
+    def failed(m: dict[str, Any], exc: BaseException, tb: str = "") -> dict[str, Any]:
+        why = "; ".join(x for x in (note, f"{type(exc).__name__}: {exc}".strip()) if x)
+        return {MEMBER: m["member"], FINAL: True, STATUS: "FAILED", ERROR: why, "traceback": tb}
+
+    live, cfgs = [], []
+    for m in members:  # a member whose values make no valid group member fails alone
+        try:
+            cfg = job.spec.trial_config(m["params"])
+            if cfgs:
+                check_group([cfgs[0], cfg])
+            live.append(m)
+            cfgs.append(cfg)
+        except Exception as exc:  # noqa: BLE001 -- a failed trial is data
+            entries.append(failed(m, exc, traceback.format_exc(limit=20)))
+
+    def report(i: int, metrics: dict[str, Any]) -> str | None:
+        m = live[i]
+        last[i] = metrics
+        entries.append({MEMBER: m["member"], **metrics})
+        if job.rungs is None:
+            return None
+        stop = ray.get(job.rungs.decide.remote(m["number"], metrics.get("report"), metrics.get(metric)))
+        return trainer.PRUNE if stop else None
+
+    def ended(indices: list[int], loop: Any) -> None:
+        for i in indices:
+            entry = {MEMBER: live[i]["member"], FINAL: True}
+            entry.update(_finished(job.spec, loop.summaries[i], shown, note))
+            for m in job.spec.metrics:  # metrics not in the summary: the last report's
+                if entry[STATUS] == "COMPLETED" and entry.get(m.name) is None:
+                    entry[m.name] = last.get(i, {}).get(m.name)
+            entries.append(entry)
+
+    def send() -> None:
+        out = {GROUP: list(entries)}
+        if info is not None:
+            out[INFO] = info
+        entries.clear()
+        tune.report(out)
+
+    stop: BaseException | None = None
+    loop = None
+    try:
+        if live:
+            loop = trainer.Loop(cfgs, data, device=device, threads=max(1, round(job.cpu)))
+            for epoch in range(1, loop.max_epochs + 1):
+                for xb, yb in loop.batches(epoch):
+                    loop.step(xb, yb)
+                    if loop.report_due():
+                        before = list(loop.alive)
+                        loop.evaluate_and_report(report)
+                        ended([i for i in before if i not in loop.alive], loop)
+                        send()
+                        info = None
+                    if loop.done():
+                        break
+                if loop.done():
+                    break
+            before = list(loop.alive)
+            loop.close()
+            ended(before, loop)
+    except Exception as exc:  # noqa: BLE001 -- the group's loop raised: its members failed
+        tb = traceback.format_exc(limit=20)
+        gone = {e[MEMBER] for e in entries if e.get(FINAL)}
+        alive = loop.alive if loop is not None else range(len(live))
+        for i in alive:
+            if live[i]["member"] not in gone:
+                entries.append(failed(live[i], exc, tb))
+    except BaseException as exc:  # noqa: BLE001 -- Ray's stop (SystemExit), an interrupt
+        stop = type(exc)(*exc.args)
+    loop = None
+    _free_device_memory()
+    if stop is not None:
+        raise stop
+    out: dict[str, Any] = {GROUP: entries, FINAL: True}
+    if info is not None:
+        out[INFO] = info
+    return out
+
+
+def trainable(spec: SweepSpec, data: Dataset, rungs: Any = None) -> Any:
+    """run_trial (or run_group when `rungs`, the members' record, says the sweep is fused)
+    as Tune's trainable: the job and the data shipped once through the object store, each
+    trial holding the spec's cpu and gpu share."""
+    job = TrialJob(spec=spec, cpu=spec.resources.cpu, gpu=spec.resources.gpu, rungs=rungs)
+    fn = run_trial if rungs is None else run_group
     return tune.with_resources(
-        tune.with_parameters(run_trial, job=job, data=data),
+        tune.with_parameters(fn, job=job, data=data),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
