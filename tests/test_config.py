@@ -419,8 +419,7 @@ BAD_CASES = {
     "cpu zero": ("resources: {cpu: 0}", "resources.cpu: must be > 0", "0"),
     "fuse zero": ("resources: {fuse: 0}", "resources.fuse: must be a whole number >= 1", "0"),
     "fuse fraction": ("resources: {fuse: 2.5}", "resources.fuse: must be a whole number", "2.5"),
-    "fuse word": ("resources: {fuse: max}", "resources.fuse: must be a whole number >= 1 (trials "
-                  "per group) or auto", "'max'"),  # fmt: skip
+    "fuse word": ("resources: {fuse: max}", "resources.fuse: must be a whole number >= 1", "'max'"),
     "baseline not bool": ("baseline: 'yes'", "baseline: expected true or false", "'yes'"),
     "max_failures": ("max_failures: -1", "max_failures: must be >= 0", "-1"),
     "seed": ("seed: 1.5", "seed: expected an integer", "1.5"),

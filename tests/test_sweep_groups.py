@@ -43,8 +43,13 @@ def test_fuse_auto_rule(tiny_corpus: Path) -> None:
     for samples, concurrent, size in ((32, 2, 8), (8, 2, 4), (4, 4, 1), (3, 2, 2)):
         spec, _ = _data(tiny_corpus, ["resources.gpu=1", f"budget.num_samples={samples}",
                                       f"budget.max_concurrent={concurrent}"])  # fmt: skip
-        asked = []
-        assert plan_fuse(spec, data, lambda: asked.append(1) or 2**40).size == size
+        asked: list[int] = []
+
+        def memory(asked: list[int] = asked) -> int:
+            asked.append(1)
+            return 2**40
+
+        assert plan_fuse(spec, data, memory).size == size
         assert not asked  # a tiny TextCNN: the GPU's memory does not matter
 
 
@@ -167,7 +172,7 @@ def test_a_diverging_member_does_not_end_its_group(ray_session: object, tmp_path
         resources={"cpu": 1, "fuse": 3},
     )
     out = sweep.run(load_spec(spec_path), results_root=tmp_path / "results", console=False)
-    trials, metrics, _ = _tables(out.folder)
+    trials, _, _ = _tables(out.folder)
     assert trials["group_id"].nunique() == 1 and len(trials) == 3
     by_lr = trials.set_index("param.learning_rate")
     assert by_lr.loc[1e30, "status"] == "DIVERGED" and "non-finite" in by_lr.loc[1e30, "error"]

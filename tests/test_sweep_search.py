@@ -154,7 +154,7 @@ def test_groups_share_shape_settings_and_num_samples_counts_members(tmp_path: Pa
 
 def test_each_member_is_told_how_it_ended(tmp_path: Path) -> None:
     s = group_searcher(tmp_path, 4, 4, "early_terminate={type: none}")
-    (g,) = [members(s.suggest("g"))]
+    assert len(members(s.suggest("g"))) == 4
 
     def report(k: int, r: int, v: float) -> dict:
         return {sweep.MEMBER: k, "iteration": 5 * r, "report": r, "best_dev_acc": v}
