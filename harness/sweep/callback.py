@@ -91,9 +91,8 @@ class SweepCallback(tune.Callback):
         tid = trial.trial_id
         params = {m["member"]: m["params"] for m in trial.config[MEMBERS]}
         if result.get(INFO):
-            for k in params:
-                if member_id(tid, k) not in self._done:
-                    self._where(member_id(tid, k), result[INFO])
+            for i, k in enumerate(k for k in params if member_id(tid, k) not in self._done):
+                self._where(member_id(tid, k), result[INFO], timeline=i == 0)
         for entry in result.get(GROUP) or ():
             k = int(entry[MEMBER])
             mid = member_id(tid, k)
@@ -139,10 +138,10 @@ class SweepCallback(tune.Callback):
             self._report(tid, result)
         self.writer.flush()
 
-    def _where(self, tid: str, extra: Mapping[str, Any]) -> None:
+    def _where(self, tid: str, extra: Mapping[str, Any], timeline: bool = True) -> None:
         """The trial's first result: where it runs, since when (and the timeline in ray.log)."""
         t0 = self.started
-        log.info(
+        (log.info if timeline else log.debug)(
             "timeline: trial %s worker process started at %s s, entered at %.2f s, "
             "loop imported at %.2f s, first result on the driver at %.2f s",
             tid,

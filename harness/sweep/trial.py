@@ -207,7 +207,7 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
         m = live[i]
         last[i] = metrics
         entries.append({MEMBER: m["member"], **metrics})
-        if job.rungs is None:
+        if job.rungs is None or job.spec.early_terminate.type == "none":
             return None
         stop = ray.get(job.rungs.decide.remote(m["number"], metrics.get("report"), metrics.get(metric)))
         return trainer.PRUNE if stop else None
