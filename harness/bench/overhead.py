@@ -188,22 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in_process_trials_per_hour": per_hour(args.trials, total),
         "sweeps": sweeps,
     }
-    if len(fuses) > 1:
-        base = next((x for x in sweeps if x["fuse"] == 1), sweeps[0])
-        print(
-            f"\n{'fuse':>4}  {'sweep s':>8}  {'trials/hour':>11}  {'x ideal':>7}  vs fuse {base['fuse']}"
-        )
-        print(f"{'-':>4}  {total:>8.1f}  {figures['in_process_trials_per_hour']:>11.0f}  "
-              f"{'':>7}  (in-process, one at a time)")  # fmt: skip
-        for x in sweeps:
-            print(
-                f"{x['fuse']:>4}  {x['until_last_trial_s']:>8.1f}  {x['trials_per_hour']:>11.0f}  "
-                f"{x['ratio_until_last_trial']:>7.2f}  {x['trials_per_hour'] / base['trials_per_hour']:.2f}x"
-            )
-        print(f"load average before {load_before:.1f}, after {os.getloadavg()[0]:.1f}")
-        if args.json:
-            write_text(args.json, json.dumps(figures, indent=2) + "\n")
-        return 0
     print(f"ideal sweep (in-process / {args.concurrency}): {ideal:.1f} s")
     print(
         f"sweep, command start -> last trial ended: {sw['until_last_trial_s']:.1f} s = "
@@ -219,6 +203,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ", ".join(f"{t:.1f}" for t in sorted(sw["trial_s"]))
         + " s (vs in-process above: the rest of the gap is trials slowing each other)"
     )
+    if len(fuses) > 1:
+        base = next((x for x in sweeps if x["fuse"] == 1), sweeps[0])
+        print(f"\nsweeps by group size (first: fuse {sweeps[0]['fuse']} above):")
+        print(f"{'fuse':>4}  {'sweep s':>8}  {'trials/hour':>11}  {'x ideal':>7}  vs fuse {base['fuse']}")
+        print(f"{'-':>4}  {total:>8.1f}  {figures['in_process_trials_per_hour']:>11.0f}  "
+              f"{'':>7}  (in-process, one at a time)")  # fmt: skip
+        for x in sweeps:
+            rel = x["trials_per_hour"] / base["trials_per_hour"]
+            print(f"{x['fuse']:>4}  {x['until_last_trial_s']:>8.1f}  {x['trials_per_hour']:>11.0f}  "
+                  f"{x['ratio_until_last_trial']:>7.2f}  {rel:.2f}x")  # fmt: skip
+    print(f"load average before {load_before:.1f}, after {figures['load_average_after']:.1f}")
     if args.json:
         write_text(args.json, json.dumps(figures, indent=2) + "\n")
     return 0
