@@ -74,6 +74,7 @@ def run(
         check_same_spec(folder, spec)
     logs = LogRoute(folder)
     own_ray = not ray.is_initialized()
+    rungs = None
     try:
         writer, plan = _open_tables(spec, folder, resume)
         log.info("timeline: data ready at %.2f s", time.time() - started)
@@ -100,6 +101,8 @@ def run(
         writer.write_sweep_info(info)
         return outcome
     finally:
+        if rungs is not None and ray.is_initialized():
+            ray.kill(rungs)  # a Ray session that outlives the sweep keeps no record of it
         if own_ray and shutdown and ray.is_initialized():
             ray.shutdown()
         logs.close()
