@@ -227,3 +227,15 @@ def test_fuse_1_is_todays_searcher_and_scheduler(tmp_path: Path) -> None:
     assert type(s) is sweep.HonestOptunaSearch
     assert type(sweep.build_scheduler(spec, 9)).__name__ == "AsyncHyperBandScheduler"
     assert type(sweep.build_scheduler(spec, 9, fused=True)).__name__ == "FIFOScheduler"
+
+
+def test_multi_objective_members_are_told_every_objective(tmp_path: Path) -> None:
+    metric = "metric=[{name: best_dev_acc, goal: maximize}, {name: best_dev_loss, goal: minimize}]"
+    s = group_searcher(tmp_path, 2, 2, "method=nsga2", metric, "early_terminate={type: none}")
+    s.suggest("g")
+    end = {sweep.FINAL: True, sweep.STATUS: "COMPLETED", "best_dev_acc": 0.8, "best_dev_loss": 0.4}
+    s.on_trial_complete("g", {sweep.GROUP: [{sweep.MEMBER: 0, **end},
+                                            {sweep.MEMBER: 1, **end, "best_dev_loss": None}]})  # fmt: skip
+    first, second = study(tmp_path, "smoke").trials
+    assert first.state.name == "COMPLETE" and first.values == [0.8, 0.4]
+    assert second.state.name == "FAIL" and "finite" in second.user_attrs["reason"]
