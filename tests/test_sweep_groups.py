@@ -78,6 +78,19 @@ def test_shape_settings_decide_who_shares_a_group() -> None:
     assert group_by_shape(spec, [(0, a), (1, {**a, "num_filters": "x"})], 4) == [[0], [1]]
 
 
+def test_resume_keeps_the_fuse_setting(tmp_path: Path) -> None:
+    from harness.errors import UserError
+    from harness.sweep.resume import check_same_spec
+
+    spec = load_spec(SMOKE)
+    old = spec.to_dict()
+    del old["resources"]["fuse"]  # sweep.json of a sweep from before resources.fuse
+    (tmp_path / rs.SWEEP_FILE).write_text(json.dumps({"spec": old}))
+    check_same_spec(tmp_path, spec)  # read as auto: resumable
+    with pytest.raises(UserError, match="resources"):
+        check_same_spec(tmp_path, load_spec(SMOKE, ["resources.fuse=4"]))
+
+
 # --------------------------------------------------------------------- fused sweeps (Ray)
 
 

@@ -42,6 +42,8 @@ class ResumePlan:
 def check_same_spec(folder: Path, spec: SweepSpec) -> None:
     """A resume must search the same space the same way; only the budget may change."""
     old = json.loads((folder / rs.SWEEP_FILE).read_text()).get("spec", {})
+    if isinstance(old.get("resources"), dict):  # a sweep from before resources.fuse: auto
+        old["resources"].setdefault("fuse", "auto")
     new = spec.to_dict()
     differ = sorted(
         k
