@@ -396,6 +396,7 @@ def test_compare_two_folders(tmp_path: Path, capsys) -> None:
     assert table["test acc"].tolist() == pytest.approx([0.88, 0.93])
     assert list(table["best trial"]) == [trial_name(1), trial_name(1, "fasttext")]
     assert math.isclose(table["trial-hours"][0], 2190 / 10 / 3600)
+    assert math.isclose(table["trials per device-hour"][0], 10 / (2190 / 10 / 3600))
     assert "FastText" in out and "93.00%" in out  # accuracies as the classic table prints them
 
 
