@@ -163,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sw = run_sweep_command(args.spec, [*overrides, f"resources.fuse={fuse}"], Path(tmp))
         sw["fuse"] = fuse
         sw["trials_per_hour"] = per_hour(args.trials, sw["until_last_trial_s"])
+        running = sw["until_last_trial_s"] - sw["first_trial_running_s"]  # start-up left out
+        sw["trials_per_hour_running"] = per_hour(args.trials, running)
         sw["ratio_until_last_trial"] = sw["until_last_trial_s"] / ideal
         sweeps.append(sw)
         if len(fuses) > 1:
@@ -206,13 +208,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(fuses) > 1:
         base = next((x for x in sweeps if x["fuse"] == 1), sweeps[0])
         print(f"\nsweeps by group size (first: fuse {sweeps[0]['fuse']} above):")
-        print(f"{'fuse':>4}  {'sweep s':>8}  {'trials/hour':>11}  {'x ideal':>7}  vs fuse {base['fuse']}")
+        print("  sweep s: command start -> last trial ended; trials/hour over that, and over "
+              "first trial running -> last ended (start-up left out)")  # fmt: skip
+        print(f"{'fuse':>4}  {'sweep s':>8}  {'trials/hour':>11}  {'x ideal':>7}  "
+              f"{'vs fuse ' + str(base['fuse']):>10}  {'running':>9}  vs")  # fmt: skip
         print(f"{'-':>4}  {total:>8.1f}  {figures['in_process_trials_per_hour']:>11.0f}  "
-              f"{'':>7}  (in-process, one at a time)")  # fmt: skip
+              f"{'':>7}  {'':>10}  {'':>9}      (in-process, one at a time)")  # fmt: skip
         for x in sweeps:
             rel = x["trials_per_hour"] / base["trials_per_hour"]
+            rel_run = x["trials_per_hour_running"] / base["trials_per_hour_running"]
             print(f"{x['fuse']:>4}  {x['until_last_trial_s']:>8.1f}  {x['trials_per_hour']:>11.0f}  "
-                  f"{x['ratio_until_last_trial']:>7.2f}  {rel:.2f}x")  # fmt: skip
+                  f"{x['ratio_until_last_trial']:>7.2f}  {rel:>9.2f}x  "
+                  f"{x['trials_per_hour_running']:>9.0f}  {rel_run:.2f}x")  # fmt: skip
     print(f"load average before {load_before:.1f}, after {figures['load_average_after']:.1f}")
     if args.json:
         write_text(args.json, json.dumps(figures, indent=2) + "\n")
