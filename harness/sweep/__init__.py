@@ -14,6 +14,11 @@ stopped from outside and reaches Optuna as PRUNED, with every evaluation's metri
 intermediate value at its loop iteration. A trial that raised is FAIL (error in a user
 attribute), a diverged one FAIL with its reason.
 
+Fused sweeps (resources.fuse > 1): a Ray trial is a group of Optuna trials trained as one
+(harness.trainer's Loop); the searcher fills each group with trials of one shape, every
+member reports, is stopped early (by Ray's rules, applied per member from one shared record)
+and ends as its own trial, with its own rows.
+
 One concept per module:
   keys.py         the keys a trial's results carry besides the metrics
   search.py       the honest Optuna searcher (and GroupSearch, which fills fused groups)
