@@ -210,7 +210,10 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> dict[str,
         if job.rungs is None or job.spec.early_terminate.type == "none":
             return None
         stop = ray.get(job.rungs.decide.remote(m["number"], metrics.get("report"), metrics.get(metric)))
-        return trainer.PRUNE if stop else None
+        # at the group's last report the member has trained to its end: recorded, not stopped
+        # (as Ray's ASHA records an unfused trial's last result when it completes)
+        last_report = loop is not None and loop.step_count >= loop.total_steps
+        return trainer.PRUNE if stop and not last_report else None
 
     def ended(indices: list[int], loop: Any) -> None:
         for i in indices:
