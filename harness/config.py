@@ -174,6 +174,10 @@ class Budget:
 class Resources:
     cpu: float = 1.0  # per trial
     gpu: float = 0.0  # per trial; a fraction (e.g. 0.25) packs trials onto one GPU
+    # Optuna trials per Ray trial, trained as one group (harness.trainer.train_group): a
+    # whole number (1: one trial per Ray trial, no groups) or "auto" (harness.sweep.groups
+    # picks it from the model, its settings, the device and a member's memory)
+    fuse: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -639,6 +643,10 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
 
     if early is not None and early.type == "pbt" and parameters is not None and model_ok:
         early = _pbt_mutations(early, parameters, model, p)
+    synced = early is not None and early.type in ("hyperband_sync", "pbt")
+    if synced and resources is not None and resources.fuse not in ("auto", 1):
+        p.add("resources.fuse", f"groups of trials cannot run under early_terminate type "
+              f"{early.type} (it pauses and clones single trials); use 1 or auto", resources.fuse)  # fmt: skip
     if p.items or None in (data, train, metrics, parameters, early, budget, resources):
         return None
     spec = SweepSpec(
@@ -897,11 +905,25 @@ def _resources(raw: Any, p: _Problems) -> Resources | None:
             if kw[key] is not None and kw[key] > 1 and not float(kw[key]).is_integer():
                 rule = "fractions are for sharing one GPU: use a value <= 1 or a whole number"
                 p.add(path, rule, value)
+        elif key == "fuse":
+            kw[key] = _fuse(p, path, value)
         else:
-            _unknown(p, path, key, ("cpu", "gpu"))
+            _unknown(p, path, key, ("cpu", "gpu", "fuse"))
     if len(p.items) > n_before:
         return None
-    return Resources(**{k: float(v) for k, v in kw.items()})
+    return Resources(**{k: v if k == "fuse" else float(v) for k, v in kw.items()})
+
+
+def _fuse(p: _Problems, path: str, value: Any) -> int | str | None:
+    """resources.fuse: a whole number >= 1, or auto."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    ) or value < 1:
+        p.add(path, "must be a whole number >= 1 (trials per group) or auto", value)
+        return None
+    return int(value)
 
 
 def _mlflow(raw: Any, p: _Problems) -> MlflowSpec | None:

@@ -67,12 +67,18 @@ _METRIC_TYPES: dict[str, pa.DataType] = {
 _LAYER_TYPES: dict[str, pa.DataType] = {
     k: (_STR if k == "layer" else _BOOL if k == "embedding" else _FLOAT) for k in LAYER_KEYS
 }
+_TEXT_COLUMNS = ("trial_id", "status", "node_id", "node_ip", "device", "error", "confusion",
+                 "group_id")  # fmt: skip
+_INT_COLUMNS = ("trial_number", "best_iteration", "iterations", "epochs", "samples",
+                "group_member", "group_size")  # fmt: skip
 _TRIAL_TYPES: dict[str, pa.DataType] = {
     k: (
         _STR
-        if k in ("trial_id", "status", "node_id", "node_ip", "device", "error", "confusion")
+        if k in _TEXT_COLUMNS
         else _INT
-        if k in ("trial_number", "best_iteration", "iterations", "epochs", "samples")
+        if k in _INT_COLUMNS
+        else _BOOL
+        if k == "fused"
         else _TIME
         if k in ("start_time", "end_time")
         else _FLOAT

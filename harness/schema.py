@@ -51,7 +51,7 @@ LAYER_KEYS: dict[str, str] = {
 # Parameter columns follow these, one `param.<name>` per searched parameter.
 PARAM_PREFIX = "param."
 TRIAL_KEYS: dict[str, str] = {
-    "trial_id": "Ray Tune's trial id (short, unique within the sweep)",
+    "trial_id": "Ray Tune's trial id (short, unique within the sweep); in a group: the group's id and the member's index, 9c6ab8ba-2",
     "trial_number": "Optuna trial number (0 is the baseline when baseline: true)",
     "status": "COMPLETED, PRUNED, FAILED or DIVERGED",
     "metric": "the sweep's objective value (metric.name) as told to Optuna",
@@ -72,5 +72,9 @@ TRIAL_KEYS: dict[str, str] = {
     "device": "cpu, cuda:N",
     "error": "why the trial failed or diverged; notes such as a GPU fallback",
     "confusion": "test confusion matrix of the best weights as JSON [[...]] (rows: true class)",
+    "group_id": "Ray trial id of the group that trained the trial (unfused: the trial's own id)",
+    "group_member": "the trial's index in its group (0: the member the group's batch order came from)",
+    "group_size": "trials the group started with (1: unfused)",
+    "fused": "the group trained as one fused module (false: alone, or members side by side)",
 }
 STATUSES = ("COMPLETED", "PRUNED", "FAILED", "DIVERGED")

@@ -239,6 +239,7 @@ def train_group(
     threads: int | None = None,
     fuse: str = "auto",
     on_batch: Callable[[Loop], Any] | None = None,
+    after_report: Callable[[Loop], Any] | None = None,
     checkpoint: Checkpoint | None = None,
     state: dict[str, Any] | None = None,
     init: Sequence[dict[str, Tensor] | None] | None = None,
@@ -248,7 +249,8 @@ def train_group(
     of each live member (return PRUNE to stop that member). Members may differ only in
     fusible settings; their batch order is the first member's unless they set data_seed.
     `fuse` chooses the group's form (harness.members.build: auto, fused, stacked, vmap).
-    `on_batch(loop)` runs after every step (a progress bar; it must not read the device).
+    `on_batch(loop)` runs after every step (a progress bar; it must not read the device);
+    `after_report(loop)` after every evaluation (a sweep sends the members that ended).
 
     checkpoint(state): called after every `checkpoint_every`-th evaluation while the group
     goes on, with `Loop.state_dict()` (live tensors: write them before returning).
@@ -273,6 +275,8 @@ def train_group(
                 loop.evaluate_and_report(report)
                 if checkpoint is not None and loop.checkpoint_due():
                     checkpoint(loop.state_dict())
+                if after_report is not None:
+                    after_report(loop)
             if loop.done():
                 break
         if loop.done():

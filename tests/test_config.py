@@ -50,6 +50,7 @@ def test_minimal_spec_gets_documented_defaults(tmp_path):
     assert spec.early_terminate.type == "none"
     assert spec.budget.num_samples == 10 and spec.budget.max_concurrent == 1
     assert spec.resources.cpu == 1.0 and spec.resources.gpu == 0.0
+    assert spec.resources.fuse == "auto"
     assert spec.baseline is True and spec.max_failures == 0 and spec.storage is None
     assert spec.keep_best == 3
     assert spec.seed == 0 and spec.train == {"max_epochs": 2, "eval_every": 20}
@@ -417,6 +418,9 @@ BAD_CASES = {
         "1.5",
     ),
     "cpu zero": ("resources: {cpu: 0}", "resources.cpu: must be > 0", "0"),
+    "fuse zero": ("resources: {fuse: 0}", "resources.fuse: must be a whole number >= 1", "0"),
+    "fuse fraction": ("resources: {fuse: 2.5}", "resources.fuse: must be a whole number", "2.5"),
+    "fuse word": ("resources: {fuse: max}", "resources.fuse: must be a whole number >= 1", "'max'"),
     "baseline not bool": ("baseline: 'yes'", "baseline: expected true or false", "'yes'"),
     "max_failures": ("max_failures: -1", "max_failures: must be >= 0", "-1"),
     "keep_best": ("keep_best: -1", "keep_best: must be >= 0", "-1"),
@@ -685,3 +689,12 @@ def test_rules_across_settings_hold_for_the_trial_not_each_key(tmp_path: Path) -
     with pytest.raises(UserError) as err:
         load_spec(bad)
     assert str(err.value).splitlines() == [f"{bad}: train.num_heads: must divide embed=128, got 5"]
+
+
+def test_resources_fuse_is_a_group_size_or_auto(tmp_path):
+    assert load(tmp_path, BASE, ["resources.fuse=8"]).resources.fuse == 8
+    assert load(tmp_path, BASE + "resources: {cpu: 2, fuse: 1}\n").resources.fuse == 1
+    spec = load(tmp_path, BASE, ["resources.fuse=auto"])
+    assert spec.resources.fuse == "auto" and spec.to_dict()["resources"]["fuse"] == "auto"
+    again = load_spec(write(tmp_path, json.dumps(spec.to_dict()), "again.yaml"))  # sweep.json
+    assert again.resources == spec.resources

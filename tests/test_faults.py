@@ -300,6 +300,9 @@ def _fill(folder: Path) -> None:
             pass
 
 
+# --------------------------------------------------------------------- fused groups
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_disk_that_fills_mid_sweep_stops_with_one_line_and_resumes(
@@ -346,6 +349,37 @@ def test_a_disk_that_fills_mid_sweep_stops_with_one_line_and_resumes(
         _exactly_once(folder, 6)
 
 
+def test_fused_driver_killed_then_resumed_ends_with_exactly_the_budget(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # Groups of 4 (6 trials: 4 + 2): a SIGKILL at a random moment, then --resume reruns every
+    # unfinished member as the same Optuna trial, regrouped by shape and batch order.
+    seed = int(os.environ.get("HARNESS_FAULT_SEED", random.SystemRandom().randrange(2**32)))
+    delay = random.Random(seed).uniform(0.0, 5.0)
+    print(f"HARNESS_FAULT_SEED={seed}: SIGKILL {delay:.2f} s after the first trial started")
+    folder = tmp_path / "smoke"
+    args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=6", "resources.fuse=4")
+    proc = _start(args)
+    try:
+        _first_running(proc, folder)
+        time.sleep(delay)
+        assert proc.poll() is None, f"seed {seed}: the sweep ended before the kill"
+    finally:
+        _kill_driver_and_its_ray(proc)
+
+    proc = _start([*args, "--resume"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"seed {seed}:\n{out}"
+    trials = _exactly_once(folder, 6)
+    assert (trials["trial_id"] == trials["group_id"] + "-" + trials["group_member"].astype(str)).all()
+    for _, g in trials.groupby("group_id"):  # regrouped members share shape and batch order
+        for col in ("param.num_filters", "param.filter_sizes", "param.data_seed"):
+            assert g[col].nunique() == 1, (seed, g[["trial_id", col]])
+    st = {t.number: t for t in study(folder, "smoke").trials}
+    for _, row in trials.iterrows():  # the batch order a member trained with is its own
+        assert st[row["trial_number"]].user_attrs["data_seed"] == row["param.data_seed"]
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sweeps_of_one_name_started_together_run_once(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -379,3 +413,63 @@ def test_sweeps_of_one_name_started_together_run_once(tiny_corpus: Path, tmp_pat
     winner = outs[codes.index(0)][0]
     assert f"--replay {folder} --trial" in winner
     assert set(trials["trial_id"]) >= {winner.split("--trial ")[1].split()[0]}
+
+
+def test_a_killed_group_worker_reruns_only_its_unfinished_members(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # One group of 3: one member diverges at its first report and ends alone; then the
+    # group's worker is killed; the retry (max_failures) trains the two unfinished members
+    # again from the start, and every member appears once in every table.
+    spec_path = write_spec(
+        tmp_path / "crash.yaml",
+        name="crash",
+        method="grid",
+        baseline=False,
+        data={"name": "thucnews", "path": str(tiny_corpus)},
+        train={"embed": 16, "batch_size": 32, "max_steps": 300, "max_epochs": 40,
+               "eval_every": 20, "seed": 0},
+        early_terminate={"type": "none"},
+        parameters={"learning_rate": {"values": [1.0e-3, 1.0e30, 2.0e-3]}},
+        budget={"num_samples": 3, "max_concurrent": 1},
+        resources={"cpu": 1, "fuse": 3},
+        max_failures=1,
+    )
+    folder = tmp_path / "results" / "crash"
+    killed: dict[str, object] = {}
+    done = threading.Event()
+
+    def killer() -> None:
+        while not done.is_set():
+            try:
+                t = pd.read_parquet(folder / rs.TRIALS_FILE)
+                running = t[(t["status"] == "RUNNING") & (t["iterations"].fillna(0) >= 40)]
+                workers = _trial_workers()
+                if (t["status"] == "DIVERGED").any() and len(running) == 2 and len(workers) == 1:
+                    killed["pid"] = workers[0]
+                    os.kill(workers[0], signal.SIGKILL)
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        sweep.run(load_spec(spec_path), results_root=tmp_path / "results", console=False)
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert killed, "no group worker was seen running after a member diverged"
+    trials, metrics, layers = _tables(folder)
+    assert len(trials) == 3 and trials["trial_id"].is_unique and trials["group_id"].nunique() == 1
+    by_lr = trials.set_index("param.learning_rate")
+    assert by_lr.loc[1e30, "status"] == "DIVERGED" and by_lr.loc[1e30, "iterations"] == 20
+    for lr in (1e-3, 2e-3):
+        assert by_lr.loc[lr, "status"] == "COMPLETED" and by_lr.loc[lr, "iterations"] == 300
+    assert not metrics.duplicated(["trial_id", "iteration"]).any()
+    assert not layers.duplicated(["trial_id", "iteration", "layer"]).any()
+    reports = metrics.groupby("trial_id").size()
+    assert [reports[by_lr.loc[lr, "trial_id"]] for lr in (1e-3, 2e-3, 1e30)] == [15, 15, 1]
+    states = sorted(t.state.name for t in study(folder, "crash").trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"]

@@ -396,6 +396,7 @@ def test_compare_two_folders(tmp_path: Path, capsys) -> None:
     assert table["test acc"].tolist() == pytest.approx([0.88, 0.93])
     assert list(table["best trial"]) == [trial_name(1), trial_name(1, "fasttext")]
     assert math.isclose(table["trial-hours"][0], 2190 / 10 / 3600)
+    assert math.isclose(table["trials per device-hour"][0], 10 / (2190 / 10 / 3600))
     assert "FastText" in out and "93.00%" in out  # accuracies as the classic table prints them
 
 
@@ -444,3 +445,35 @@ def test_load_errors(tmp_path: Path) -> None:
     (bad / "sweep.json").write_text("[1")
     with pytest.raises(UserError, match="sweep.json: "):
         report.load_sweep(bad)
+
+
+def test_groups_and_trials_per_device_hour(built: report.SweepReport, tmp_path: Path) -> None:
+    # unfused: each trial is its own group; CPU-hours = each trial's wall time x 1 CPU
+    g = built.facts["groups"]
+    assert not g.fused and g.device == "CPU" and g.trials == 10
+    assert g.device_hours == pytest.approx((300 * 5 + 240 + 100 + 200 + 150) / 10 / 3600)
+    assert f"{g.trials_per_device_hour:.4g}" in built.text().replace(",", "")
+
+    # fused: two groups of two on half a GPU each; a group's wall time counts once
+    writer = ResultsWriter(tmp_path / "f", params=["learning_rate"])
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for n, (gid, k, status, end_s) in enumerate(
+        [("aaaa0000", 0, "COMPLETED", 600), ("aaaa0000", 1, "PRUNED", 60),
+         ("bbbb1111", 0, "COMPLETED", 300), ("bbbb1111", 1, "DIVERGED", 30)]
+    ):  # fmt: skip
+        writer.set_trial(
+            f"{gid}-{k}", trial_number=n, status=status, group_id=gid, group_member=k,
+            group_size=2, fused=True, start_time=t0, end_time=t0 + timedelta(seconds=end_s),
+            train_s=end_s, iterations=end_s, params={"learning_rate": 1e-3 * (n + 1)},
+        )  # fmt: skip
+    writer.flush(force=True)
+    writer.write_sweep_info({"spec": {"name": "f", "resources": {"cpu": 1, "gpu": 0.5}}})
+    rep = report.build_report(report.load_sweep(tmp_path / "f"), tmp_path / "out", figures=False)
+    g = rep.facts["groups"]
+    assert g.fused and g.device == "GPU" and g.trials == 4
+    assert g.table["members"].tolist() == [2, 2] and g.table["wall_s"].tolist() == [600, 300]
+    assert g.device_hours == pytest.approx((600 + 300) * 0.5 / 3600)
+    assert g.trials_per_device_hour == pytest.approx(4 / g.device_hours)
+    text = rep.text()
+    assert "4 trials in 2 groups of 2, trained as one fused module" in text
+    assert "trials per GPU-hour" in text and "aaaa0000" in text

@@ -100,3 +100,18 @@ def test_tune_storage_private_attributes() -> None:
     need(session, "get_session", "ray.train._internal.session")
     need(StorageContext, "_check_validation_file", "ray.train._internal.storage.StorageContext")
     need(StorageContext, "trial_fs_path", "ray.train._internal.storage.StorageContext")
+
+
+def test_enqueued_trials_carry_their_fixed_params(tmp_path: Any) -> None:
+    # GroupSearch fixes a group's shape settings with study.enqueue_trial (public) and, for a
+    # grid, counts the points still waiting in the queue by the "fixed_params" system
+    # attribute Optuna stores them in (private: pinned here)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'q.db'}")
+    study.enqueue_trial({"nf": 8})
+    (waiting,) = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    assert waiting.system_attrs.get("fixed_params") == {"nf": 8}, (
+        "optuna no longer keeps an enqueued trial's values in system_attrs['fixed_params']"
+    )
+    trial = study.ask()
+    assert trial.suggest_categorical("nf", [8, 16]) == 8
+    assert trial.suggest_float("lr", 1e-3, 1e-2) > 0  # the rest is sampled

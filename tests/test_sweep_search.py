@@ -14,6 +14,7 @@ from test_sweep import SMOKE, study, write_spec
 
 from harness import sweep
 from harness.config import load_spec
+from harness.sweep.groups import FusePlan
 from harness.sweep.keys import LAST
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -127,3 +128,130 @@ def test_the_report_a_trial_ended_at_comes_with_its_final_result(tmp_path: Path)
     (t,) = study(tmp_path, "smoke").trials
     assert t.state == optuna.trial.TrialState.COMPLETE
     assert t.intermediate_values == {1: 0.6, 2: 0.7}
+
+
+# --------------------------------------------------------------------- groups (resources.fuse)
+
+
+def group_searcher(tmp_path: Path, size: int, samples: int, *sets: str) -> sweep.GroupSearch:
+    spec = load_spec(SMOKE, [f"budget.num_samples={samples}", *sets])
+    s = sweep.build_searcher(spec, tmp_path, fuse=FusePlan(size, size), new=samples)
+    s.set_search_properties(None, None, {})
+    assert isinstance(s, sweep.GroupSearch)
+    return s
+
+
+def members(config: dict) -> list[dict]:
+    return config[sweep.MEMBERS]
+
+
+def test_groups_share_shape_settings_and_num_samples_counts_members(tmp_path: Path) -> None:
+    # smoke.yaml searches num_filters and filter_sizes (shape settings): a group's members
+    # share them (and the batch order), the sampler picks the rest; 10 members in 4+4+2
+    s = group_searcher(tmp_path, 4, 10)
+    groups = []
+    while (config := s.suggest(f"g{len(groups)}")) != "FINISHED":
+        groups.append(members(config))
+    assert [len(g) for g in groups] == [4, 4, 2]
+    assert [m["number"] for g in groups for m in g] == list(range(10))
+    assert groups[0][0]["params"] == {**load_spec(SMOKE).baseline_params(), "data_seed": 0}
+    for g in groups:
+        for name in ("num_filters", "filter_sizes", "data_seed"):
+            assert len({str(m["params"][name]) for m in g}) == 1, (name, g)
+        assert len({m["params"]["learning_rate"] for m in g}) == len(g)  # sampled per member
+    trials = study(tmp_path, "smoke").trials
+    assert len(trials) == 10
+    for i, g in enumerate(groups):
+        for m in g:
+            attrs = trials[m["number"]].user_attrs
+            assert attrs["ray_trial_id"] == f"g{i}-{m['member']}" and attrs["group_id"] == f"g{i}"
+    assert s.suggest("g0") == {sweep.MEMBERS: groups[0]}  # asked again: the same group
+
+
+def test_each_member_is_told_how_it_ended(tmp_path: Path) -> None:
+    s = group_searcher(tmp_path, 4, 4, "early_terminate={type: none}")
+    assert len(members(s.suggest("g"))) == 4
+
+    def report(k: int, r: int, v: float) -> dict:
+        return {sweep.MEMBER: k, "iteration": 5 * r, "report": r, "best_dev_acc": v}
+
+    def end(k: int, status: str, v: float | None = None, error: str = "") -> dict:
+        return {sweep.MEMBER: k, sweep.FINAL: True, sweep.STATUS: status, "best_dev_acc": v,
+                sweep.ERROR: error}  # fmt: skip
+
+    s.on_trial_result("g", {sweep.GROUP: [report(k, 1, 0.5 + k / 10) for k in range(4)]})
+    s.on_trial_result("g", {sweep.GROUP: [report(0, 2, 0.7), report(1, 2, 0.6), end(1, "PRUNED"),
+                                          report(2, 2, float("nan")),
+                                          end(2, "DIVERGED", error="non-finite loss")]})  # fmt: skip
+    s.on_trial_result("g", {sweep.GROUP: [report(0, 2, 0.1)]})  # a repeat: the first stands
+    s.on_trial_complete("g", {sweep.GROUP: [report(0, 3, 0.8), end(0, "COMPLETED", 0.75)]})
+    trials = study(tmp_path, "smoke").trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "PRUNED"]  # member 3: stopped from outside
+    assert trials[0].value == 0.75 and trials[0].intermediate_values == {1: 0.5, 2: 0.7, 3: 0.8}
+    assert trials[1].intermediate_values == {1: 0.6, 2: 0.6}
+    assert trials[2].user_attrs["status"] == "DIVERGED"
+    assert "non-finite" in trials[2].user_attrs["reason"]
+    assert trials[3].user_attrs["status"] == "PRUNED"
+
+    (tmp_path / "crash").mkdir()
+    s2 = group_searcher(tmp_path / "crash", 2, 2)
+    s2.suggest("h")
+    s2.on_trial_complete("h", error=True)  # the worker died, no retries left
+    assert [t.state.name for t in study(tmp_path / "crash", "smoke").trials] == ["FAIL", "FAIL"]
+
+
+def test_a_grid_is_walked_in_groups_of_equal_shape(tmp_path: Path) -> None:
+    s = group_searcher(
+        tmp_path, 3, 6, "method=grid", "baseline=false", "train={embed: 16, batch_size: 32, max_steps: 20, eval_every: 5}",
+        "parameters={num_filters: {values: [8, 16]}, seed: {values: [0, 1, 2]}}",
+    )  # fmt: skip
+    groups = [members(s.suggest(t)) for t in ("a", "b")]
+    assert s.suggest("c") == "FINISHED"
+    for g in groups:
+        assert len(g) == 3 and len({m["params"]["num_filters"] for m in g}) == 1
+        assert {m["params"]["seed"] for m in g} == {0, 1, 2}
+        assert {m["params"]["data_seed"] for m in g} == {g[0]["params"]["seed"]}
+    points = {(m["params"]["num_filters"], m["params"]["seed"]) for g in groups for m in g}
+    assert len(points) == 6  # every grid point once
+
+
+def test_interrupted_members_are_regrouped_by_shape_and_batch_order(tmp_path: Path) -> None:
+    s = group_searcher(tmp_path, 4, 8)
+    groups = [members(s.suggest(t)) for t in ("a", "b")]
+    spec = load_spec(SMOKE, ["budget.num_samples=8"])
+    numbers = [g[k]["number"] for g in groups for k in (1, 2, 3)]  # six were interrupted
+    storage = s._ot_study._storage
+    regrouped = sweep.search.rerun_groups(spec, storage, numbers, 4)
+    assert sorted(n for g in regrouped for n in g) == sorted(numbers)
+    shape = {m["number"]: (m["params"]["num_filters"], str(m["params"]["filter_sizes"]))
+             for g in groups for m in g}  # fmt: skip
+    for g in regrouped:
+        assert len(g) <= 4 and len({shape[n] for n in g}) == 1
+    resumed = sweep.build_searcher(spec, tmp_path, rerun=numbers, resume=True,
+                                   fuse=FusePlan(4, 4), new=0)  # fmt: skip
+    resumed.set_search_properties(None, None, {})
+    again = [members(resumed.suggest(f"r{i}")) for i in range(len(regrouped))]
+    assert resumed.suggest("r9") == "FINISHED"
+    before = {m["number"]: m["params"] for g in groups for m in g}
+    assert all(m["params"] == before[m["number"]] for g in again for m in g)  # same trials
+
+
+def test_fuse_1_is_todays_searcher_and_scheduler(tmp_path: Path) -> None:
+    spec = load_spec(SMOKE)
+    s = sweep.build_searcher(spec, tmp_path, fuse=FusePlan(1, 1))
+    assert type(s) is sweep.HonestOptunaSearch
+    assert type(sweep.build_scheduler(spec, 9)).__name__ == "AsyncHyperBandScheduler"
+    assert type(sweep.build_scheduler(spec, 9, fused=True)).__name__ == "FIFOScheduler"
+
+
+def test_multi_objective_members_are_told_every_objective(tmp_path: Path) -> None:
+    metric = "metric=[{name: best_dev_acc, goal: maximize}, {name: best_dev_loss, goal: minimize}]"
+    s = group_searcher(tmp_path, 2, 2, "method=nsga2", metric, "early_terminate={type: none}")
+    s.suggest("g")
+    end = {sweep.FINAL: True, sweep.STATUS: "COMPLETED", "best_dev_acc": 0.8, "best_dev_loss": 0.4}
+    s.on_trial_complete("g", {sweep.GROUP: [{sweep.MEMBER: 0, **end},
+                                            {sweep.MEMBER: 1, **end, "best_dev_loss": None}]})  # fmt: skip
+    first, second = study(tmp_path, "smoke").trials
+    assert first.state.name == "COMPLETE" and first.values == [0.8, 0.4]
+    assert second.state.name == "FAIL" and "finite" in second.user_attrs["reason"]

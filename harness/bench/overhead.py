@@ -6,6 +6,10 @@ threads a sweep trial gets; then as a real `python -m harness.sweep` command wit
 time. The ideal sweep takes the in-process time divided by C; the figures are the
 sweep's wall time against that ideal, and the time from the command's start to the
 first trial running (the trial's own clock at its first line).
+
+`--fuse 1,4,8` runs the sweep once per group size (resources.fuse: that many trials per
+Ray trial, trained as one fused group; C groups at a time) and adds each one's trials per
+hour (command start to last trial ended) and its ratio to the fuse-1 sweep's.
 """
 
 from __future__ import annotations
@@ -95,6 +99,20 @@ def run_sweep_command(spec_path: str, overrides: Sequence[str], results: Path) -
     }
 
 
+def _fuse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--fuse: expected a comma list of whole numbers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--fuse: group sizes must be >= 1, got {text!r}")
+    return list(dict.fromkeys(sizes))
+
+
+def per_hour(trials: int, seconds: float) -> float:
+    return trials * 3600 / seconds if seconds > 0 else float("nan")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.bench overhead", description=__doc__)
     p.add_argument("--spec", default=str(DEFAULT_SPEC), help="sweep file the trials come from")
@@ -104,10 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=20, help="batches between evaluations")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="further spec overrides, e.g. data.pad_size=32")  # fmt: skip
+    p.add_argument("--fuse", default="1",
+                   help="group sizes to run the sweep with, e.g. 1,4,8 (resources.fuse)")  # fmt: skip
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(list(argv) if argv is not None else None)
     if args.trials < 1 or args.concurrency < 1 or args.steps < 1:
         raise UserError("--trials, --concurrency and --steps must be >= 1")
+    fuses = _fuse_sizes(args.fuse)
 
     overrides = [
         *bench_overrides(args.spec, args.trials, args.concurrency, args.steps, args.eval_every),
@@ -117,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"overhead: {args.trials} trials of {spec.model} ({args.steps} batches, eval every "
         f"{args.eval_every}) from {args.spec}; sweep runs {args.concurrency} at a time, "
-        f"cpu {spec.resources.cpu:g} each; {os.cpu_count()} cpus here",
+        f"cpu {spec.resources.cpu:g} each, fuse {args.fuse}; {os.cpu_count()} cpus here",
         flush=True,
     )
     load_before = os.getloadavg()[0]
@@ -136,8 +157,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({', '.join(f'{t:.1f}' for t in seq)} s per trial)",
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="harness-overhead-") as tmp:
-        sw = run_sweep_command(args.spec, overrides, Path(tmp))
+    sweeps = []
+    for fuse in fuses:
+        with tempfile.TemporaryDirectory(prefix="harness-overhead-") as tmp:
+            sw = run_sweep_command(args.spec, [*overrides, f"resources.fuse={fuse}"], Path(tmp))
+        sw["fuse"] = fuse
+        sw["trials_per_hour"] = per_hour(args.trials, sw["until_last_trial_s"])
+        running = sw["until_last_trial_s"] - sw["first_trial_running_s"]  # start-up left out
+        sw["trials_per_hour_running"] = per_hour(args.trials, running)
+        sw["ratio_until_last_trial"] = sw["until_last_trial_s"] / ideal
+        sweeps.append(sw)
+        if len(fuses) > 1:
+            print(
+                f"sweep, fuse {fuse}: command start -> last trial ended "
+                f"{sw['until_last_trial_s']:.1f} s = {sw['ratio_until_last_trial']:.2f}x ideal, "
+                f"{sw['trials_per_hour']:.0f} trials/hour (command wall {sw['wall_s']:.1f} s)",
+                flush=True,
+            )
+    sw = sweeps[0]
     figures = {
         "load_average_before": load_before,
         "load_average_after": os.getloadavg()[0],
@@ -150,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{f"sweep_{k}": v for k, v in sw.items()},
         "ratio_until_last_trial": sw["until_last_trial_s"] / ideal,
         "ratio_command_wall": sw["wall_s"] / ideal,
+        "in_process_trials_per_hour": per_hour(args.trials, total),
+        "sweeps": sweeps,
     }
     print(f"ideal sweep (in-process / {args.concurrency}): {ideal:.1f} s")
     print(
@@ -166,6 +205,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ", ".join(f"{t:.1f}" for t in sorted(sw["trial_s"]))
         + " s (vs in-process above: the rest of the gap is trials slowing each other)"
     )
+    if len(fuses) > 1:
+        base = next((x for x in sweeps if x["fuse"] == 1), sweeps[0])
+        print(f"\nsweeps by group size (first: fuse {sweeps[0]['fuse']} above):")
+        print("  sweep s: command start -> last trial ended; trials/hour over that, and over "
+              "first trial running -> last ended (start-up left out)")  # fmt: skip
+        print(f"{'fuse':>4}  {'sweep s':>8}  {'trials/hour':>11}  {'x ideal':>7}  "
+              f"{'vs fuse ' + str(base['fuse']):>10}  {'running':>9}  vs")  # fmt: skip
+        print(f"{'-':>4}  {total:>8.1f}  {figures['in_process_trials_per_hour']:>11.0f}  "
+              f"{'':>7}  {'':>10}  {'':>9}      (in-process, one at a time)")  # fmt: skip
+        for x in sweeps:
+            rel = x["trials_per_hour"] / base["trials_per_hour"]
+            rel_run = x["trials_per_hour_running"] / base["trials_per_hour_running"]
+            print(f"{x['fuse']:>4}  {x['until_last_trial_s']:>8.1f}  {x['trials_per_hour']:>11.0f}  "
+                  f"{x['ratio_until_last_trial']:>7.2f}  {rel:>9.2f}x  "
+                  f"{x['trials_per_hour_running']:>9.0f}  {rel_run:.2f}x")  # fmt: skip
+    print(f"load average before {load_before:.1f}, after {figures['load_average_after']:.1f}")
     if args.json:
         write_text(args.json, json.dumps(figures, indent=2) + "\n")
     return 0

@@ -15,7 +15,15 @@ import pandas as pd
 import yaml
 
 from harness import schema
-from harness.report.folder import PREFIX, Objective, Sweep, distribution, number, short
+from harness.report.folder import (
+    PREFIX,
+    Objective,
+    Sweep,
+    distribution,
+    number,
+    short,
+    times,
+)
 from harness.values import fmt, plain
 
 TOP_K = 5
@@ -174,6 +182,77 @@ def compute_text(c: Compute) -> str:
         f"{fmt(c.iterations_full)} trial-iterations in all. Early termination saved "
         f"{fmt(c.iterations_saved)} ({c.saved_frac:.1%})."
     )
+
+
+@dataclass
+class Groups:
+    """How trials were grouped (resources.fuse) and what the sweep got per device-hour.
+
+    A group's device time is its wall time (first member's start to last member's end)
+    times the share it held: its GPUs when trials asked for any, else its CPUs. An unfused
+    trial is a group of one, so fused and unfused sweeps compare on the same scale."""
+
+    table: pd.DataFrame  # one row per group
+    device: str  # "GPU" or "CPU"
+    share: float  # GPUs or CPUs a group held
+    trials: int  # trials that ended
+    device_hours: float
+
+    @property
+    def fused(self) -> bool:
+        return bool((self.table["members"] > 1).any())
+
+    @property
+    def trials_per_device_hour(self) -> float | None:
+        return self.trials / self.device_hours if self.device_hours > 0 else None
+
+
+def groups(sweep: Sweep) -> Groups:
+    t = sweep.trials
+    res = sweep.spec.get("resources") or {}
+    gpu, cpu = number(res.get("gpu")) or 0.0, number(res.get("cpu")) or 1.0
+    device, share = ("GPU", gpu) if gpu > 0 else ("CPU", cpu)
+    ids = t["group_id"] if "group_id" in t else pd.Series(None, index=t.index, dtype=object)
+    ids = ids.where(ids.notna(), t["trial_id"]).astype(str)
+    start, end = times(t["start_time"]), times(t["end_time"])
+    fused = t["fused"] if "fused" in t else pd.Series(False, index=t.index)
+    rows = []
+    for gid, idx in t.groupby(ids, sort=False).groups.items():
+        g = t.loc[idx]
+        wall = (end[idx].max() - start[idx].min()).total_seconds()
+        if not math.isfinite(wall) or wall <= 0:
+            wall = float(g["train_s"].fillna(0).max())
+        status = g["status"].value_counts()
+        rows.append({
+            "group": gid,
+            "members": len(g),
+            "fused": bool(fused[idx].fillna(False).astype(bool).any()),
+            "completed": int(status.get("COMPLETED", 0)),
+            "pruned": int(status.get("PRUNED", 0)),
+            "failed/diverged": int(status.get("FAILED", 0) + status.get("DIVERGED", 0)),
+            "wall_s": wall,
+            f"{device}-hours": wall * share / 3600,
+        })  # fmt: skip
+    table = pd.DataFrame(rows)
+    ended = int(t["status"].isin(list(schema.STATUSES)).sum())
+    hours = float(table[f"{device}-hours"].sum()) if len(table) else 0.0
+    return Groups(table, device, share, ended, hours)
+
+
+def groups_text(g: Groups) -> str:
+    rate = g.trials_per_device_hour
+    pace = (
+        f"{fmt(rate)} trials per {g.device}-hour ({g.trials} trials in {g.device_hours:.3g} "
+        f"{g.device}-hours: each group's wall time x its {g.share:g} {g.device})"
+        if rate
+        else "no timed trials yet"
+    )
+    if not g.fused:
+        return f"One trial per Ray trial (no groups): {pace}."
+    sizes = g.table["members"]
+    of = f"of {sizes.max()}" if sizes.nunique() == 1 else f"of up to {sizes.max()}"
+    form = "as one fused module" if g.table["fused"].all() else "side by side where not fused"
+    return f"{int(sizes.sum())} trials in {len(sizes)} groups {of}, trained {form}: {pace}."
 
 
 def param_importance(sweep: Sweep, study: Any) -> tuple[pd.Series | None, str]:

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from harness.files import write_text
-from harness.report.analysis import best_config_yaml, best_trial, compute, status_counts
+from harness.report.analysis import best_config_yaml, best_trial, compute, groups, status_counts
 from harness.report.blocks import Block, render_html
 from harness.report.folder import Sweep, number, times
 from harness.report.sections import describe
@@ -47,6 +47,7 @@ def comparison_row(sweep: Sweep) -> dict[str, Any]:
         "failed/diverged": int(counts.get("FAILED", 0) + counts.get("DIVERGED", 0)),
         "trial-hours": c.seconds_run / 3600,
         "saved": f"{c.saved_frac:.0%}",
+        "trials per device-hour": groups(sweep).trials_per_device_hour,
     }
 
 

@@ -31,6 +31,8 @@ from harness.report.analysis import (
     compute_text,
     edge_warnings,
     grad_health,
+    groups,
+    groups_text,
     objective_values,
     param_importance,
     pareto_front,
@@ -174,6 +176,16 @@ def compute_saved(ctx: Context) -> list[Block]:
         Block("table", table=compute_table(c)),
         Block("text", compute_text(c)),
     ]
+
+
+def grouping(ctx: Context) -> list[Block]:
+    """How trials were grouped (resources.fuse) and trials per GPU-hour (or CPU-hour)."""
+    g = groups(ctx.sweep)
+    ctx.facts["groups"] = g
+    blocks = [Block("heading", "Groups and throughput"), Block("text", groups_text(g))]
+    if g.fused:
+        blocks.append(Block("table", table=g.table))
+    return blocks
 
 
 def importance(ctx: Context) -> list[Block]:
@@ -377,6 +389,7 @@ SECTIONS: list[Callable[[Context], list[Block]]] = [
     top_trials,
     pareto,
     compute_saved,
+    grouping,
     importance,
     gradient_health,
     figures,

@@ -17,10 +17,18 @@ stopped from outside and reaches Optuna as PRUNED, with every evaluation's metri
 intermediate value at its report index (`report`). A trial that raised is FAIL (error in a user
 attribute), a diverged one FAIL with its reason.
 
+Fused sweeps (resources.fuse > 1): a Ray trial is a group of Optuna trials trained as one
+(harness.trainer's Loop); the searcher fills each group with trials of one shape, every
+member reports, is stopped early (by Ray's rules, applied per member from one shared record)
+and ends as its own trial, with its own rows.
+
 One concept per module:
   keys.py         the keys a trial's results carry besides the metrics
-  search.py       the honest Optuna searcher and the early-termination scheduler
-  trial.py        what runs inside a Ray trial
+  search.py       the honest Optuna searcher (and GroupSearch, which fills fused groups)
+                  and the early-termination scheduler
+  groups.py       resources.fuse: how many trials a group holds, which trials may share one
+  rungs.py        early termination of a group's members: Ray's rules, one shared record
+  trial.py        what runs inside a Ray trial (one trial, or a group of them)
   callback.py     the driver-side Tune callback that writes the tables
   console.py      the lines a person watches
   resume.py       what an interrupted sweep left, and what a resume does with it
@@ -60,27 +68,43 @@ import ray  # after the environment above
 from harness.sweep.callback import SweepCallback
 from harness.sweep.cli import main
 from harness.sweep.console import Console
-from harness.sweep.keys import ERROR, FINAL, INFO, NUMBER, PARAMS, STATUS, SUMMARY
+from harness.sweep.keys import (
+    ERROR,
+    FINAL,
+    GROUP,
+    INFO,
+    MEMBER,
+    MEMBERS,
+    NUMBER,
+    PARAMS,
+    STATUS,
+    SUMMARY,
+)
 from harness.sweep.ray_session import check_fits, check_reachable, init_ray
 from harness.sweep.resume import ResumePlan, plan_resume
 from harness.sweep.runner import SweepOutcome, run
 from harness.sweep.search import (
+    GroupSearch,
     HonestOptunaSearch,
     build_scheduler,
     build_searcher,
     optuna_storage_url,
 )
-from harness.sweep.trial import TrialJob, run_trial
+from harness.sweep.trial import TrialJob, run_group, run_trial
 
 __all__ = [
     "ERROR",
     "FINAL",
+    "GROUP",
     "INFO",
+    "MEMBER",
+    "MEMBERS",
     "NUMBER",
     "PARAMS",
     "STATUS",
     "SUMMARY",
     "Console",
+    "GroupSearch",
     "HonestOptunaSearch",
     "ResumePlan",
     "SweepCallback",
@@ -96,5 +120,6 @@ __all__ = [
     "plan_resume",
     "ray",
     "run",
+    "run_group",
     "run_trial",
 ]

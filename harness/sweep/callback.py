@@ -20,7 +20,21 @@ from harness.schema import LAYERS, METRIC_KEYS
 from harness.sweep import checkpoints
 from harness.sweep.console import Console
 from harness.sweep.halt import Halt, guarded
-from harness.sweep.keys import ERROR, FINAL, INFO, LAST, NUMBER, PARAMS, RESTORE, STATUS, SUMMARY
+from harness.sweep.keys import (
+    ERROR,
+    FINAL,
+    GROUP,
+    INFO,
+    LAST,
+    MEMBER,
+    MEMBERS,
+    NUMBER,
+    PARAMS,
+    RESTORE,
+    STATUS,
+    SUMMARY,
+    member_id,
+)
 from harness.sweep.shelf import ModelShelf
 from harness.tracker import Trackers
 
@@ -76,13 +90,65 @@ class SweepCallback(tune.Callback):
         if old is not None and old != trial.trial_id:  # an interrupted trial runs again now
             self.writer.drop_trial(old)
             self.trackers.drop(old)
-        if self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
+        if MEMBERS in trial.config:
+            self._start_members(trial)
+        elif self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
             self.writer.set_trial(
                 trial.trial_id,
                 trial_number=trial.config.get(NUMBER),
                 status="RUNNING",
                 params=self._params(trial),
+                group_id=trial.trial_id,
+                group_member=0,
+                group_size=1,
             )
+
+    # a fused sweep's Ray trial is a group: a row per member ----------------------------------
+    def _start_members(self, trial: Any) -> None:
+        members = trial.config[MEMBERS]
+        for m in members:
+            mid = member_id(trial.trial_id, m["member"])
+            old = self.replaced.pop(m["number"], None)
+            if old is not None and old != mid:  # an interrupted member runs again now
+                self.writer.drop_trial(old)
+                self.trackers.drop(old)
+            if self.writer.trial_row(mid).get("status") in (None, "PENDING"):
+                self.writer.set_trial(
+                    mid,
+                    trial_number=m["number"],
+                    status="RUNNING",
+                    params=m["params"],
+                    group_id=trial.trial_id,
+                    group_member=m["member"],
+                    group_size=len(members),
+                )
+
+    def _group_result(self, trial: Any, result: Mapping[str, Any]) -> None:
+        """One evaluation of a group: each member's report, and each member that ended."""
+        tid = trial.trial_id
+        params = {m["member"]: m["params"] for m in trial.config[MEMBERS]}
+        numbers = {m["member"]: m["number"] for m in trial.config[MEMBERS]}
+        if result.get(INFO):
+            for i, k in enumerate(k for k in params if member_id(tid, k) not in self._done):
+                self._where(member_id(tid, k), result[INFO], timeline=i == 0)
+        for entry in result.get(GROUP) or ():
+            k = int(entry[MEMBER])
+            mid = member_id(tid, k)
+            if mid in self._done:
+                continue  # a retried group repeats nothing of an ended member
+            if entry.get(FINAL):
+                self._final(mid, entry)
+                self._close(mid, self.writer.trial_row(mid).get("status"), params=params.get(k))
+            elif "iteration" in entry:
+                self._evaluation(mid, numbers.get(k), entry)
+
+    def _end_group(self, trial: Any, status: str, error: str | None = None) -> None:
+        """The group's Ray trial ended: members it never ended were stopped from outside
+        (PRUNED: the time budget) or went down with it (FAILED: its worker died)."""
+        for m in trial.config[MEMBERS]:
+            mid = member_id(trial.trial_id, m["member"])
+            if mid not in self._done:
+                self._close(mid, status, error=error, params=m["params"])
 
     @guarded("folder")
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -93,12 +159,22 @@ class SweepCallback(tune.Callback):
         )
         self._start_row(trial)
         self.writer.flush()
-        number = trial.config.get(NUMBER)
-        name = rs.trial_name({"trial_id": trial.trial_id, "trial_number": number})
-        fresh = not self.writer.metrics.rows.get(trial.trial_id)  # else: from a checkpoint
-        self.trackers.start(trial.trial_id, name, self._params(trial), fresh=fresh)
-        if self.console is not None:
-            self.console.trial_started(trial.trial_id, number)
+        for tid, number, params in self._members(trial):
+            name = rs.trial_name({"trial_id": tid, "trial_number": number})
+            fresh = not self.writer.metrics.rows.get(tid)  # else: from a checkpoint
+            self.trackers.start(tid, name, params, fresh=fresh)
+            if self.console is not None:
+                self.console.trial_started(tid, number)
+
+    def _members(self, trial: Any) -> list[tuple[str, int | None, dict[str, Any]]]:
+        """(row id, Optuna number, params) of each trial a Ray trial trains: its group's
+        members, or itself."""
+        if MEMBERS in trial.config:
+            return [
+                (member_id(trial.trial_id, m["member"]), m["number"], dict(m["params"]))
+                for m in trial.config[MEMBERS]
+            ]
+        return [(trial.trial_id, trial.config.get(NUMBER), self._params(trial))]
 
 
     @guarded("folder")
@@ -107,22 +183,26 @@ class SweepCallback(tune.Callback):
     ) -> None:
         tid = trial.trial_id
         self._start_row(trial)
+        if MEMBERS in trial.config:
+            self._group_result(trial, result)
+            self.writer.flush()
+            return
         if result.get(INFO):
             self._where(tid, result[INFO])
         if result.get(LAST):  # the report the trial ended at, sent with its final result
-            self._evaluation(trial, result[LAST])
+            self._evaluation(tid, trial.config.get(NUMBER), result[LAST])
         if result.get(FINAL):
             self._final(tid, result)
         elif "iteration" in result:
-            self._evaluation(trial, result)
+            self._evaluation(tid, trial.config.get(NUMBER), result)
         # a trial's end is on disk before Optuna hears of it (Tune tells the searcher after
         # the callbacks): a driver killed between the two resumes from the tables
         self.writer.flush(force=bool(result.get(FINAL)))
 
-    def _where(self, tid: str, extra: Mapping[str, Any]) -> None:
+    def _where(self, tid: str, extra: Mapping[str, Any], timeline: bool = True) -> None:
         """The trial's first result: where it runs, since when (and the timeline in ray.log)."""
         t0 = self.started
-        log.info(
+        (log.info if timeline else log.debug)(
             "timeline: trial %s worker process started at %s s, entered at %.2f s, "
             "loop imported at %.2f s, first result on the driver at %.2f s",
             tid,
@@ -141,12 +221,12 @@ class SweepCallback(tune.Callback):
             error=extra.get("note") or None,
         )
 
-    def _evaluation(self, trial: Any, result: Mapping[str, Any]) -> None:
+    def _evaluation(self, tid: str, number: int | None, result: Mapping[str, Any]) -> None:
         """One evaluation of a trial: its rows, its TensorBoard/MLflow points, the console."""
-        self._report(trial.trial_id, result)
-        self.trackers.report(trial.trial_id, result)
+        self._report(tid, result)
+        self.trackers.report(tid, result)
         if self.console is not None:
-            self.console.trial_report(trial.trial_id, trial.config.get(NUMBER), result)
+            self.console.trial_report(tid, number, result)
 
     def _report(self, tid: str, result: Mapping[str, Any]) -> None:
         """One evaluation: a metrics row (and its layers), and the trial's row so far."""
@@ -181,6 +261,7 @@ class SweepCallback(tune.Callback):
                 samples=s.get("samples"),
                 train_s=s.get("elapsed_seconds"),
                 device=s.get("device"),
+                fused=s.get("fused"),
             )
             if status == "COMPLETED":
                 fields.update(
@@ -190,26 +271,43 @@ class SweepCallback(tune.Callback):
                     metric=result.get(self.metric),
                     confusion=json.dumps(s["confusion"]) if s.get("confusion") else None,
                 )
-        if status != "COMPLETED":
+        if status not in ("COMPLETED", "PRUNED"):  # a pruned member keeps its last value
             fields["metric"] = None
         self.writer.set_trial(tid, **fields)
 
     def _end(self, trial: Any, status: str | None = None, error: str | None = None) -> None:
         tid = trial.trial_id
+        if MEMBERS in trial.config:
+            self._end_group(trial, status or "PRUNED", error)
+            return
+        if tid in self._done:
+            return
+        if status is None:
+            last = trial.last_result or {}
+            row = self.writer.trial_row(tid)
+            status = "PRUNED" if not last.get(FINAL) else row.get("status", "COMPLETED")
+        self._close(tid, status, error=error, params=self._params(trial))
+
+    def _close(
+        self,
+        tid: str,
+        status: str | None,
+        error: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A trial's end: its row final, the tables written, its console line."""
         if tid in self._done:
             return
         self._done.add(tid)
         row = self.writer.trial_row(tid)
-        if status is None:
-            last = trial.last_result or {}
-            status = "PRUNED" if not last.get(FINAL) else row.get("status", "COMPLETED")
+        status = status or "COMPLETED"
         fields: dict[str, Any] = {"status": status, "end_time": dt.datetime.now(dt.timezone.utc)}
         if error:
             fields["error"] = error
             fields["metric"] = None
         if status == "PRUNED" and not row.get("error"):
             fields["error"] = None
-        self.writer.set_trial(tid, params=self._params(trial), **fields)
+        self.writer.set_trial(tid, params=dict(params or {}), **fields)
         self.trackers.end(tid, status)
         self.writer.flush(force=True, only=("trials",))
         self.writer.flush()  # the reports too, when their turn has come

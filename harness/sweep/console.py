@@ -26,6 +26,7 @@ import yaml
 from harness import results as rs
 from harness.config import SweepSpec
 from harness.data import Dataset
+from harness.sweep.groups import FusePlan
 from harness.sweep.search import optuna_storage_url
 from harness.tracker import TB_DIR
 from harness.values import finite, fmt
@@ -118,6 +119,23 @@ class Console:
         if spec.mlflow is not None:
             watch.append(f"MLflow at {spec.mlflow.tracking_uri}")
         self.print(f"  watch it: {'; '.join(watch)}  ({UI_HINT})")
+
+    def grouping(self, fuse: FusePlan, trials: int, cluster: Mapping[str, Any]) -> None:
+        """How trials are grouped (resources.fuse): '8 trials in 2 groups of 4 on 1 GPU'."""
+        r = self.spec.resources
+        if not fuse.fused:
+            if fuse.setting == "auto":
+                self.print(f"  one trial per Ray trial (resources.fuse auto: {fuse.why})")
+            return
+        groups = fuse.groups(trials)
+        at_once = min(groups, self.spec.budget.max_concurrent)
+        held = at_once * (r.gpu if r.gpu > 0 else r.cpu)
+        unit = "GPU" if r.gpu > 0 else "CPU"
+        of = f"of {fuse.size}" if trials % fuse.size == 0 else f"of up to {fuse.size}"
+        self.print(
+            f"  {trials} trials in {groups} groups {of} on {held:g} {unit}{'s' if held > 1 else ''}"
+            f" ({at_once} group(s) at a time; resources.fuse {fuse.setting}: {fuse.why})"
+        )
 
     def resuming(self, finished: int, rerun: int, remaining: int) -> None:
         """A resumed sweep counts on from the trials already finished."""

@@ -57,6 +57,8 @@ def check_same_spec(folder: Path, spec: SweepSpec) -> None:
     except (OSError, ValueError, AttributeError) as exc:
         where = folder / rs.SWEEP_FILE
         raise UserError(f"{where}: unreadable ({exc}); nothing to resume from") from None
+    if isinstance(old.get("resources"), dict):  # a sweep from before resources.fuse: auto
+        old["resources"].setdefault("fuse", "auto")
     new = spec.to_dict()
     differ = sorted(
         k

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import shutil
 import time
@@ -31,12 +32,14 @@ from harness.lock import LOCK_FILE, FolderLock
 from harness.sweep import checkpoints
 from harness.sweep.callback import SweepCallback
 from harness.sweep.console import Console
+from harness.sweep.groups import FusePlan, gpu_memory, plan_fuse
 from harness.sweep.halt import STORAGE_FAULTS, Halt, caused_by_storage, describe
 from harness.sweep.population import Population
 from harness.sweep.provenance import sweep_info
 from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, init_ray
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
-from harness.sweep.search import build_scheduler, build_searcher
+from harness.sweep.rungs import start_rungs
+from harness.sweep.search import build_scheduler, build_searcher, optuna_storage_url
 from harness.sweep.trial import trainable, trial_name
 from harness.tracker import Trackers
 
@@ -78,6 +81,7 @@ def run(
     logs: LogRoute | None = None
     trackers = Trackers()
     own_ray = not ray.is_initialized()
+    rungs = None
     try:
         data = load_dataset(spec.data)
         address = address or os.environ.get("RAY_ADDRESS") or None
@@ -97,30 +101,42 @@ def run(
         log.info("timeline: ray ready at %.2f s", time.time() - started)
         check_fits(spec, cluster, console)
         max_t = spec.max_t(int(data.train_x.shape[0]))
+        fuse = plan_fuse(spec, data, lambda: gpu_memory(spec.resources.gpu))
         info = sweep_info(spec, data, cluster, max_t, command, started, folder if resume else None)
+        info["fuse"] = fuse.to_dict()
         _writing(folder / rs.SWEEP_FILE, lambda: writer.write_sweep_info(info))
         remaining = spec.budget.num_samples - plan.finished
         _announce(console, spec, folder, cluster, data, plan if resume else None, remaining)
+        if console is not None:
+            console.grouping(fuse, remaining, cluster)
+        rungs = _member_record(spec, folder, max_t, resume) if fuse.fused else None
         halt = Halt()
         callback = SweepCallback(
             spec, writer, console, started=started, trackers=trackers, replaced=plan.replaced,
             halt=halt,
         )  # fmt: skip
-        tune_config, population = _tune_config(spec, folder, plan, resume, max_t, remaining, halt)
+        tune_config, population = _tune_config(
+            spec, folder, plan, resume, max_t, remaining, halt, fuse, rungs
+        )
         extra = [population.recorder] if population is not None else []
         run_config = _run_config(spec, folder, storage, callback, halt, extra)
         space = population.param_space if population is not None else None
         fit_s = _fit(
-            trainable(spec, data), tune_config, run_config, remaining, started, halt, space
+            trainable(spec, data, rungs), tune_config, run_config, remaining, started, halt, space
         )
         if halt.fault:
             return _stopped(folder, halt.fault, started)
         left = settle_unfinished(spec, folder, writer, fit_s, console)
-        return _finish(spec, folder, writer, console, started, left)
+        outcome = _finish(spec, folder, writer, console, started, left)
+        info["throughput"] = throughput(spec, outcome.rows, fit_s)
+        writer.write_sweep_info(info)
+        return outcome
     finally:
         trackers.close()
         if isinstance(console, Console):
             console.stop()  # never leave a live block half drawn
+        if rungs is not None and ray.is_initialized():
+            ray.kill(rungs)  # a Ray session that outlives the sweep keeps no record of it
         if own_ray and shutdown and ray.is_initialized():
             ray.shutdown()
         if logs is not None:
@@ -190,6 +206,42 @@ def _announce(
         console.baseline()
 
 
+def _member_record(spec: SweepSpec, folder: Path, max_t: int, resume: bool) -> Any:
+    """The members' shared record (harness.sweep.rungs) as a Ray actor, seeded on resume with
+    the study's intermediate values (step = report index)."""
+    record: dict[int, dict[int, float]] = {}
+    if resume:
+        import optuna
+
+        study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
+        record = {t.number: dict(t.intermediate_values) for t in study.get_trials(deepcopy=False)}
+    return start_rungs(spec, max_t, record)
+
+
+def throughput(spec: SweepSpec, rows: Sequence[dict[str, Any]], fit_s: float) -> dict[str, Any]:
+    """What sweep.json records of the run's pace: trials finished per hour of Tune's fit, and
+    per device-hour (GPU-hours when trials ask for GPUs, else CPU-hours: each group's wall
+    time, first member's start to last member's end, times the share it held)."""
+    finished = [r for r in rows if r.get("status") in ("COMPLETED", "PRUNED", "FAILED", "DIVERGED")]
+    spans: dict[str, list[float]] = {}
+    for r in finished:
+        if isinstance(r.get("start_time"), dt.datetime) and isinstance(r.get("end_time"), dt.datetime):
+            g = spans.setdefault(str(r.get("group_id") or r["trial_id"]), [math.inf, -math.inf])
+            g[0] = min(g[0], r["start_time"].timestamp())
+            g[1] = max(g[1], r["end_time"].timestamp())
+    gpu = spec.resources.gpu > 0
+    share = spec.resources.gpu if gpu else spec.resources.cpu
+    device_h = sum(b - a for a, b in spans.values()) * share / 3600
+    return {
+        "trials": len(finished),
+        "fit_s": round(fit_s, 3),
+        "trials_per_hour": len(finished) / (fit_s / 3600) if fit_s > 0 else None,
+        "device": "gpu" if gpu else "cpu",
+        "device_hours": device_h,
+        "trials_per_device_hour": len(finished) / device_h if device_h > 0 else None,
+    }
+
+
 def _tune_config(
     spec: SweepSpec,
     folder: Path,
@@ -198,13 +250,19 @@ def _tune_config(
     max_t: int,
     remaining: int,
     halt: Halt | None = None,
+    fuse: FusePlan | None = None,
+    rungs: Any = None,
 ) -> tuple[tune.TuneConfig, Population | None]:
     """Optuna searches, the scheduler stops, at most max_concurrent trials at a time (PBT:
-    Optuna draws the population up front, harness.sweep.population)."""
+    Optuna draws the population up front, harness.sweep.population). In a fused sweep a
+    trial is a group: num_samples (members) bounds the groups, the searcher says when all
+    are asked, and members are stopped inside their group (rungs)."""
+    fused = fuse is not None and fuse.fused
     searcher = _writing(
         folder / rs.OPTUNA_FILE,
         lambda: build_searcher(
-            spec, folder, rerun=plan.rerun, resume=resume, restore=plan.restore, halt=halt
+            spec, folder, rerun=plan.rerun, resume=resume, restore=plan.restore, halt=halt,
+            fuse=fuse, new=remaining - len(plan.rerun), rungs=rungs,
         ),
     )
     pbt = spec.early_terminate.type == "pbt"
@@ -215,7 +273,7 @@ def _tune_config(
     together = spec.early_terminate.type in ("pbt", "hyperband_sync")
     config = tune.TuneConfig(
         search_alg=None if pbt else searcher,  # PBT: a grid over the population
-        scheduler=build_scheduler(spec, max_t),
+        scheduler=build_scheduler(spec, max_t, fused=fused),
         num_samples=1 if pbt else max(remaining, 1),
         max_concurrent_trials=None if together else spec.budget.max_concurrent,
         time_budget_s=spec.budget.time_budget_s,

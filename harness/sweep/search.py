@@ -7,8 +7,11 @@ pyproject.toml and checked by tests/test_sweep_pins.py.
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import math
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,27 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
     TrialScheduler,
 )
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from harness import results as rs
 from harness import space
 from harness.config import SweepSpec
+from harness.sweep.groups import FusePlan, group_by_shape, shape_names
 from harness.sweep.halt import STORAGE_FAULTS, Halt, guarded
-from harness.sweep.keys import ERROR, FINAL, LAST, NUMBER, PARAMS, RESTORE, STATUS
+from harness.sweep.keys import (
+    ERROR,
+    FINAL,
+    GROUP,
+    LAST,
+    MEMBER,
+    MEMBERS,
+    NUMBER,
+    PARAMS,
+    RESTORE,
+    STATUS,
+    member_id,
+)
 from harness.values import finite
 
 log = logging.getLogger(__name__)
@@ -165,6 +182,221 @@ class HonestOptunaSearch(OptunaSearch):
         return TrialState.FAIL, None
 
 
+class GroupSearch(HonestOptunaSearch):
+    """Each Ray trial a group of Optuna trials (resources.fuse > 1), each member told to
+    Optuna as honestly as a whole trial is.
+
+    A group's first member is asked from the whole space (the queued baseline first); the
+    others are asked with its shape settings fixed (`study.enqueue_trial` of those values,
+    then `ask()`: the sampler chooses only the fusible values, and TPE's constant liar sees
+    the members already running). `method: grid` walks the grid itself (seeded order),
+    enqueueing whole points whose shape values match. Every member has its own number,
+    params, intermediate values (step = report index) and state; its trial id is
+    `<group's Ray trial id>-<member index>` (user attribute ray_trial_id, with group_id and
+    data_seed, the group's batch order, which its params carry too so that a member reruns
+    alone). `num_samples` counts members: the searcher says FINISHED when all are asked.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        spec: SweepSpec,
+        size: int,
+        new: int,
+        rerun_groups: Sequence[Sequence[int]] = (),
+        rungs: Any = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self._spec = spec
+        self._size = size
+        self._new = new  # members still to ask
+        self._rerun_groups = [list(g) for g in rerun_groups]  # interrupted trials, regrouped
+        self._shape = shape_names(spec)
+        self._rungs = rungs  # harness.sweep.rungs actor: members that ended
+        self._groups: dict[str, list[dict[str, Any]]] = {}  # Ray trial id -> its members
+        self._members: dict[str, optuna.Trial] = {}  # member trial id -> Optuna trial
+        self._told: set[str] = set()
+        self._grid_points: list[dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------------ filling groups
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._groups:
+            if self._rerun_groups:
+                numbers = self._rerun_groups.pop(0)
+                members = [self._resume_member(trial_id, k, n) for k, n in enumerate(numbers)]
+            elif self._new > 0:
+                members = self._ask_group(trial_id, min(self._size, self._new))
+                self._new -= len(members)
+            else:
+                return Searcher.FINISHED
+            self._groups[trial_id] = members
+        return {MEMBERS: [dict(m) for m in self._groups[trial_id]]}
+
+    def _register(
+        self, trial_id: str, k: int, ot_trial: optuna.Trial, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        mid = member_id(trial_id, k)
+        self._members[mid] = ot_trial
+        ot_trial.set_user_attr("ray_trial_id", mid)
+        ot_trial.set_user_attr("group_id", trial_id)
+        if params.get("data_seed") is not None:
+            ot_trial.set_user_attr("data_seed", params["data_seed"])
+        return {"member": k, "number": ot_trial.number, "params": params}
+
+    def _resume_member(self, trial_id: str, k: int, number: int) -> dict[str, Any]:
+        """An interrupted trial runs again as the same Optuna trial, with its batch order."""
+        study = self._ot_study
+        storage_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        frozen = study._storage.get_trial(storage_id)
+        params = space.decode(self._parameters, frozen.params)
+        if frozen.user_attrs.get("data_seed") is not None:
+            params["data_seed"] = frozen.user_attrs["data_seed"]
+        return self._register(trial_id, k, optuna.trial.Trial(study, storage_id), params)
+
+    def _ask_group(self, trial_id: str, n: int) -> list[dict[str, Any]]:
+        first = self._ask(self._grid_point({}) if self._spec.method == "grid" else None)
+        params0 = space.suggest(first, self._parameters)
+        try:
+            seed: int | None = self._spec.trial_config(params0).train.batch_seed
+        except Exception:  # noqa: BLE001 -- a bad value: this member fails alone, in its trial
+            seed = None
+        fixed = {name: self._parameters[name].encode(params0[name]) for name in self._shape}
+        asked = [(first, params0)]
+        while seed is not None and len(asked) < n:
+            ot_trial = self._ask_like(fixed)
+            if ot_trial is None:
+                break
+            asked.append((ot_trial, space.suggest(ot_trial, self._parameters)))
+        out = []
+        for k, (ot_trial, params) in enumerate(asked):
+            params = dict(params)
+            if seed is not None and params.get("data_seed") is None:
+                params["data_seed"] = seed
+            out.append(self._register(trial_id, k, ot_trial, params))
+        return out
+
+    def _waiting(self) -> list[optuna.trial.FrozenTrial]:
+        return self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+    def _ask(self, point: dict[str, Any] | None) -> optuna.Trial:
+        """study.ask(), after enqueueing `point` unless an earlier queued trial (the baseline)
+        is waiting: ask() hands that out first."""
+        if point is not None and not self._waiting():
+            self._ot_study.enqueue_trial(point)
+        return self._ot_study.ask()
+
+    def _ask_like(self, fixed: dict[str, Any]) -> optuna.Trial | None:
+        """A member with the group's shape values (None: no such trial can be asked now)."""
+        if self._waiting():
+            return None  # a queued trial would be handed out instead of ours
+        if self._spec.method == "grid":
+            point = self._grid_point(fixed)
+            if point is None:
+                return None
+            return self._ask(point)
+        return self._ask(fixed or None)
+
+    def _grid_point(self, fixed: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The next grid point (seeded order) with the `fixed` values, the least-run first."""
+        if self._grid_points is None:
+            grid = space.grid(self._parameters)
+            names = list(grid)
+            self._grid_points = [dict(zip(names, c)) for c in itertools.product(*grid.values())]
+            random.Random(self._spec.seed).shuffle(self._grid_points)
+        runs: dict[str, int] = {}
+        for t in self._ot_study.get_trials(deepcopy=False):
+            p = t.params or t.system_attrs.get("fixed_params") or {}
+            k = json.dumps(p, sort_keys=True, default=str)
+            runs[k] = runs.get(k, 0) + 1
+        matching = [
+            p for p in self._grid_points if all(p.get(n) == v for n, v in fixed.items())
+        ]
+        if not matching:
+            return None
+        return min(matching, key=lambda p: runs.get(json.dumps(p, sort_keys=True, default=str), 0))
+
+    # ------------------------------------------------------------------ results
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._groups:
+            self._group_entries(trial_id, result)
+        else:
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id not in self._groups:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        self._group_entries(trial_id, result or {})
+        for m in self._groups[trial_id]:  # members the group never ended: stopped from outside
+            mid = member_id(trial_id, m["member"])
+            if mid not in self._told:
+                self._tell(mid, {STATUS: "FAILED" if error else "PRUNED"})
+
+    def _group_entries(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        for entry in result.get(GROUP) or ():
+            mid = member_id(trial_id, int(entry[MEMBER]))
+            if mid not in self._members or mid in self._told:
+                continue
+            if entry.get(FINAL):
+                self._tell(mid, entry)
+            else:
+                self._member_value(mid, entry)
+
+    def _member_value(self, mid: str, entry: Mapping[str, Any]) -> None:
+        """One report's metric at its report index (single objective only)."""
+        if len(self._metric_names) > 1:
+            return
+        value, step = entry.get(self._metric_names[0]), entry.get("report")
+        if value is None or step is None or not finite(value):
+            return
+        done = self._reported.setdefault(mid, set())
+        if int(step) in done:
+            return
+        done.add(int(step))
+        ot_trial = self._members[mid]
+        if int(step) in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            return  # a rerun: the first run's value stands
+        ot_trial.report(float(value), int(step))
+
+    def _tell(self, mid: str, entry: Mapping[str, Any]) -> None:
+        """A member's end as Optuna's state: COMPLETE with its objective(s), PRUNED (stopped
+        by early termination or from outside), FAIL (raised or diverged, reason attached)."""
+        ot_trial = self._members[mid]
+        self._told.add(mid)
+        if not self._finished_in_study(ot_trial):
+            status = str(entry.get(STATUS) or "FAILED")
+            ot_trial.set_user_attr("status", status)
+            values = [entry.get(m) for m in self._metric_names]
+            state = TrialState.FAIL
+            if status == "PRUNED":
+                state = TrialState.PRUNED
+            elif status == "COMPLETED" and all(v is not None and finite(v) for v in values):
+                state = TrialState.COMPLETE
+            elif status == "COMPLETED":
+                ot_trial.set_user_attr("reason", "objective is not a finite number")
+            elif entry.get(ERROR):
+                ot_trial.set_user_attr("reason", str(entry.get(ERROR))[:1000])
+            try:
+                if state == TrialState.COMPLETE:
+                    self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
+                else:
+                    self._ot_study.tell(ot_trial, state=state)
+            except Exception as exc:  # noqa: BLE001 -- a bad tell must not end the sweep
+                log.warning("optuna tell for %s failed: %s", mid, exc)
+        if self._rungs is not None:  # a retried group leaves this member out
+            import ray
+
+            try:
+                ray.get(self._rungs.end.remote(ot_trial.number), timeout=30)
+            except Exception as exc:  # noqa: BLE001 -- at worst the member runs again
+                log.warning("could not record the end of %s: %s", mid, exc)
+
+
 def optuna_storage_url(folder: Path) -> str:
     """The sweep's Optuna study: results/<name>/optuna.db."""
     return f"sqlite:///{(folder / rs.OPTUNA_FILE).resolve()}"
@@ -177,7 +409,12 @@ def build_searcher(
     resume: bool = False,
     restore: Mapping[int, dict] | None = None,
     halt: Halt | None = None,
+    fuse: FusePlan | None = None,
+    new: int | None = None,
+    rungs: Any = None,
 ) -> HonestOptunaSearch:
+    """The searcher of a sweep; with `fuse` planning groups, a GroupSearch that asks `new`
+    members besides the interrupted ones (`rerun`), and tells `rungs` which ended."""
     storage = optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
     )
@@ -195,6 +432,27 @@ def build_searcher(
             spec.method, spec.seed + done, spec.parameters, spec.budget.num_samples
         )
     many = len(spec.metrics) > 1
+    if fuse is not None and fuse.fused:
+        if spec.method == "grid":  # GroupSearch walks the grid and enqueues whole points
+            sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+        return GroupSearch(
+            space=space.define_by_run(spec.parameters),
+            metric=[m.name for m in spec.metrics] if many else spec.metric.name,
+            mode=[m.mode for m in spec.metrics] if many else spec.metric.mode,
+            points_to_evaluate=points or None,
+            sampler=sampler,
+            study_name=spec.name,
+            storage=storage,
+            metric_names=[m.name for m in spec.metrics],
+            parameters=spec.parameters,
+            spec=spec,
+            size=fuse.size,
+            new=len(rerun) if new is None else new,
+            rerun_groups=rerun_groups(spec, storage, rerun, fuse.size),
+            rungs=rungs,
+            halt=halt,
+            db=str(folder / rs.OPTUNA_FILE),
+        )
     return HonestOptunaSearch(
         space=space.define_by_run(spec.parameters),
         metric=[m.name for m in spec.metrics] if many else spec.metric.name,
@@ -212,7 +470,30 @@ def build_searcher(
     )
 
 
-def build_scheduler(spec: SweepSpec, max_t: int) -> TrialScheduler:
+def rerun_groups(
+    spec: SweepSpec, storage: optuna.storages.BaseStorage, numbers: Sequence[int], size: int
+) -> list[list[int]]:
+    """Interrupted trials (Optuna numbers) in groups that share shape settings and batch
+    order (their data_seed user attribute), at most `size` each."""
+    if not numbers:
+        return []
+    study_id = storage.get_study_id_from_name(spec.name)
+    by_number = {t.number: t for t in storage.get_all_trials(study_id, deepcopy=False)}
+    members = []
+    for n in numbers:
+        t = by_number[n]
+        params = space.decode(spec.parameters, t.params)
+        if t.user_attrs.get("data_seed") is not None:
+            params["data_seed"] = t.user_attrs["data_seed"]
+        members.append((n, params))
+    return group_by_shape(spec, members, size)
+
+
+def build_scheduler(spec: SweepSpec, max_t: int, fused: bool = False) -> TrialScheduler:
+    """The spec's early termination for whole trials; groups decide per member inside the
+    trial (harness.sweep.rungs), so Tune's own scheduler is FIFO for them."""
+    if fused:
+        return FIFOScheduler()
     et = spec.early_terminate
     metric, mode = spec.metric.name, spec.metric.mode
     if et.type == "asha":

@@ -23,7 +23,20 @@ from harness import bundle
 from harness.config import SweepSpec
 from harness.data import Dataset
 from harness.sweep import checkpoints
-from harness.sweep.keys import ERROR, FINAL, INFO, LAST, PARAMS, RESTORE, STATUS, SUMMARY
+from harness.sweep.keys import (
+    ERROR,
+    FINAL,
+    GROUP,
+    INFO,
+    LAST,
+    MEMBER,
+    MEMBERS,
+    PARAMS,
+    RESTORE,
+    STATUS,
+    SUMMARY,
+    member_id,
+)
 from harness.trialconfig import TrialConfig, replace_train
 from harness.values import finite
 
@@ -46,6 +59,7 @@ class TrialJob:
     spec: SweepSpec
     cpu: float
     gpu: float
+    rungs: Any = None  # fused sweeps: the members' shared record (harness.sweep.rungs actor)
 
 
 def trial_name(trial: Any) -> str:
@@ -321,11 +335,124 @@ def _finished(spec: SweepSpec, summary: TrialSummary, shown: str, note: str) -> 
     return out
 
 
-def trainable(spec: SweepSpec, data: Dataset) -> Any:
-    """run_trial as Tune's trainable: the job and the data shipped once through the object
-    store, each trial holding the spec's cpu and gpu share."""
-    job = TrialJob(spec=spec, cpu=spec.resources.cpu, gpu=spec.resources.gpu)
+def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
+    """Ray Tune function trainable of a fused sweep: the members in config[MEMBERS] (Optuna
+    trials the searcher grouped) trained as one group by the shared loop (train_group), each
+    reporting and ending as a trial.
+
+    Each evaluation sends one result whose GROUP entries are every live member's report and
+    every member that ended (FINAL, with its summary). At each report the shared record
+    (job.rungs) decides whether that member stops (the loop then drops it: PRUNED). A member
+    whose settings do not make a config fails alone; an exception of the group's loop fails
+    the members still in it. A retried group (max_failures) trains only the members whose
+    end never reached the driver. With keep_best, the final result carries each completed
+    member's tested weights.
+    """
+    entered = time.time()
+    from harness import trainer
+    from harness.trialconfig import check_group
+
+    members = list(config[MEMBERS])
+    if job.rungs is not None:
+        left = set(ray.get(job.rungs.unfinished.remote([m["number"] for m in members])))
+        members = [m for m in members if m["number"] in left]
+    started = time.time()
+    device, shown, note = _choose_device(job.gpu)
+    info: dict[str, Any] | None = _where(shown, note, entered, started)
+    metric = job.spec.metric.name
+    entries: list[dict[str, Any]] = []
+    last: dict[int, dict[str, Any]] = {}
+    keep = bool(job.spec.keep_best) and checkpoints.storage_reachable()
+    kept: dict[int, dict[str, Any]] = {}
+
+    def failed(m: dict[str, Any], exc: BaseException, tb: str = "") -> dict[str, Any]:
+        why = _join(note, f"{type(exc).__name__}: {exc}".strip())
+        return {MEMBER: m["member"], FINAL: True, STATUS: "FAILED", ERROR: why, "traceback": tb}
+
+    live, cfgs = [], []
+    for m in members:  # a member whose values make no valid group member fails alone
+        try:
+            cfg = trial_config(job.spec, m["params"])
+            if cfgs:
+                check_group([cfgs[0], cfg])
+            live.append(m)
+            cfgs.append(cfg)
+        except Exception as exc:  # noqa: BLE001 -- a failed trial is data
+            entries.append(failed(m, exc, traceback.format_exc(limit=20)))
+    total = LastReport(cfgs[0], int(data.train_x.shape[0])).total_steps if cfgs else 0
+    running = list(range(len(live)))  # the members alive at the last evaluation
+
+    def report(i: int, metrics: dict[str, Any]) -> str | None:
+        m = live[i]
+        last[i] = metrics
+        entries.append({MEMBER: m["member"], **metrics})
+        if job.rungs is None or job.spec.early_terminate.type == "none":
+            return None
+        value = metrics.get(metric)
+        stop = ray.get(job.rungs.decide.remote(m["number"], metrics.get("report"), value))
+        # at the group's last report the member has trained to its end: recorded, not stopped
+        # (as Ray's ASHA records an unfused trial's last result when it completes)
+        return trainer.PRUNE if stop and int(metrics["iteration"]) < total else None
+
+    def ended(indices: list[int], summaries: list[Any]) -> None:
+        for i in indices:
+            entry = {MEMBER: live[i]["member"], FINAL: True}
+            entry.update(_finished(job.spec, summaries[i], shown, note))
+            for m in job.spec.metrics:  # metrics not in the summary: the last report's
+                if entry[STATUS] == "COMPLETED" and entry.get(m.name) is None:
+                    entry[m.name] = last.get(i, {}).get(m.name)
+            entries.append(entry)
+
+    def after_report(loop: Any) -> None:  # one result per evaluation, with who ended
+        nonlocal info
+        ended([i for i in running if i not in loop.alive], loop.summaries)
+        running[:] = list(loop.alive)
+        out: dict[str, Any] = {GROUP: list(entries)}
+        if info is not None:
+            out[INFO] = info
+        entries.clear()
+        info = None
+        tune.report(out)
+
+    stop: BaseException | None = None
+    summaries: list[Any] = []
+    try:
+        if live:
+            summaries = trainer.train_group(
+                cfgs, data, report, device=device, threads=max(1, round(job.cpu)),
+                after_report=after_report, tested=kept.__setitem__ if keep else None,
+            )  # fmt: skip
+            ended(running, summaries)
+    except Exception as exc:  # noqa: BLE001 -- the group's loop raised: its members failed
+        tb = traceback.format_exc(limit=20)
+        gone = {e[MEMBER] for e in entries if e.get(FINAL)}
+        for i in running:
+            if live[i]["member"] not in gone:
+                entries.append(failed(live[i], exc, tb))
+    except BaseException as exc:  # noqa: BLE001 -- Ray's stop (SystemExit), an interrupt
+        stop = type(exc)(*exc.args)
+    _free_device_memory()
+    if stop is not None:
+        raise stop
+    out: dict[str, Any] = {GROUP: entries, FINAL: True}
+    if info is not None:
+        out[INFO] = info
+    group_id = tune.get_context().get_trial_id()
+    models = {
+        member_id(group_id, live[i]["member"]): (cfgs[i], w, bundle.scores(summaries[i]))
+        for i, w in kept.items()
+        if summaries[i].status == "COMPLETED"
+    }
+    report_final(out, models, job, data)
+
+
+def trainable(spec: SweepSpec, data: Dataset, rungs: Any = None) -> Any:
+    """run_trial (or run_group when `rungs`, the members' record, says the sweep is fused)
+    as Tune's trainable: the job and the data shipped once through the object store, each
+    trial holding the spec's cpu and gpu share."""
+    job = TrialJob(spec=spec, cpu=spec.resources.cpu, gpu=spec.resources.gpu, rungs=rungs)
+    fn = run_trial if rungs is None else run_group
     return tune.with_resources(
-        tune.with_parameters(run_trial, job=job, data=data),
+        tune.with_parameters(fn, job=job, data=data),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
