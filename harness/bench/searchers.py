@@ -8,8 +8,10 @@ session) whose folder is results/<bench>/runs/<method>-<et>-s<k>/, so
 Pairing: bench seed k fixes the training seed of every trial (train.seed = k: the same
 data order and model init whatever the parameters) and seeds the sampler (seed = k), for
 every combination alike; so seed k of two combinations differs only in how they search.
-The spec's baseline trial (the classic settings, identical in every run) is off unless
-`--set baseline=true`, so each run's trials are its method's own.
+The spec's baseline trial (trial 0, the classic settings) is on, as it is for a user's sweep
+(`--set baseline=false` turns it off): with the same training seed it is the same trial in
+every run of seed k, so the runs still differ only in how they search, and it gives each
+seed the value a search has to beat.
 
 Anytime curves: a run's trials in the order they ended; x is the cumulative trial-seconds
 (each trial's own train_s, evaluation included; a pruned trial counts up to its stop),
@@ -51,7 +53,7 @@ from harness.errors import UserError, did_you_mean, exit_on_user_error
 from harness.files import write_text, write_with
 from harness.values import finite
 
-DEFAULT_METHODS = ("tpe", "random", "qmc", "cmaes")
+DEFAULT_METHODS = ("auto", "tpe", "gp", "random", "qmc")
 DEFAULT_EARLY_TERMINATE = ("asha", "none")
 DEFAULT_TOLERANCE = 0.01
 BOOTSTRAP_SAMPLES = 2000
@@ -211,9 +213,9 @@ def _check_user_sets(sets: Sequence[str]) -> None:
 
 
 def base_spec(spec_path: str, sets: Sequence[str]) -> SweepSpec:
-    """The spec as every run shares it: baseline off (unless --set), then the user's --set."""
+    """The spec as every run shares it: the file with the user's --set."""
     _check_user_sets(sets)
-    spec = load_spec(spec_path, ["baseline=false", *sets])
+    spec = load_spec(spec_path, list(sets))
     if len(spec.metrics) > 1:
         raise UserError(
             f"{spec_path}: metric: several objectives have no single best to compare searchers "
@@ -244,7 +246,7 @@ def run_overrides(base: SweepSpec, key: RunKey) -> list[str]:
 
 
 def run_spec(spec_path: str, sets: Sequence[str], base: SweepSpec, key: RunKey) -> SweepSpec:
-    return load_spec(spec_path, ["baseline=false", *sets, *run_overrides(base, key)])
+    return load_spec(spec_path, [*sets, *run_overrides(base, key)])
 
 
 def _json_roundtrip(obj: Any) -> Any:

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from harness import results as rs
+from harness import warmstart
 from harness.config import SweepSpec
 from harness.errors import UserError
 from harness.sweep.search import optuna_storage_url
@@ -69,6 +70,8 @@ def plan_resume(spec: SweepSpec, folder: Path, writer: rs.ResultsWriter) -> Resu
     known: set[str] = set()
     single = len(spec.metrics) == 1
     for t in study.get_trials(deepcopy=False):
+        if warmstart.is_warm(t):
+            continue  # an earlier sweep's trial (warm_start): not one of this sweep's
         tid = t.user_attrs.get("ray_trial_id")
         row = writer.trial_row(tid) if tid else {}
         if tid:

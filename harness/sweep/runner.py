@@ -23,6 +23,7 @@ import ray
 from ray import tune
 
 from harness import results as rs
+from harness import warmstart
 from harness.config import SweepSpec
 from harness.data import Dataset, load_dataset
 from harness.errors import UserError
@@ -31,7 +32,7 @@ from harness.sweep.console import Console
 from harness.sweep.provenance import sweep_info
 from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, init_ray
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
-from harness.sweep.search import build_scheduler, build_searcher
+from harness.sweep.search import SearchPlan, build_scheduler, build_searcher, plan_search
 from harness.sweep.trial import trainable, trial_name
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def run(
 ) -> SweepOutcome:
     """Run one sweep to its end; returns the trials' rows. UserErrors come before Ray starts."""
     started = time.time() if started is None else started
+    warmstart.check_target(spec, Path(results_root) / spec.name)
     folder = _claim_folder(Path(results_root) / spec.name, resume, overwrite)
     data = load_dataset(spec.data)
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -69,6 +71,7 @@ def run(
     console = Console(spec) if console is True else (console or None)
     if resume:
         check_same_spec(folder, spec)
+    search = plan_search(spec, folder, resume)  # auto's choice, warm-start trials
     logs = LogRoute(folder)
     own_ray = not ray.is_initialized()
     try:
@@ -79,11 +82,15 @@ def run(
         check_fits(spec, cluster, console)
         max_t = spec.max_t(int(data.train_x.shape[0]))
         info = sweep_info(spec, data, cluster, max_t, command, started, folder if resume else None)
+        if search.record() is not None:
+            info["search"] = search.record()  # --resume builds the same sampler from it
         writer.write_sweep_info(info)
         remaining = spec.budget.num_samples - plan.finished
         _announce(console, spec, folder, cluster, data, plan if resume else None, remaining)
+        if console is not None:
+            console.search(search)
         callback = SweepCallback(spec, writer, console, started=started)
-        tune_config = _tune_config(spec, folder, plan, resume, max_t, remaining)
+        tune_config = _tune_config(spec, folder, plan, resume, max_t, remaining, search)
         run_config = _run_config(spec, folder, storage, callback)
         fit_s = _fit(trainable(spec, data), tune_config, run_config, remaining, started)
         left = settle_unfinished(spec, folder, writer, fit_s, console)
@@ -139,11 +146,17 @@ def _announce(
 
 
 def _tune_config(
-    spec: SweepSpec, folder: Path, plan: ResumePlan, resume: bool, max_t: int, remaining: int
+    spec: SweepSpec,
+    folder: Path,
+    plan: ResumePlan,
+    resume: bool,
+    max_t: int,
+    remaining: int,
+    search: SearchPlan | None = None,
 ) -> tune.TuneConfig:
     """Optuna searches, the scheduler stops, at most max_concurrent trials at a time."""
     return tune.TuneConfig(
-        search_alg=build_searcher(spec, folder, rerun=plan.rerun, resume=resume),
+        search_alg=build_searcher(spec, folder, rerun=plan.rerun, resume=resume, plan=search),
         scheduler=build_scheduler(spec, max_t),
         num_samples=max(remaining, 1),
         max_concurrent_trials=spec.budget.max_concurrent,

@@ -7,9 +7,11 @@ pyproject.toml and checked by tests/test_sweep_pins.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from ray.tune.schedulers import (
 from ray.tune.search.optuna import OptunaSearch
 
 from harness import results as rs
-from harness import space
+from harness import space, warmstart
 from harness.config import SweepSpec
 from harness.sweep.keys import ERROR, FINAL, NUMBER, PARAMS, STATUS
 from harness.values import finite
@@ -146,16 +148,50 @@ def optuna_storage_url(folder: Path) -> str:
     return f"sqlite:///{(folder / rs.OPTUNA_FILE).resolve()}"
 
 
+@dataclass
+class SearchPlan:
+    """What a sweep searches with beyond its method: `auto`'s choice (the first run's, on
+    --resume: sweep.json keeps it) and the earlier sweeps' trials to warm-start from."""
+
+    choice: space.Choice | None = None
+    warm: warmstart.WarmTrials | None = None
+
+    def record(self) -> dict | None:
+        """sweep.json's "search" entry."""
+        return None if self.choice is None else self.choice.to_dict()
+
+
+def plan_search(spec: SweepSpec, folder: Path, resume: bool = False) -> SearchPlan:
+    """auto's choice (kept from the first run on --resume) and the warm-start trials; reads
+    earlier sweeps' studies, so its errors come before Ray starts."""
+    choice = spec.choice()
+    if resume and choice is not None:
+        try:
+            recorded = json.loads((folder / rs.SWEEP_FILE).read_text()).get("search")
+        except (OSError, ValueError):
+            recorded = None
+        if recorded:
+            choice = space.Choice.from_dict(recorded)
+    warm = warmstart.trials(spec) if spec.warm_start else None
+    return SearchPlan(choice, warm)
+
+
 def build_searcher(
-    spec: SweepSpec, folder: Path, rerun: Sequence[int] = (), resume: bool = False
+    spec: SweepSpec,
+    folder: Path,
+    rerun: Sequence[int] = (),
+    resume: bool = False,
+    plan: SearchPlan | None = None,
 ) -> HonestOptunaSearch:
+    plan = plan or plan_search(spec, folder, resume)
     storage = optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
     )
-    points = None  # on resume the baseline is in the study already
+    points = None  # on resume the baseline (and auto's draws) are in the study already
     if spec.baseline and not resume:
-        points = [space.encode(spec.parameters, spec.baseline_params())]
-    sampler = spec.sampler()
+        first = [spec.baseline_params(), *spec.prior_points(plan.choice)]
+        points = [space.encode(spec.parameters, p) for p in first]
+    sampler = spec.sampler(plan.choice)
     if resume and spec.method not in ("grid", "qmc"):
         # A sampler seeded as before would draw the first run's values again; grid and QMC
         # read their place in the sequence from the study, the others get a fresh seed.
@@ -163,10 +199,10 @@ def build_searcher(
             storage.get_all_trials(storage.get_study_id_from_name(spec.name), deepcopy=False)
         )
         sampler = space.sampler(
-            spec.method, spec.seed + done, spec.parameters, spec.budget.num_samples
+            spec.method, spec.seed + done, spec.parameters, spec.budget.num_samples, plan.choice
         )
     many = len(spec.metrics) > 1
-    return HonestOptunaSearch(
+    searcher = HonestOptunaSearch(
         space=space.define_by_run(spec.parameters),
         metric=[m.name for m in spec.metrics] if many else spec.metric.name,
         mode=[m.mode for m in spec.metrics] if many else spec.metric.mode,
@@ -178,6 +214,9 @@ def build_searcher(
         parameters=spec.parameters,
         rerun=rerun,
     )
+    if plan.warm is not None:  # after the baseline: it keeps trial number 0
+        warmstart.add(searcher._ot_study, plan.warm)
+    return searcher
 
 
 def build_scheduler(spec: SweepSpec, max_t: int) -> TrialScheduler:
@@ -188,8 +227,8 @@ def build_scheduler(spec: SweepSpec, max_t: int) -> TrialScheduler:
             time_attr="training_iteration",
             metric=metric,
             mode=mode,
-            max_t=max(max_t, et.grace_period),
-            grace_period=et.grace_period,
+            max_t=max(max_t, spec.grace_period(max_t)),
+            grace_period=spec.grace_period(max_t),
             reduction_factor=et.reduction_factor,
         )
     if et.type == "hyperband":
@@ -209,7 +248,7 @@ def build_scheduler(spec: SweepSpec, max_t: int) -> TrialScheduler:
             time_attr="training_iteration",
             metric=metric,
             mode=mode,
-            grace_period=et.grace_period,
+            grace_period=spec.grace_period(max_t),
             min_samples_required=3,
         )
     return FIFOScheduler()
