@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import space
@@ -216,15 +216,24 @@ def _fits(
 
 
 def _internal(p: space.ParamSpec, value: Any) -> Any:
-    """`value` as p's Optuna distribution holds it, or None if it lies outside."""
+    """`value` as p's Optuna distribution takes it, or None if it lies outside."""
     dist = p.optuna()
-    try:
-        v = p.encode(value)
-        if dist is None or not dist._contains(dist.to_internal_repr(v)):
-            return None
-        return dist.to_external_repr(dist.to_internal_repr(v))
-    except (ValueError, TypeError):
+    if dist is None or value is None:
         return None
+    v = p.encode(value)
+    if isinstance(dist, CategoricalDistribution):
+        return next((c for c in dist.choices if space.same_value(c, v)), None)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    lo, hi, step = dist.low, dist.high, dist.step
+    tol = 1e-9 * max(1.0, abs(lo), abs(hi))
+    if not lo - tol <= v <= hi + tol:
+        return None
+    if step is not None and abs((v - lo) / step - round((v - lo) / step)) > 1e-6:
+        return None
+    if isinstance(dist, IntDistribution):
+        return round(v) if float(v).is_integer() else None
+    return float(min(max(v, lo), hi))
 
 
 def _there(old: Earlier, name: str) -> str:

@@ -23,6 +23,12 @@ percentile bootstrap band over seeds (scipy.stats.bootstrap: seeds resampled wit
 replacement, the same draw for every x); a combination's curve starts once every seed has
 a completed trial, and after a run has spent its budget its final value carries on (a dot
 marks where the median run ended).
+Against the classic baseline (trial 0, when on): its value in seed k is what each run of
+seed k has to beat (the same trial in all of them; where it completed in several runs,
+their median). Per combination: the seeds whose best searched trial (any trial but 0) beat
+it, the searched trials per run that beat it, and the time to the baseline: the cumulative
+trial-seconds (trial 0's own included) at which a searched trial first reached it, the
+median over seeds, a seed that never did counting as never.
 Regret is the distance to the best value any run of the bench found. Time-to-target is the
 cumulative trial-seconds at which a run's best first reaches the target (by default that
 best value minus --tolerance, 0.01, in the metric's units, toward worse); per combination
@@ -387,6 +393,18 @@ def runs_table(runs: Sequence[tuple[RunKey, SweepSpec, Path]]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def add_baseline(runs: pd.DataFrame, baseline: bool) -> pd.DataFrame:
+    """`baseline_value` (trial 0's value in the row's seed; NaN without a baseline) and
+    `searched` (the trial is not the baseline) columns."""
+    out = runs.copy()
+    number = pd.to_numeric(out.get("trial_number"), errors="coerce")
+    is_base = (number == 0) if baseline and "trial_number" in out else pd.Series(False, out.index)
+    out["searched"] = ~is_base.to_numpy()
+    per_seed = out[is_base].groupby("seed")["value"].median()
+    out["baseline_value"] = out["seed"].map(per_seed).astype(float)
+    return out
+
+
 def add_regret(runs: pd.DataFrame, goal: str) -> tuple[pd.DataFrame, float]:
     """Regret column against the best COMPLETED value any run found."""
     vals = runs["value"].dropna()
@@ -443,6 +461,7 @@ def summary_table(runs: pd.DataFrame, optimum: float, target: float, goal: str) 
                     "ttt": time_to_target(
                         r["cum_trial_s"].to_numpy(), r["best_so_far"].to_numpy(), target, goal
                     ),
+                    **_against_baseline(r, goal),
                     "trial_s": float(r["trial_s"].sum()),
                     "trials": len(r),
                     "pruned": int((r["status"] == "PRUNED").sum()),
@@ -469,11 +488,40 @@ def summary_table(runs: pd.DataFrame, optimum: float, target: float, goal: str) 
                 "trials_per_run": float(s["trials"].mean()),
                 "pruned_per_run": float(s["pruned"].mean()),
                 "failed_per_run": float(s["failed"].mean()),
+                "baseline_mean": float(s["baseline"].mean()),
+                "beat_baseline": int(s["beat"].sum()),
+                "trials_beating_baseline_per_run": float(s["n_beat"].mean()),
+                "time_to_baseline_median_s": float(np.median(s["ttb"].to_numpy(dtype=float))),
                 "target": target,
                 "optimum": optimum,
             }
         )
     return pd.DataFrame(rows)
+
+
+def _against_baseline(r: pd.DataFrame, goal: str) -> dict[str, Any]:
+    """One run against its seed's baseline: beaten?, by how many trials, and when first
+    reached (cumulative trial-seconds; inf if never, NaN without a baseline)."""
+    base = float(r["baseline_value"].iloc[0]) if "baseline_value" in r else math.nan
+    if not math.isfinite(base):
+        return {"baseline": math.nan, "beat": False, "n_beat": math.nan, "ttb": math.nan}
+    own = r["value"].where(r["searched"]).to_numpy(dtype=float)
+    better = own > base if goal == "maximize" else own < base
+    best = best_so_far(own, goal)
+    return {
+        "baseline": base,
+        "beat": bool(np.nan_to_num(better).any()),
+        "n_beat": int(np.nan_to_num(better).sum()),
+        "ttb": time_to_target(r["cum_trial_s"].to_numpy(), best, base, goal),
+    }
+
+
+def _baseline_cells(r: Any, secs: Callable[[float], str]) -> list[str]:
+    return [
+        f"{r.beat_baseline}/{r.seeds}",
+        f"{r.trials_beating_baseline_per_run:.1f}",
+        secs(r.time_to_baseline_median_s),
+    ]
 
 
 def summary_text(summary: pd.DataFrame, metric: str) -> str:
@@ -483,7 +531,9 @@ def summary_text(summary: pd.DataFrame, metric: str) -> str:
     def secs(v: float) -> str:
         return "never" if not math.isfinite(v) else f"{v:.0f} s"
 
+    base = "baseline_mean" in summary and summary["baseline_mean"].notna().any()
     head = ["combination", f"final {metric} IQM [95% CI]", "regret", "reached", "time to target",
+            *(["beat baseline", "trials > baseline/run", "time to baseline"] if base else []),
             "trial-s/run", "pruned/run", "failed/run"]  # fmt: skip
     cells = [
         [
@@ -492,6 +542,7 @@ def summary_text(summary: pd.DataFrame, metric: str) -> str:
             num(r.final_regret_iqm),
             f"{r.reached_target}/{r.seeds}",
             secs(r.time_to_target_median_s),
+            *(_baseline_cells(r, secs) if base else []),
             f"{r.trial_s_per_run:.0f}",
             f"{r.pruned_per_run:.1f}",
             f"{r.failed_per_run:.1f}",
@@ -601,7 +652,7 @@ def analyse(
     """runs.parquet, summary.parquet, bench.json and the PNGs from the runs' folders."""
     spec = runs_in[0][1]
     goal, metric = spec.metric.goal, spec.metric.name
-    runs, optimum = add_regret(runs_table(runs_in), goal)
+    runs, optimum = add_regret(add_baseline(runs_table(runs_in), spec.baseline), goal)
     tgt = default_target(optimum, goal, tolerance) if target is None else float(target)
     summary = summary_table(runs, optimum, tgt, goal)
     best_row = runs.loc[runs["value"].idxmax() if goal == "maximize" else runs["value"].idxmin()]
@@ -616,6 +667,10 @@ def analyse(
         "tolerance": tolerance,
         "bootstrap_samples": BOOTSTRAP_SAMPLES,
         "confidence": CONFIDENCE,
+        "baseline": {
+            int(k): float(v)
+            for k, v in runs.groupby("seed")["baseline_value"].first().dropna().items()
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
     write_with(out / RUNS_FILE, partial(runs.to_parquet, index=False))
@@ -712,11 +767,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nbest {info['metric']} any run found: {info['optimum']:.4f} "
         f"({info['optimum_run']}, trial {info['optimum_trial']}); target {info['target']:.4f} ({how})"
     )
+    if info["baseline"]:
+        seeds = ", ".join(f"seed {k} {v:.4f}" for k, v in info["baseline"].items())
+        print(f"classic baseline (trial 0) {info['metric']}: {seeds}")
     print(summary_text(summary, info["metric"]))
     print(
         "final: IQM over seeds of each run's best COMPLETED value, 95% bootstrap band; "
         "time to target: median over seeds of cumulative trial-seconds (never = not reached)"
     )
+    if info["baseline"]:
+        print(
+            "beat baseline: seeds whose best searched trial (not trial 0) beat the baseline; "
+            "time to baseline: median cumulative trial-seconds until a searched trial reached it"
+        )
     best = summary.sort_values(
         "final_best_iqm", ascending=info["goal"] != "maximize", kind="stable"
     ).iloc[0]
