@@ -69,7 +69,9 @@ def test_compatible_trials_join_the_study_once(old: Path, tmp_path: Path) -> Non
     assert warm.trials[1].params["filter_sizes"] == "[3, 4]"
     assert warm.trials[1].value == 0.66 and warm.trials[2].intermediate_values[20] == 0.5
     assert {t.user_attrs[warmstart.WARM_ATTR] for t in warm.trials} == {
-        f"{old}#0", f"{old}#1", f"{old}#2"
+        f"{old}#0",
+        f"{old}#1",
+        f"{old}#2",
     }
 
     folder = tmp_path / "results" / "new"
@@ -107,31 +109,61 @@ def test_a_sweep_of_another_space_leaves_out_what_does_not_fit(old: Path) -> Non
     fixed = load_spec(SMOKE, [f"warm_start=[{old}]", "parameters.filter_sizes={value: [3, 4]}"])
     assert len(warmstart.trials(fixed).trials) == 1
     # a setting the new sweep searches and the old one fixed: the old value counts
-    wider = load_spec(SMOKE, [f"warm_start=[{old}]", "parameters.weight_decay={values: [0, 1.0e-4]}"])
+    wider = load_spec(
+        SMOKE, [f"warm_start=[{old}]", "parameters.weight_decay={values: [0, 1.0e-4]}"]
+    )
     assert [t.params["weight_decay"] for t in warmstart.trials(wider).trials] == [0, 0, 0]
 
 
 @pytest.mark.parametrize(
     "sets, lines",
     [
-        (["parameters.dropout={min: 0.5, max: 0.6}"],
-         ["parameters.dropout: no earlier trial lies in this space (searched there over "
-          "[0.1, 0.5]; here [0.5, 0.6])"]),
-        (["parameters.dropout={min: 0.5, max: 0.6}", "parameters.weight_decay={values: [0.001]}"],
-         ["parameters.dropout: no earlier trial", "parameters.weight_decay: no earlier trial lies "
-          "in this space (fixed at 0.0 there; here [0.001])"]),
-        (["train.max_steps=40"], ["train.max_steps: 20 there, 40 here (the objective values "
-                                   "would not compare)"]),
-        (["metric={name: best_dev_loss}"], ["metric: best_dev_acc (maximize) there, "
-                                             "best_dev_loss (minimize) here"]),
+        (
+            ["parameters.dropout={min: 0.5, max: 0.6}"],
+            [
+                (
+                    "parameters.dropout: no earlier trial lies in this space (searched there over "
+                    "[0.1, 0.5]; here [0.5, 0.6])"
+                )
+            ],
+        ),
+        (
+            [
+                "parameters.dropout={min: 0.5, max: 0.6}",
+                "parameters.weight_decay={values: [0.001]}",
+            ],
+            [
+                "parameters.dropout: no earlier trial",
+                (
+                    "parameters.weight_decay: no earlier trial lies in this space (fixed at 0.0 there; "
+                    "here [0.001])"
+                ),
+            ],
+        ),
+        (
+            ["train.max_steps=40"],
+            ["train.max_steps: 20 there, 40 here (the objective values would not compare)"],
+        ),
+        (
+            ["metric={name: best_dev_loss}"],
+            ["metric: best_dev_acc (maximize) there, best_dev_loss (minimize) here"],
+        ),
         (["data.pad_size=16"], ["data.pad_size: 32 there, 16 here"]),
-        (["parameters.learning_rate={values: [0.003, 0.005]}"],
-         ["parameters.learning_rate: no earlier trial lies in this space"]),
-        (["parameters.filter_sizes={value: [4, 5]}"],
-         ["train.filter_sizes: fixed at [4, 5] here; no earlier trial had it (searched there "
-          "over [[2, 3], [3, 4]])"]),
+        (
+            ["parameters.learning_rate={values: [0.003, 0.005]}"],
+            ["parameters.learning_rate: no earlier trial lies in this space"],
+        ),
+        (
+            ["parameters.filter_sizes={value: [4, 5]}"],
+            [
+                (
+                    "train.filter_sizes: fixed at [4, 5] here; no earlier trial had it (searched "
+                    "there over [[2, 3], [3, 4]])"
+                )
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_an_incompatible_space_is_one_error_per_setting(
     old: Path, sets: list[str], lines: list[str]
 ) -> None:
