@@ -309,9 +309,7 @@ def sampler(
     samplers = optuna.samplers
     n0 = startup_trials(num_samples)
     if method == AUTO:
-        if choice is None:
-            raise ValueError("method auto needs the Choice that choose() made")
-        return choice.sampler(seed, num_samples)
+        return (choice or choose(parameters, num_samples)).sampler(seed, num_samples)
     if method == "tpe":
         # constant_liar: concurrent trials see the running ones as bad results, so they do
         # not all draw the same point (explicit: the default has changed between versions)
