@@ -625,3 +625,23 @@ def test_rules_across_settings_hold_for_the_trial_not_each_key(tmp_path: Path) -
     with pytest.raises(UserError) as err:
         load_spec(bad)
     assert str(err.value).splitlines() == [f"{bad}: train.num_heads: must divide embed=128, got 5"]
+
+
+def test_asha_without_grace_period_takes_the_rule_and_round_trips(tmp_path):
+    spec = load(tmp_path, BASE + "early_terminate: {type: asha}\n")
+    assert spec.early_terminate.grace_period is None
+    doc = spec.to_dict()
+    assert doc["early_terminate"]["grace_period"] is None and "warm_start" not in doc
+    again = load_spec(write(tmp_path, yaml.safe_dump(doc), "again.yaml"))
+    assert again.to_dict() == doc and again.grace_period(27) == 3
+
+
+def test_auto_is_the_default_method_and_chooses_from_the_spec(tmp_path):
+    spec = load(tmp_path, BASE)
+    assert spec.method == "auto" and spec.choice().method == "tpe"  # 2 of 4 continuous
+    assert spec.choice().prior_draws == 2  # 10 trials: start-up 3, the baseline and 2 draws
+    off = load(tmp_path, BASE + "baseline: false\n")
+    assert off.choice().prior_draws == 0 and off.prior_points(off.choice()) == []
+    assert load(tmp_path, BASE + "method: tpe\n").choice() is None
+    two = load(tmp_path, BASE + "metric: [{name: dev_acc}, {name: dev_loss}]\n")
+    assert two.choice().method == "nsga2"

@@ -44,3 +44,16 @@ def test_a_resumed_sweep_counts_on_and_an_interrupted_one_says_how_to_go_on() ->
     assert lines[0] == "  resuming: 2 trials done, 1 interrupted (run again from the start), 1 new"
     assert lines[1].startswith("[3/4]  ccc  PRUNED")
     assert "--resume" in lines[2]
+
+
+def test_the_console_names_what_auto_chose_and_why(tmp_path: Path) -> None:
+    spec = load_spec(SMOKE, ["method=auto"])
+    out = io.StringIO()
+    sweep.Console(spec, out=out).search(sweep.plan_search(spec, tmp_path))
+    (line,) = out.getvalue().splitlines()
+    assert line.startswith("  search: auto chose TPE, multivariate + group, constant liar, 3 ")
+    assert "(the baseline and 2 drawn around the classic values)" in line
+    assert "2 of 4 parameters continuous; early termination prunes trials" in line
+    out = io.StringIO()
+    sweep.Console(load_spec(SMOKE), out=out).search(sweep.plan_search(load_spec(SMOKE), tmp_path))
+    assert out.getvalue() == ""  # method tpe: nothing was chosen

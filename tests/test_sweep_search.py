@@ -6,6 +6,7 @@ completion) against a real Optuna SQLite study.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -111,3 +112,51 @@ def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
         "none": "FIFOScheduler",
     }[kind]
     assert name == expected
+
+
+def test_auto_runs_the_baseline_then_draws_around_it(tmp_path: Path) -> None:
+    s = searcher(tmp_path, method="auto")  # smoke.yaml: 4 trials, asha
+    spec = load_spec(write_spec(tmp_path / "s.yaml", method="auto"))
+    choice = spec.choice()
+    assert choice.method == "tpe" and choice.prior_draws == 2
+    assert isinstance(s._sampler, optuna.samplers.TPESampler)
+    assert s._sampler._multivariate and s._sampler._group and s._sampler._constant_liar
+    first = [s.suggest(f"t{i}")[sweep.PARAMS] for i in range(3)]
+    assert first == [spec.baseline_params(), *spec.prior_points(choice)]
+
+
+def test_resume_keeps_the_sampler_auto_chose(tmp_path: Path) -> None:
+    """auto's rule depends on the budget, which --resume may change: sweep.json keeps the
+    first run's choice and the resumed searcher builds that sampler again."""
+    space = {"learning_rate": {"distribution": "log_uniform_values", "min": 1e-3, "max": 1e-2},
+             "dropout": {"min": 0.1, "max": 0.5}}  # fmt: skip
+    first = load_spec(write_spec(tmp_path / "a.yaml", method="auto", parameters=space,
+                                 early_terminate={"type": "none"}))  # fmt: skip
+    plan = sweep.plan_search(first, tmp_path)
+    assert plan.choice.method == "gp" and plan.record()["method"] == "gp"
+    (tmp_path / "sweep.json").write_text(
+        json.dumps({"spec": first.to_dict(), "search": plan.record()})
+    )
+    sweep.build_searcher(first, tmp_path, plan=plan)
+
+    more = load_spec(write_spec(tmp_path / "a.yaml", method="auto", parameters=space,
+                                early_terminate={"type": "none"},
+                                budget={"num_samples": 500, "max_concurrent": 2}))  # fmt: skip
+    assert more.choice().method == "tpe"  # what a fresh sweep of this budget would pick
+    again = sweep.plan_search(more, tmp_path, resume=True)
+    assert again.choice == plan.choice
+    resumed = sweep.build_searcher(more, tmp_path, resume=True, plan=again)
+    assert isinstance(resumed._sampler, optuna.samplers.GPSampler)
+    assert isinstance(sweep.build_searcher(more, tmp_path, resume=True)._sampler,
+                      optuna.samplers.GPSampler)  # fmt: skip
+
+
+def test_asha_first_rung_follows_the_grace_rule(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate={"type": "asha"}))
+    assert spec.early_terminate.grace_period is None
+    assert spec.grace_period(54) == 6 and spec.grace_period(4) == 1  # max_t / 3**2, >= 1
+    sched = sweep.build_scheduler(spec, max_t=54)
+    assert sched._brackets[0]._rungs[-1][0] == 6  # the first milestone
+    explicit = load_spec(write_spec(tmp_path / "e.yaml", early_terminate={"type": "asha",
+                                                                          "grace_period": 2}))  # fmt: skip
+    assert explicit.grace_period(54) == 2
