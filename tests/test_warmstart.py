@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from test_sweep import SMOKE, study
@@ -211,3 +212,44 @@ def test_resume_does_not_count_the_earlier_trials(old: Path, tmp_path: Path) -> 
     writer = rs.ResultsWriter(folder, params=list(spec.parameters))
     plan = sweep.plan_resume(spec, folder, writer)
     assert plan.finished == 1 and plan.rerun == []  # the baseline; not the 3 earlier trials
+
+
+# ------------------------------------------------------------------------- real sweeps (Ray)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_second_sweep_starts_where_the_first_stopped(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Sweep A (auto) runs; sweep B warm-starts from it, then is resumed with a bigger budget:
+    A's finished trials are in B's study exactly once, B's own trials fill its budget with the
+    baseline first, and the sampler auto chose stays the same across the resume."""
+    sets = ["data.name=thucnews", f"data.path={tiny_corpus}", "method=auto",
+            "early_terminate={type: none}", "budget.num_samples=3"]  # fmt: skip
+    results = tmp_path / "results"
+    a = sweep.run(load_spec(SMOKE, [*sets, "name=a"]), results_root=results)
+    a_done = [t for t in study(a.folder, "a").trials if t.state.is_finished()]
+    assert len(a.rows) == 3 and len(a_done) == 3
+
+    b_spec = load_spec(SMOKE, [*sets, "name=b", f"warm_start=[{a.folder}]"])
+    b = sweep.run(b_spec, results_root=results)
+    out = capsys.readouterr().out
+    assert "  search: auto chose TPE" in out
+    assert f"  warm start: 3 finished trial(s) from {a.folder} added to the study" in out
+    info = json.loads((b.folder / rs.SWEEP_FILE).read_text())
+    assert info["search"]["method"] == "tpe" and info["spec"]["warm_start"] == [str(a.folder)]
+
+    more = load_spec(SMOKE, [*sets, "name=b", f"warm_start=[{a.folder}]", "budget.num_samples=5"])
+    b2 = sweep.run(more, results_root=results, resume=True)
+    st = study(b2.folder, "b")
+    warm = [t for t in st.trials if warmstart.is_warm(t)]
+    own = [t for t in st.trials if not warmstart.is_warm(t)]
+    assert len(warm) == 3 and len({t.user_attrs[warmstart.WARM_ATTR] for t in warm}) == 3
+    assert sorted(t.values for t in warm) == sorted(t.values for t in a_done)
+    assert len(own) == 5 and len(b2.rows) == 5 and own[0].number == 0
+    trials = pd.read_parquet(b2.folder / rs.TRIALS_FILE)
+    assert len(trials) == 5 and trials["trial_id"].is_unique
+    assert rs.trial_params(rs.load(b2.folder), trials.iloc[0]["trial_id"]) == more.baseline_params()
+    info2 = json.loads((b2.folder / rs.SWEEP_FILE).read_text())
+    assert info2["search"] == info["search"] and "resumed" in info2
