@@ -369,6 +369,8 @@ class Choice:
             "gp": "Gaussian process (GPSampler)",
             "nsga2": f"NSGA-II, population {self.startup}",
         }[self.method]
+        if self.method == "nsga2":
+            return f"auto chose {settings}: {self.why}"
         start = f"{self.startup} start-up trials"
         if self.prior_draws:
             start += f" (the baseline and {self.prior_draws} drawn around the classic values)"

@@ -250,6 +250,7 @@ def test_auto_picks_nsga2_for_several_objectives():
     c = space.choose(CONTINUOUS, 24, objectives=2)
     assert c.method == "nsga2" and c.prior_draws == 0 and "2 objectives" in c.why
     assert isinstance(c.sampler(0, 24), optuna.samplers.NSGAIISampler)
+    assert c.describe() == "auto chose NSGA-II, population 8: " + c.why
 
 
 def test_auto_names_its_choice_and_round_trips_through_json():
