@@ -267,9 +267,11 @@ def test_bench_two_methods_two_paired_seeds(
         assert (g["trial_s"] > 0).all() and np.all(np.diff(g["cum_trial_s"]) > 0)
         assert g["order"].tolist() == [1, 2, 3]
         load_sweep(out / "runs" / run)  # each run is an ordinary sweep folder for the report
-    # TPE starts with seeded random draws: with the same sampler seed its first trial is
-    # random search's first trial (the sampler seeds really are paired)
-    first = runs[runs["trial_number"] == 0].set_index(["seed", "method"])
+    # trial 0 is the classic baseline in every run; TPE starts with seeded random draws: with
+    # the same sampler seed its first searched trial is random search's (the seeds are paired)
+    assert not runs.loc[runs["trial_number"] == 0, "searched"].any()
+    assert runs.loc[runs["trial_number"] > 0, "searched"].all() and "baseline_value" in runs
+    first = runs[runs["trial_number"] == 1].set_index(["seed", "method"])
     for seed in (0, 1):
         assert first.loc[(seed, "tpe"), "param.learning_rate"] == pytest.approx(
             first.loc[(seed, "random"), "param.learning_rate"]
