@@ -88,3 +88,18 @@ def test_optuna_study_and_trial_private_attributes(searcher: Any) -> None:
 
     (frozen,) = study.get_trials(deepcopy=False)
     assert need(frozen, "_trial_id", "optuna.trial.FrozenTrial") == trial_id
+
+
+def test_ray_asha_private_attributes() -> None:
+    """harness.sweep.search drops a rung after the last evaluation from each bracket."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    where = "ray.tune.schedulers.AsyncHyperBandScheduler"
+    sched = AsyncHyperBandScheduler(metric="acc", mode="max", max_t=4, grace_period=1,
+                                    reduction_factor=3)  # fmt: skip
+    brackets = need(sched, "_brackets", where)
+    rungs = need(brackets[0], "_rungs", "ray.tune.schedulers.async_hyperband._Bracket")
+    assert [m for m, _ in rungs] == [3, 1], f"{where}: rungs are no longer (milestone, recorded)"
+    assert all(isinstance(r, dict) for _, r in rungs)
+    for attr in ("_time_attr", "_max_t", "_num_stopped"):  # BaselineASHA reads them
+        need(sched, attr, where)

@@ -104,14 +104,13 @@ def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
     et = {"type": kind}
     spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate=et))
     sched = sweep.build_scheduler(spec, max_t=9)
-    name = type(sched).__name__
     expected = {
         "asha": "AsyncHyperBandScheduler",
         "hyperband": "AsyncHyperBandScheduler",
         "median": "MedianStoppingRule",
         "none": "FIFOScheduler",
     }[kind]
-    assert name == expected
+    assert expected in [c.__name__ for c in type(sched).__mro__]
 
 
 def test_auto_runs_the_baseline_then_draws_around_it(tmp_path: Path) -> None:
@@ -160,3 +159,54 @@ def test_asha_first_rung_follows_the_grace_rule(tmp_path: Path) -> None:
     explicit = load_spec(write_spec(tmp_path / "e.yaml", early_terminate={"type": "asha",
                                                                           "grace_period": 2}))  # fmt: skip
     assert explicit.grace_period(54) == 2
+
+
+def test_no_asha_rung_after_the_last_evaluation(tmp_path: Path) -> None:
+    """One epoch of THUCNews at eval_every 100: reports 1-3 evaluate (the third at the end of
+    training), report 4 is the final result; max_t 4, grace 1, rf 3 would give rungs at 1 and
+    3, and a cut at 3 only turns a trained trial into a pruned one."""
+    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate={"type": "asha",
+                                                                      "reduction_factor": 3}))  # fmt: skip
+    sched = sweep.build_scheduler(spec, max_t=4)
+    assert [m for m, _ in sched._brackets[0]._rungs] == [1]
+    long = sweep.build_scheduler(spec, max_t=54)  # 20 epochs: grace 6, rungs 6, 18 (and 54)
+    assert [m for m, _ in long._brackets[0]._rungs] == [54, 18, 6]
+    hb = sweep.build_scheduler(load_spec(write_spec(tmp_path / "h.yaml",
+                                                    early_terminate={"type": "hyperband"})), 4)  # fmt: skip
+    assert all(m != 3 for b in hb._brackets for m, _ in b._rungs)
+    explicit = load_spec(write_spec(tmp_path / "e.yaml", early_terminate={"type": "asha",
+                                    "reduction_factor": 3, "max_t": 4}))  # fmt: skip
+    assert [m for m, _ in sweep.build_scheduler(explicit, 4)._brackets[0]._rungs] == [3, 1]
+
+
+def test_asha_compares_with_the_baseline_but_never_stops_it(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate={"type": "asha",
+                                                                      "reduction_factor": 3}))  # fmt: skip
+    sched = sweep.build_scheduler(spec, max_t=10)  # grace 1: rungs at 1, 3 (9 is the last eval)
+
+    def trial(number: int) -> SimpleNamespace:
+        t = SimpleNamespace(trial_id=f"t{number}", config={sweep.NUMBER: number})
+        sched.on_trial_add(None, t)
+        return t
+
+    def report(t: SimpleNamespace, it: int, acc: float) -> str:
+        return sched.on_trial_result(None, t, {"training_iteration": it, "best_dev_acc": acc})
+
+    first, base, third = trial(1), trial(0), trial(2)
+    assert report(first, 1, 0.8) == TrialScheduler.CONTINUE  # alone at the rung
+    assert report(base, 1, 0.5) == TrialScheduler.CONTINUE  # below the cutoff, kept anyway
+    assert report(third, 1, 0.6) == TrialScheduler.STOP  # the baseline's 0.5 is in the rung
+    assert report(base, 3, 0.7) == TrialScheduler.CONTINUE
+    assert sched._num_stopped == 1
+    off = sweep.build_scheduler(
+        load_spec(write_spec(tmp_path / "o.yaml", baseline=False,
+                             early_terminate={"type": "asha", "reduction_factor": 3})), 10
+    )  # fmt: skip
+    sched = off
+    first, zero = trial(1), trial(0)
+    report(first, 1, 0.8)
+    assert report(zero, 1, 0.5) == TrialScheduler.STOP  # baseline off: trial 0 is any trial
