@@ -135,11 +135,10 @@ def problems(spec: SweepSpec, folder: Path) -> list[str]:
         if name in old_fixed and not _same(old_fixed[name], value):
             lines.append(f"{where}: train.{name}: {show(old_fixed[name])} there, {show(value)} "
                          "here (the objective values would not compare)")  # fmt: skip
-    if lines:
-        return lines
     if not old.trials:
-        return []  # nothing finished there: nothing to add, nothing wrong
+        return lines  # nothing finished there: nothing to add
     fits = {n: [_fits(spec, new_fixed, old, t, n) for t in old.trials] for n in _names(spec, old)}
+    before = len(lines)
     for name, ok in fits.items():
         if any(ok):
             continue
@@ -149,7 +148,8 @@ def problems(spec: SweepSpec, folder: Path) -> list[str]:
         else:
             lines.append(f"{where}: train.{name}: fixed at {show(new_fixed[name])} here; no "
                          f"earlier trial had it ({_there(old, name)})")  # fmt: skip
-    if not lines and not any(all(f[i] for f in fits.values()) for i in range(len(old.trials))):
+    fit_all = any(all(f[i] for f in fits.values()) for i in range(len(old.trials)))
+    if not fit_all and len(lines) == before:  # each setting fits some trial, none fits all
         lines.append(f"{where}: no earlier trial lies in this space on every setting at once")
     return lines
 

@@ -151,6 +151,13 @@ def test_a_sweep_of_another_space_leaves_out_what_does_not_fit(old: Path) -> Non
         ),
         (["data.pad_size=16"], ["data.pad_size: 32 there, 16 here"]),
         (
+            [
+                "parameters.learning_rate={distribution: log_uniform_values, min: 0.003, max: 0.01}",
+                "parameters.dropout={min: 0.1, max: 0.25}",
+            ],
+            ["no earlier trial lies in this space on every setting at once"],
+        ),
+        (
             ["parameters.learning_rate={values: [0.003, 0.005]}"],
             ["parameters.learning_rate: no earlier trial lies in this space"],
         ),
@@ -175,6 +182,21 @@ def test_an_incompatible_space_is_one_error_per_setting(
     for line, want in zip(got, lines):
         assert line.startswith(f"{SMOKE} (--set warm_start=[{old}]): warm_start[0]: {old}: ")
         assert want in line, (want, line)
+
+
+def test_the_command_refuses_an_incompatible_space_before_ray_starts(
+    old: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    sets = [f"warm_start=[{old}]", "parameters.dropout={min: 0.5, max: 0.6}", "train.max_steps=9"]
+    with pytest.raises(SystemExit) as exc:
+        sweep.main([str(SMOKE), *(x for v in sets for x in ("--set", v)),
+                    "--results", str(tmp_path / "new")])  # fmt: skip
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err), err
+    assert "warm_start[0]" in err[0] and "train.max_steps: 20 there, 9 here" in err[0]
+    assert "parameters.dropout" not in err[0] and "Traceback" not in "".join(err)
+    assert not (tmp_path / "new").exists()
 
 
 def test_not_a_results_folder_and_bad_values(tmp_path: Path, old: Path) -> None:
