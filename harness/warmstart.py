@@ -304,7 +304,7 @@ def _convert(
     origin: str,
 ) -> FrozenTrial:
     params = {n: _internal(spec.parameters[n], _value(old, t, n)) for n in dists}
-    attrs = {k: v for k, v in t.user_attrs.items() if k in ("status", "ray_trial_id")}
+    attrs = {k: v for k, v in t.user_attrs.items() if k in ("status", "reason")}
     return optuna.trial.create_trial(
         state=t.state,
         values=t.values,
