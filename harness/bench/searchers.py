@@ -28,7 +28,8 @@ seed k has to beat (the same trial in all of them; where it completed in several
 their median). Per combination: the seeds whose best searched trial (any trial but 0) beat
 it, the searched trials per run that beat it, and the time to the baseline: the cumulative
 trial-seconds (trial 0's own included) at which a searched trial first reached it, the
-median over seeds, a seed that never did counting as never.
+median over seeds, a seed that never did counting as never; and the same in trial-batches
+(batches trained, summed over trials), which the machine's load does not change.
 Regret is the distance to the best value any run of the bench found. Time-to-target is the
 cumulative trial-seconds at which a run's best first reaches the target (by default that
 best value minus --tolerance, 0.01, in the metric's units, toward worse); per combination
@@ -362,6 +363,7 @@ def run_table(key: RunKey, spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFram
     span = (t["_end"] - start.loc[t.index]).dt.total_seconds()
     secs = pd.to_numeric(t["train_s"], errors="coerce").fillna(span).fillna(0.0).clip(lower=0)
     value = pd.to_numeric(t["metric"], errors="coerce").where(t["status"] == "COMPLETED")
+    batches = pd.to_numeric(t.get("iterations"), errors="coerce").fillna(0.0)
     front = pd.DataFrame(
         {
             "method": key.method,
@@ -372,6 +374,7 @@ def run_table(key: RunKey, spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFram
             "order": np.arange(1, len(t) + 1),
             "trial_s": secs.to_numpy(),
             "cum_trial_s": secs.cumsum().to_numpy(),
+            "cum_batches": batches.cumsum().to_numpy(),
             "value": value.to_numpy(),
             "best_so_far": best_so_far(value.to_numpy(), spec.metric.goal),
             "train_seed": spec.train.get("seed"),
@@ -492,6 +495,7 @@ def summary_table(runs: pd.DataFrame, optimum: float, target: float, goal: str) 
                 "beat_baseline": int(s["beat"].sum()),
                 "trials_beating_baseline_per_run": float(s["n_beat"].mean()),
                 "time_to_baseline_median_s": float(np.median(s["ttb"].to_numpy(dtype=float))),
+                "batches_to_baseline_median": float(np.median(s["btb"].to_numpy(dtype=float))),
                 "target": target,
                 "optimum": optimum,
             }
@@ -504,7 +508,8 @@ def _against_baseline(r: pd.DataFrame, goal: str) -> dict[str, Any]:
     reached (cumulative trial-seconds; inf if never, NaN without a baseline)."""
     base = float(r["baseline_value"].iloc[0]) if "baseline_value" in r else math.nan
     if not math.isfinite(base):
-        return {"baseline": math.nan, "beat": False, "n_beat": math.nan, "ttb": math.nan}
+        return {"baseline": math.nan, "beat": False, "n_beat": math.nan, "ttb": math.nan,
+                "btb": math.nan}  # fmt: skip
     own = r["value"].where(r["searched"]).to_numpy(dtype=float)
     better = own > base if goal == "maximize" else own < base
     best = best_so_far(own, goal)
@@ -513,14 +518,19 @@ def _against_baseline(r: pd.DataFrame, goal: str) -> dict[str, Any]:
         "beat": bool(np.nan_to_num(better).any()),
         "n_beat": int(np.nan_to_num(better).sum()),
         "ttb": time_to_target(r["cum_trial_s"].to_numpy(), best, base, goal),
+        "btb": time_to_target(r["cum_batches"].to_numpy(), best, base, goal)
+        if "cum_batches" in r
+        else math.nan,
     }
 
 
 def _baseline_cells(r: Any, secs: Callable[[float], str]) -> list[str]:
+    b = r.batches_to_baseline_median
     return [
         f"{r.beat_baseline}/{r.seeds}",
         f"{r.trials_beating_baseline_per_run:.1f}",
         secs(r.time_to_baseline_median_s),
+        "-" if math.isnan(b) else "never" if math.isinf(b) else f"{b:.0f}",
     ]
 
 
@@ -533,7 +543,8 @@ def summary_text(summary: pd.DataFrame, metric: str) -> str:
 
     base = "baseline_mean" in summary and summary["baseline_mean"].notna().any()
     head = ["combination", f"final {metric} IQM [95% CI]", "regret", "reached", "time to target",
-            *(["beat baseline", "trials > baseline/run", "time to baseline"] if base else []),
+            *(["beat baseline", "trials > baseline/run", "time to baseline",
+               "batches to baseline"] if base else []),
             "trial-s/run", "pruned/run", "failed/run"]  # fmt: skip
     cells = [
         [
