@@ -33,7 +33,7 @@ from typing import Any
 import optuna
 import yaml
 
-from harness import space
+from harness import space, warmstart
 from harness.data import DataSpec
 from harness.errors import UserError, did_you_mean
 from harness.models import MODELS
@@ -50,12 +50,13 @@ from harness.trialconfig import (
 )
 from harness.values import finite, show
 
-METHODS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
+METHODS = ("auto", "tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
+DEFAULT_METHOD = "auto"
 GOALS = ("maximize", "minimize")
 TOP_KEYS = (
     "name", "data", "model", "train", "metric", "method", "seed", "parameters",
     "early_terminate", "budget", "resources", "baseline", "max_failures", "storage", "keep_best",
-    "tensorboard", "mlflow",
+    "tensorboard", "mlflow", "warm_start",
 )  # fmt: skip
 # early_terminate keys each scheduler uses (units: reports, i.e. dev evaluations)
 TERMINATORS: dict[str, tuple[str, ...]] = {
@@ -144,7 +145,7 @@ class EarlyTerminate:
     """Which scheduler stops poor trials early; grace_period and max_t count reports."""
 
     type: str = "none"  # asha | hyperband | hyperband_sync | pbt | median | none
-    grace_period: int = 1
+    grace_period: int | None = None  # None: SweepSpec.grace_period's rule
     reduction_factor: float = 3
     max_t: int | None = None  # None: the longest trial's report count (SweepSpec.max_t)
     # pbt: every perturbation_interval reports (after burn_in_period) the bottom
@@ -201,6 +202,7 @@ class SweepSpec:
     tensorboard: bool = True  # event files per trial in results/<name>/tb/<trial_id>/
     mlflow: MlflowSpec | None = None  # one MLflow run per trial (harness.tracker)
     keep_best: int = DEFAULT_KEEP_BEST  # the top trials whose weights stay in models/ (0: none)
+    warm_start: tuple[str, ...] = ()  # earlier sweeps' folders whose trials seed the study
     source_path: str = ""
     overrides: tuple[str, ...] = ()
 
@@ -253,9 +255,43 @@ class SweepSpec:
                 )
         return notes
 
-    def sampler(self) -> optuna.samplers.BaseSampler:
-        """The Optuna sampler for `method` (see harness.space.sampler)."""
-        return space.sampler(self.method, self.seed, self.parameters, self.budget.num_samples)
+    def choice(self) -> space.Choice | None:
+        """What `method: auto` picks for this space and budget (None for other methods)."""
+        if self.method != space.AUTO:
+            return None
+        return space.choose(
+            self.parameters,
+            self.budget.num_samples,
+            objectives=len(self.metrics),
+            pruning=self.early_terminate.type != "none",
+            prior=self.baseline and not self.warm_start,
+        )
+
+    def sampler(self, choice: space.Choice | None = None) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler for `method` (see harness.space.sampler); `auto` builds
+        `choice` (by default the one it makes now)."""
+        return space.sampler(
+            self.method, self.seed, self.parameters, self.budget.num_samples,
+            choice or self.choice(),
+        )  # fmt: skip
+
+    def prior_points(self, choice: space.Choice | None) -> list[dict[str, Any]]:
+        """Trials `auto` runs right after the baseline: drawn around the classic values."""
+        if choice is None or not choice.prior_draws:
+            return []
+        return space.prior_points(
+            self.parameters, self.baseline_params(), choice.prior_draws, self.seed
+        )
+
+    def grace_period(self, max_t: int) -> int:
+        """early_terminate.grace_period, or the rule: ASHA's first rung at a ninth of the
+        longest trial (max_t / reduction_factor**2, at least 1), so two rounds of cuts follow
+        and no trial is judged before the classic dev curve has flattened (measured on
+        THUCNews; see README, "Search setups")."""
+        et = self.early_terminate
+        if et.grace_period is not None:
+            return et.grace_period
+        return max(1, int(max_t // et.reduction_factor**2))
 
     def max_t(self, train_size: int) -> int:
         """early_terminate.max_t, or one more than the most reports a trial can make."""
@@ -296,7 +332,7 @@ class SweepSpec:
         said before Ray starts (each a line of the console)."""
         out = []
         et = self.early_terminate
-        if et.type in ("asha", "median"):
+        if et.type in ("asha", "median") and et.grace_period is not None:  # the rule fits
             most = self.most_reports(train_size)
             if et.grace_period >= most:
                 out.append(
@@ -341,6 +377,7 @@ class SweepSpec:
             "tensorboard": self.tensorboard,
             "mlflow": dataclasses.asdict(self.mlflow) if self.mlflow else None,
             "keep_best": self.keep_best,
+            **({"warm_start": list(self.warm_start)} if self.warm_start else {}),
         }
 
 
@@ -607,7 +644,7 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
         hint = did_you_mean(str(model), MODELS)
         p.add("model", f"unknown model{hint}; choose one of {', '.join(MODELS)}", model)
 
-    method = raw.get("method", "tpe")
+    method = raw.get("method", DEFAULT_METHOD)
     if method not in METHODS:
         hint = (
             f" ({METHOD_HINTS[method]})"
@@ -623,7 +660,8 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
     train = _train(raw.get("train"), model if model_ok else None, p)
     metrics = _metrics(raw.get("metric"), method, p)
     parameters = _parameters(raw.get("parameters"), model if model_ok else None, train, method, p)
-    early = _early_terminate(raw.get("early_terminate"), method, p)
+    many = metrics is not None and len(metrics) > 1  # auto then runs NSGA-II
+    early = _early_terminate(raw.get("early_terminate"), "nsga2" if many else method, p)
     budget = _budget(raw.get("budget"), p)
     resources = _resources(raw.get("resources"), p)
 
@@ -640,6 +678,7 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
     if not isinstance(tensorboard, bool):
         p.add("tensorboard", "expected true or false", tensorboard)
     mlflow = _mlflow(raw.get("mlflow"), p)
+    warm = _warm_start(raw.get("warm_start"), p)
 
     if early is not None and early.type == "pbt" and parameters is not None and model_ok:
         early = _pbt_mutations(early, parameters, model, p)
@@ -647,13 +686,14 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
     if synced and resources is not None and resources.fuse not in ("auto", 1):
         p.add("resources.fuse", f"groups of trials cannot run under early_terminate type "
               f"{early.type} (it pauses and clones single trials); use 1 or auto", resources.fuse)  # fmt: skip
-    if p.items or None in (data, train, metrics, parameters, early, budget, resources):
+    if p.items or None in (data, train, metrics, parameters, early, budget, resources, warm):
         return None
     spec = SweepSpec(
         name=name, data=data, model=model, train=train, metrics=metrics, method=method,
         seed=seed, parameters=parameters, early_terminate=early, budget=budget,
         resources=resources, baseline=baseline, max_failures=max_failures,
         storage=_abspath(storage), tensorboard=tensorboard, mlflow=mlflow, keep_best=keep_best,
+        warm_start=warm,
     )  # fmt: skip
     try:  # the fixed settings with the baseline values must make a valid trial
         spec.trial_config(spec.baseline_params())
@@ -666,7 +706,25 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
     if budget.num_samples is None:  # not given: a grid runs once through, others the default
         n = space.grid_size(parameters) + int(baseline) if method == "grid" else DEFAULT_NUM_SAMPLES
         spec = dataclasses.replace(spec, budget=dataclasses.replace(budget, num_samples=n))
-    return spec
+    for i, folder in enumerate(spec.warm_start):  # the earlier sweeps fit this space?
+        for line in warmstart.problems(spec, Path(folder)):
+            p.add(f"warm_start[{i}]", line)
+    return None if p.items else spec
+
+
+def _warm_start(raw: Any, p: _Problems) -> tuple[str, ...] | None:
+    """warm_start: a results folder or a list of them (made absolute)."""
+    if raw is None:
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
+        p.add("warm_start", "expected a list of results folders, e.g. [results/textcnn]", raw)
+        return None
+    out = tuple(_abspath(x) for x in items)
+    for i, folder in enumerate(out):
+        if out.index(folder) != i:
+            p.add(f"warm_start[{i}]", "named twice", items[i])
+    return out if len(set(out)) == len(out) else None
 
 
 def _check_fixed_files(spec: SweepSpec, p: _Problems) -> None:
@@ -747,8 +805,9 @@ def _metrics(raw: Any, method: Any, p: _Problems) -> tuple[MetricSpec, ...] | No
             return None
         return (MetricSpec(*DEFAULT_METRIC),)
     many = isinstance(raw, list)
-    if many and method != "nsga2":
-        p.add("metric", "a list of metrics needs method nsga2; give one {name, goal}", raw)
+    if many and method not in ("nsga2", "auto"):
+        p.add("metric", "a list of metrics needs method nsga2 (or auto); give one {name, goal}",
+              raw)  # fmt: skip
         return None
     if method == "nsga2" and (not many or len(raw) < 2):
         p.add(
@@ -841,11 +900,11 @@ def _early_terminate(raw: Any, method: Any, p: _Problems) -> EarlyTerminate | No
             else:
                 values[key] = tuple(value)
         else:
-            values[key] = None if key == "max_t" and value is None else _int(p, path, value, lo=1)
+            values[key] = None if value is None else _int(p, path, value, lo=1)
     if len(p.items) > n_before:
         return None
     et = EarlyTerminate(type=kind, **values)
-    if et.max_t is not None and et.max_t < et.grace_period:
+    if et.max_t is not None and et.grace_period is not None and et.max_t < et.grace_period:
         p.add("early_terminate.max_t", f"must be >= grace_period ({et.grace_period})", et.max_t)
         return None
     return et

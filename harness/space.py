@@ -13,11 +13,13 @@ import copy
 import functools
 import json
 import math
+import statistics
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import (
     BaseDistribution,
@@ -296,11 +298,18 @@ def startup_trials(num_samples: int) -> int:
 
 
 def sampler(
-    method: str, seed: int, parameters: Mapping[str, ParamSpec], num_samples: int
+    method: str,
+    seed: int,
+    parameters: Mapping[str, ParamSpec],
+    num_samples: int,
+    choice: Choice | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler behind a spec's `method` (validated by harness.config)."""
+    """The Optuna sampler behind a spec's `method` (validated by harness.config); for `auto`
+    the one `choice` names, with its settings (see `choose`)."""
     samplers = optuna.samplers
     n0 = startup_trials(num_samples)
+    if method == AUTO:
+        return (choice or choose(parameters, num_samples)).sampler(seed, num_samples)
     if method == "tpe":
         # constant_liar: concurrent trials see the running ones as bad results, so they do
         # not all draw the same point (explicit: the default has changed between versions)
@@ -320,3 +329,157 @@ def sampler(
     if method == "nsga2":
         return samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, num_samples // 3)))
     raise ValueError(f"unknown method {method!r}")
+
+
+# ------------------------------------------------------------------------ method: auto
+
+AUTO = "auto"
+# Budgets up to this many trials may use GPSampler. Its cost is not the limit on trials of
+# seconds or more (measured, 1 CPU thread: 0.3-0.5 s per suggestion with 50-200 finished
+# trials, against 0.01-0.02 s for TPE); the GP's edge is sample efficiency when trials are
+# few, and past about a hundred TPE has the data it needs (a judgement, not measured here).
+GP_MAX_TRIALS = 100
+PRIOR_DRAWS = 4  # at most this many start-up trials drawn around the classic values
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What `method: auto` picked for one sweep, and why (sweep.json keeps it, so --resume
+    builds the same sampler even when budget.num_samples changed)."""
+
+    method: str  # the sampler: tpe | gp | nsga2 (each as `auto` sets it up)
+    startup: int  # trials before the model takes over (baseline and prior draws included)
+    prior_draws: int  # trials drawn around the classic values, run right after the baseline
+    why: str  # one line for the console
+
+    def sampler(self, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
+        samplers = optuna.samplers
+        if self.method == "gp":
+            return samplers.GPSampler(seed=seed, n_startup_trials=self.startup)
+        if self.method == "nsga2":
+            return samplers.NSGAIISampler(seed=seed, population_size=self.startup)
+        with warnings.catch_warnings():  # group is "experimental": noise for users
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return samplers.TPESampler(
+                seed=seed, n_startup_trials=self.startup, multivariate=True, group=True,
+                constant_liar=True,
+            )  # fmt: skip
+
+    def describe(self) -> str:
+        settings = {
+            "tpe": "TPE, multivariate + group, constant liar",
+            "gp": "Gaussian process (GPSampler)",
+            "nsga2": f"NSGA-II, population {self.startup}",
+        }[self.method]
+        if self.method == "nsga2":
+            return f"auto chose {settings}: {self.why}"
+        start = f"{self.startup} start-up trials"
+        if self.prior_draws:
+            start += f" (the baseline and {self.prior_draws} drawn around the classic values)"
+        return f"auto chose {settings}, {start}: {self.why}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "startup": self.startup,
+                "prior_draws": self.prior_draws, "why": self.why}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Choice:
+        return cls(str(d["method"]), int(d["startup"]), int(d["prior_draws"]), str(d["why"]))
+
+
+def continuous(p: ParamSpec) -> bool:
+    """A numeric range with more than a handful of values (what a GP models well)."""
+    if p.distribution not in RANGES:
+        return False
+    if p.distribution in ("int_uniform", "q_uniform"):
+        lo, hi = p.bounds()
+        return (hi - lo) / (p.q or 1) >= 8
+    return True
+
+
+def choose(
+    parameters: Mapping[str, ParamSpec],
+    num_samples: int,
+    objectives: int = 1,
+    pruning: bool = False,
+    prior: bool = True,
+) -> Choice:
+    """`method: auto`'s rule (from the benchmark on THUCNews; see README, "Search setups").
+
+    - several objectives: NSGA-II (the only multi-objective sampler here);
+    - a small budget (<= GP_MAX_TRIALS) over mostly continuous parameters, no scheduler
+      stopping trials: GPSampler (it models only COMPLETE trials, so under ASHA, which
+      prunes about two thirds, it would stay on its random start for most of the budget);
+    - otherwise multivariate TPE with group decomposition and the constant liar (it learns
+      from pruned trials' curves too).
+    Start-up: a third of the budget (3-10, as startup_trials); with the baseline on, up to
+    PRIOR_DRAWS of the others are drawn around the classic values (prior_points) instead of
+    at random.
+    """
+    searched = [p for p in parameters.values() if p.searched]
+    n_cont = sum(continuous(p) for p in searched)
+    startup = startup_trials(num_samples)
+    draws = max(0, min(startup, num_samples, PRIOR_DRAWS + 1) - 1) if prior else 0
+    if objectives > 1:
+        pop = max(4, min(50, num_samples // 3))
+        return Choice("nsga2", pop, 0, f"{objectives} objectives (a Pareto front, not one best)")
+    kind = f"{n_cont} of {len(searched)} parameters continuous"
+    if num_samples <= GP_MAX_TRIALS and 2 * n_cont > len(searched) and not pruning:
+        why = f"{kind}, {num_samples} trials, no early termination"
+        return Choice("gp", startup, draws, why)
+    if pruning:
+        why = f"{kind}; early termination prunes trials, which TPE still learns from"
+    elif num_samples > GP_MAX_TRIALS:
+        why = f"{kind}; {num_samples} trials is past the GP's budget ({GP_MAX_TRIALS})"
+    else:
+        why = f"{kind} (categorical-heavy)"
+    return Choice("tpe", startup, draws, why)
+
+
+def prior_points(
+    parameters: Mapping[str, ParamSpec], center: Mapping[str, Any], n: int, seed: int
+) -> list[dict[str, Any]]:
+    """`n` trial points drawn around `center` (the classic values, already in the space).
+
+    A range: a Gaussian prior around the centre with a sixth of the range as sigma (on the
+    log scale for log ranges), sampled as a Latin hypercube over its middle 90% (each of the
+    n points in its own n-quantile, so they spread to both sides instead of clustering),
+    mirrored at the range's edges and snapped; a choice: the centre's with probability 1/2, else another one uniformly. A point
+    equal to the centre or to another point is drawn again, so each one is a new trial.
+    Seeded: the same spec gives the same points.
+    """
+    rng = np.random.default_rng(seed)
+    searched = {k: p for k, p in parameters.items() if p.searched}
+    out: list[dict[str, Any]] = []
+    seen = {_key(searched, center)}
+    for _ in range(20):
+        strata = {k: (rng.permutation(n) + rng.random(n)) / n for k in searched}
+        for i in range(n):
+            if len(out) >= n:
+                break
+            point = {k: _near(p, center[k], strata[k][i], rng) for k, p in searched.items()}
+            if _key(searched, point) not in seen:
+                seen.add(_key(searched, point))
+                out.append(point)
+    return out
+
+
+def _key(parameters: Mapping[str, ParamSpec], point: Mapping[str, Any]) -> str:
+    return json.dumps({k: encode_choice(point[k]) for k in parameters}, sort_keys=True)
+
+
+def _near(p: ParamSpec, c: Any, u: float, rng: np.random.Generator) -> Any:
+    """One value near the centre c; u in (0, 1) is the prior's quantile for a range."""
+    if p.distribution == "categorical":
+        others = [v for v in p.values if not same_value(v, c)]
+        if not others or rng.random() < 0.5:
+            return thaw(c)
+        return thaw(others[int(rng.integers(len(others)))])
+    z = statistics.NormalDist().inv_cdf(0.05 + 0.9 * u)  # the prior's middle 90%
+    lo, hi = p.bounds()
+    log = p.distribution in ("log_uniform_values", "q_log_uniform_values") and lo > 0
+    f, inv = (math.log, math.exp) if log else (float, float)
+    a, b = f(lo), f(hi)
+    x = f(c) + z * (b - a) / 6
+    x = a + abs(x - a) if x < a else b - abs(x - b) if x > b else x  # mirrored at the edges
+    return p.snap(inv(min(max(x, a), b)))

@@ -135,12 +135,51 @@ def test_summary_on_hand_made_runs() -> None:
     assert c.end_s == {"a+none": 3.0, "b+asha": 2.5}
 
 
+def test_against_the_baseline_on_hand_made_runs() -> None:
+    """Trial 0 is the classic baseline, the same in every run of a seed: each run is judged
+    by its other trials against it (beaten?, by how many, when first reached)."""
+    rows = []
+    spec = {  # (combo, seed): values of trials 0, 1, 2 in the order they ended, seconds
+        ("auto+asha", 0): ([0.80, 0.82, np.nan], [10, 12, 13]),
+        ("auto+asha", 1): ([0.79, 0.70, 0.79], [10, 11, 20]),
+        ("random+asha", 0): ([0.80, 0.60, 0.81], [10, 14, 30]),
+        ("random+asha", 1): ([0.79, np.nan, 0.75], [10, 11, 15]),
+    }
+    for (combo, seed), (vals, cum) in spec.items():
+        best = sb.best_so_far(np.array(vals), "maximize")
+        for i, (v, c, b) in enumerate(zip(vals, cum, best)):
+            rows.append({
+                "combo": combo, "method": combo.split("+")[0], "early_terminate": "asha",
+                "seed": seed, "trial_number": i, "cum_trial_s": float(c),
+                "trial_s": float(c - (cum[i - 1] if i else 0)), "value": v, "best_so_far": b,
+                "status": "COMPLETED" if not math.isnan(v) else "PRUNED",
+            })  # fmt: skip
+    runs = sb.add_baseline(pd.DataFrame(rows), baseline=True)
+    assert runs.groupby("seed")["baseline_value"].first().tolist() == [0.80, 0.79]
+    assert runs["searched"].tolist() == [False, True, True] * 4
+    runs, optimum = sb.add_regret(runs, "maximize")
+    s = sb.summary_table(runs, optimum, target=0.81, goal="maximize").set_index("combo")
+    auto, rnd = s.loc["auto+asha"], s.loc["random+asha"]
+    assert auto.beat_baseline == 1 and rnd.beat_baseline == 1  # seed 0 each; 0.79 = 0.79 is no win
+    assert auto.trials_beating_baseline_per_run == rnd.trials_beating_baseline_per_run == 0.5
+    # reached (>=): auto at 12 s (seed 0) and 20 s (seed 1, a tie); random at 30 s and never
+    assert auto.time_to_baseline_median_s == 16.0 and rnd.time_to_baseline_median_s == math.inf
+    assert auto.baseline_mean == pytest.approx(0.795)
+    text = sb.summary_text(s.reset_index(), "best_dev_acc")
+    assert "beat baseline" in text and "time to baseline" in text and "16 s" in text
+    off = sb.add_baseline(pd.DataFrame(rows), baseline=False)  # no baseline: nothing to beat
+    assert off["searched"].all() and off["baseline_value"].isna().all()
+    off, opt = sb.add_regret(off, "maximize")
+    s_off = sb.summary_table(off, opt, target=0.81, goal="maximize")
+    assert "beat baseline" not in sb.summary_text(s_off, "best_dev_acc")
+
+
 # ---------------------------------------------------------------- specs of the runs
 
 
 def test_run_specs_pair_seeds_and_switch_method_and_scheduler() -> None:
     base = sb.base_spec(str(SMOKE), [])
-    assert not base.baseline  # the classic baseline is off: each run's trials are its own
+    assert base.baseline  # trial 0 is the classic baseline, as in a user's sweep
     for seed in (0, 2):
         for method, et in (("tpe", "asha"), ("qmc", "none"), ("random", "median")):
             key = sb.RunKey(method, et, seed)
@@ -228,9 +267,11 @@ def test_bench_two_methods_two_paired_seeds(
         assert (g["trial_s"] > 0).all() and np.all(np.diff(g["cum_trial_s"]) > 0)
         assert g["order"].tolist() == [1, 2, 3]
         load_sweep(out / "runs" / run)  # each run is an ordinary sweep folder for the report
-    # TPE starts with seeded random draws: with the same sampler seed its first trial is
-    # random search's first trial (the sampler seeds really are paired)
-    first = runs[runs["trial_number"] == 0].set_index(["seed", "method"])
+    # trial 0 is the classic baseline in every run; TPE starts with seeded random draws: with
+    # the same sampler seed its first searched trial is random search's (the seeds are paired)
+    assert not runs.loc[runs["trial_number"] == 0, "searched"].any()
+    assert runs.loc[runs["trial_number"] > 0, "searched"].all() and "baseline_value" in runs
+    first = runs[runs["trial_number"] == 1].set_index(["seed", "method"])
     for seed in (0, 1):
         assert first.loc[(seed, "tpe"), "param.learning_rate"] == pytest.approx(
             first.loc[(seed, "random"), "param.learning_rate"]

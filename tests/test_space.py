@@ -1,5 +1,6 @@
 """ParamSpec -> Optuna: distributions, define-by-run sampling, list choices, grids, samplers."""
 
+import json
 import math
 import pickle
 
@@ -174,7 +175,7 @@ def test_grid_is_every_finite_combination():
         PARAMS["dropout"].grid_values()
 
 
-@pytest.mark.parametrize("method", ["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2"])
+@pytest.mark.parametrize("method", ["auto", "tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2"])
 def test_every_method_has_a_sampler_that_runs(method):
     if method == "cmaes":
         pytest.importorskip("cmaes")  # optional: config says "pip install cmaes" when missing
@@ -199,3 +200,82 @@ def test_to_dict_is_wandb_form():
     assert PARAMS["filter_sizes"].to_dict() == {
         "distribution": "categorical", "values": [[2, 3, 4], [3, 4, 5], [2]]}  # fmt: skip
     assert PARAMS["seed"].to_dict() == {"distribution": "constant", "value": 7}
+
+
+# ------------------------------------------------------------------------ method: auto
+
+CONTINUOUS = {  # two log/linear ranges, a wide integer range, one choice
+    "learning_rate": PARAMS["learning_rate"],
+    "dropout": PARAMS["dropout"],
+    "hidden_size": ParamSpec("hidden_size", "int_uniform", min=32, max=512, integer=True),
+    "filter_sizes": PARAMS["filter_sizes"],
+}
+CATEGORICAL = {  # thucnews_textcnn.yaml's space: 2 ranges, 3 choice lists
+    "learning_rate": PARAMS["learning_rate"],
+    "dropout": PARAMS["dropout"],
+    "num_filters": ParamSpec("num_filters", "categorical", values=(128, 256, 384)),
+    "filter_sizes": PARAMS["filter_sizes"],
+    "weight_decay": ParamSpec("weight_decay", "categorical", values=(0.0, 1e-5, 1e-4)),
+}
+
+
+def test_auto_picks_gp_for_a_small_budget_over_mostly_continuous_parameters():
+    c = space.choose(CONTINUOUS, 16)
+    assert c.method == "gp" and c.startup == 5 and c.prior_draws == 4
+    assert "3 of 4 parameters continuous" in c.why and "no early termination" in c.why
+    assert isinstance(c.sampler(0, 16), optuna.samplers.GPSampler)
+    assert c.sampler(0, 16)._n_startup_trials == 5
+    assert space.continuous(CONTINUOUS["hidden_size"])
+    assert not space.continuous(PARAMS["num_layers"])  # 1..3: three values, a choice really
+    assert not space.continuous(PARAMS["num_filters"])  # 64..256 by 64: four values
+
+
+def test_auto_picks_multivariate_tpe_otherwise():
+    cases = {
+        "categorical-heavy": (CATEGORICAL, 16, False, "2 of 5 parameters continuous"),
+        "early termination": (CONTINUOUS, 16, True, "early termination prunes trials"),
+        "a large budget": (CONTINUOUS, 200, False, "past the GP's budget (100)"),
+    }
+    for case, (params, n, pruning, why) in cases.items():
+        c = space.choose(params, n, pruning=pruning)
+        assert c.method == "tpe" and why in c.why, (case, c)
+        sampler = c.sampler(0, n)
+        assert isinstance(sampler, optuna.samplers.TPESampler), case
+        assert sampler._multivariate and sampler._group and sampler._constant_liar, case
+        assert sampler._n_startup_trials == space.startup_trials(n), case
+    assert space.choose(CONTINUOUS, 200).prior_draws == space.PRIOR_DRAWS  # a few, not all
+
+
+def test_auto_picks_nsga2_for_several_objectives():
+    c = space.choose(CONTINUOUS, 24, objectives=2)
+    assert c.method == "nsga2" and c.prior_draws == 0 and "2 objectives" in c.why
+    assert isinstance(c.sampler(0, 24), optuna.samplers.NSGAIISampler)
+    assert c.describe() == "auto chose NSGA-II, population 8: " + c.why
+
+
+def test_auto_names_its_choice_and_round_trips_through_json():
+    c = space.choose(CATEGORICAL, 16, pruning=True)
+    text = c.describe()
+    assert text.startswith("auto chose TPE, multivariate + group, constant liar, 5 start-up")
+    assert "the baseline and 4 drawn around the classic values" in text and c.why in text
+    assert space.Choice.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert space.choose(CATEGORICAL, 16, prior=False).prior_draws == 0  # baseline off: none
+
+
+def test_prior_points_spread_around_the_classic_values():
+    center = {"learning_rate": 1e-3, "dropout": 0.5, "num_filters": 256,
+              "filter_sizes": [2, 3, 4], "weight_decay": 0.0}  # fmt: skip
+    pts = space.prior_points(CATEGORICAL, center, 4, seed=0)
+    assert pts == space.prior_points(CATEGORICAL, center, 4, seed=0)  # seeded
+    assert pts != space.prior_points(CATEGORICAL, center, 4, seed=1)
+    keys = {json.dumps(p, sort_keys=True) for p in pts}
+    assert len(keys) == 4 and json.dumps(center, sort_keys=True) not in keys  # all new trials
+    lrs = sorted(p["learning_rate"] for p in pts)
+    assert lrs[0] < 1e-3 < lrs[-1]  # both sides of the centre, not a cluster
+    assert all(1e-3 / 4 < x < 1e-3 * 4 for x in lrs)  # within the prior's middle 90%
+    for p in pts:
+        for name, spec in CATEGORICAL.items():
+            assert spec.optuna()._contains(spec.optuna().to_internal_repr(spec.encode(p[name])))
+    edge = {"learning_rate": PARAMS["learning_rate"]}  # the centre on the range's edge
+    pts = space.prior_points(edge, {"learning_rate": 1e-4}, 4, 0)
+    assert all(p["learning_rate"] > 1e-4 for p in pts)  # mirrored into the range, not clipped

@@ -159,3 +159,16 @@ def test_on_a_terminal_a_live_block_is_redrawn_in_place() -> None:
         c.tick()
         assert len(_screen(drain())) == 1  # and stays gone
     os.close(master)
+
+
+def test_the_console_names_what_auto_chose_and_why(tmp_path: Path) -> None:
+    spec = load_spec(SMOKE, ["method=auto"])
+    out = io.StringIO()
+    sweep.Console(spec, out=out).search(sweep.plan_search(spec, tmp_path))
+    (line,) = out.getvalue().splitlines()
+    assert line.startswith("  search: auto chose TPE, multivariate + group, constant liar, 3 ")
+    assert "(the baseline and 2 drawn around the classic values)" in line
+    assert "2 of 4 parameters continuous; early termination prunes trials" in line
+    out = io.StringIO()
+    sweep.Console(load_spec(SMOKE), out=out).search(sweep.plan_search(load_spec(SMOKE), tmp_path))
+    assert out.getvalue() == ""  # method tpe: nothing was chosen

@@ -115,3 +115,14 @@ def test_enqueued_trials_carry_their_fixed_params(tmp_path: Any) -> None:
     trial = study.ask()
     assert trial.suggest_categorical("nf", [8, 16]) == 8
     assert trial.suggest_float("lr", 1e-3, 1e-2) > 0  # the rest is sampled
+
+
+def test_ray_asha_private_attributes() -> None:
+    """BaselineASHA (harness.sweep.search) reads these to keep the baseline running."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    where = "ray.tune.schedulers.AsyncHyperBandScheduler"
+    sched = AsyncHyperBandScheduler(metric="acc", mode="max", max_t=4, grace_period=1,
+                                    reduction_factor=3)  # fmt: skip
+    for attr in ("_time_attr", "_max_t", "_num_stopped"):
+        need(sched, attr, where)

@@ -8,8 +8,10 @@ session) whose folder is results/<bench>/runs/<method>-<et>-s<k>/, so
 Pairing: bench seed k fixes the training seed of every trial (train.seed = k: the same
 data order and model init whatever the parameters) and seeds the sampler (seed = k), for
 every combination alike; so seed k of two combinations differs only in how they search.
-The spec's baseline trial (the classic settings, identical in every run) is off unless
-`--set baseline=true`, so each run's trials are its method's own.
+The spec's baseline trial (trial 0, the classic settings) is on, as it is for a user's sweep
+(`--set baseline=false` turns it off): with the same training seed it is the same trial in
+every run of seed k, so the runs still differ only in how they search, and it gives each
+seed the value a search has to beat.
 
 Anytime curves: a run's trials in the order they ended; x is the cumulative trial-seconds
 (each trial's own train_s, evaluation included; a pruned trial counts up to its stop),
@@ -21,6 +23,13 @@ percentile bootstrap band over seeds (scipy.stats.bootstrap: seeds resampled wit
 replacement, the same draw for every x); a combination's curve starts once every seed has
 a completed trial, and after a run has spent its budget its final value carries on (a dot
 marks where the median run ended).
+Against the classic baseline (trial 0, when on): its value in seed k is what each run of
+seed k has to beat (the same trial in all of them; where it completed in several runs,
+their median). Per combination: the seeds whose best searched trial (any trial but 0) beat
+it, the searched trials per run that beat it, and the time to the baseline: the cumulative
+trial-seconds (trial 0's own included) at which a searched trial first reached it, the
+median over seeds, a seed that never did counting as never; and the same in trial-batches
+(batches trained, summed over trials), which the machine's load does not change.
 Regret is the distance to the best value any run of the bench found. Time-to-target is the
 cumulative trial-seconds at which a run's best first reaches the target (by default that
 best value minus --tolerance, 0.01, in the metric's units, toward worse); per combination
@@ -51,7 +60,7 @@ from harness.errors import UserError, did_you_mean, exit_on_user_error
 from harness.files import write_text, write_with
 from harness.values import finite
 
-DEFAULT_METHODS = ("tpe", "random", "qmc", "cmaes")
+DEFAULT_METHODS = ("auto", "tpe", "gp", "random", "qmc")
 DEFAULT_EARLY_TERMINATE = ("asha", "none")
 DEFAULT_TOLERANCE = 0.01
 BOOTSTRAP_SAMPLES = 2000
@@ -211,9 +220,9 @@ def _check_user_sets(sets: Sequence[str]) -> None:
 
 
 def base_spec(spec_path: str, sets: Sequence[str]) -> SweepSpec:
-    """The spec as every run shares it: baseline off (unless --set), then the user's --set."""
+    """The spec as every run shares it: the file with the user's --set."""
     _check_user_sets(sets)
-    spec = load_spec(spec_path, ["baseline=false", *sets])
+    spec = load_spec(spec_path, list(sets))
     if len(spec.metrics) > 1:
         raise UserError(
             f"{spec_path}: metric: several objectives have no single best to compare searchers "
@@ -244,7 +253,7 @@ def run_overrides(base: SweepSpec, key: RunKey) -> list[str]:
 
 
 def run_spec(spec_path: str, sets: Sequence[str], base: SweepSpec, key: RunKey) -> SweepSpec:
-    return load_spec(spec_path, ["baseline=false", *sets, *run_overrides(base, key)])
+    return load_spec(spec_path, [*sets, *run_overrides(base, key)])
 
 
 def _json_roundtrip(obj: Any) -> Any:
@@ -354,6 +363,7 @@ def run_table(key: RunKey, spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFram
     span = (t["_end"] - start.loc[t.index]).dt.total_seconds()
     secs = pd.to_numeric(t["train_s"], errors="coerce").fillna(span).fillna(0.0).clip(lower=0)
     value = pd.to_numeric(t["metric"], errors="coerce").where(t["status"] == "COMPLETED")
+    batches = pd.to_numeric(t.get("iterations"), errors="coerce").fillna(0.0)
     front = pd.DataFrame(
         {
             "method": key.method,
@@ -364,6 +374,7 @@ def run_table(key: RunKey, spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFram
             "order": np.arange(1, len(t) + 1),
             "trial_s": secs.to_numpy(),
             "cum_trial_s": secs.cumsum().to_numpy(),
+            "cum_batches": batches.cumsum().to_numpy(),
             "value": value.to_numpy(),
             "best_so_far": best_so_far(value.to_numpy(), spec.metric.goal),
             "train_seed": spec.train.get("seed"),
@@ -383,6 +394,18 @@ def runs_table(runs: Sequence[tuple[RunKey, SweepSpec, Path]]) -> pd.DataFrame:
     if not parts:
         raise UserError("no run of the bench recorded a trial")
     return pd.concat(parts, ignore_index=True)
+
+
+def add_baseline(runs: pd.DataFrame, baseline: bool) -> pd.DataFrame:
+    """`baseline_value` (trial 0's value in the row's seed; NaN without a baseline) and
+    `searched` (the trial is not the baseline) columns."""
+    out = runs.copy()
+    number = pd.to_numeric(out.get("trial_number"), errors="coerce")
+    is_base = (number == 0) if baseline and "trial_number" in out else pd.Series(False, out.index)
+    out["searched"] = ~is_base.to_numpy()
+    per_seed = out[is_base].groupby("seed")["value"].median()
+    out["baseline_value"] = out["seed"].map(per_seed).astype(float)
+    return out
 
 
 def add_regret(runs: pd.DataFrame, goal: str) -> tuple[pd.DataFrame, float]:
@@ -441,6 +464,7 @@ def summary_table(runs: pd.DataFrame, optimum: float, target: float, goal: str) 
                     "ttt": time_to_target(
                         r["cum_trial_s"].to_numpy(), r["best_so_far"].to_numpy(), target, goal
                     ),
+                    **_against_baseline(r, goal),
                     "trial_s": float(r["trial_s"].sum()),
                     "trials": len(r),
                     "pruned": int((r["status"] == "PRUNED").sum()),
@@ -467,11 +491,47 @@ def summary_table(runs: pd.DataFrame, optimum: float, target: float, goal: str) 
                 "trials_per_run": float(s["trials"].mean()),
                 "pruned_per_run": float(s["pruned"].mean()),
                 "failed_per_run": float(s["failed"].mean()),
+                "baseline_mean": float(s["baseline"].mean()),
+                "beat_baseline": int(s["beat"].sum()),
+                "trials_beating_baseline_per_run": float(s["n_beat"].mean()),
+                "time_to_baseline_median_s": float(np.median(s["ttb"].to_numpy(dtype=float))),
+                "batches_to_baseline_median": float(np.median(s["btb"].to_numpy(dtype=float))),
                 "target": target,
                 "optimum": optimum,
             }
         )
     return pd.DataFrame(rows)
+
+
+def _against_baseline(r: pd.DataFrame, goal: str) -> dict[str, Any]:
+    """One run against its seed's baseline: beaten?, by how many trials, and when first
+    reached (cumulative trial-seconds; inf if never, NaN without a baseline)."""
+    base = float(r["baseline_value"].iloc[0]) if "baseline_value" in r else math.nan
+    if not math.isfinite(base):
+        return {"baseline": math.nan, "beat": False, "n_beat": math.nan, "ttb": math.nan,
+                "btb": math.nan}  # fmt: skip
+    own = r["value"].where(r["searched"]).to_numpy(dtype=float)
+    better = own > base if goal == "maximize" else own < base
+    best = best_so_far(own, goal)
+    return {
+        "baseline": base,
+        "beat": bool(np.nan_to_num(better).any()),
+        "n_beat": int(np.nan_to_num(better).sum()),
+        "ttb": time_to_target(r["cum_trial_s"].to_numpy(), best, base, goal),
+        "btb": time_to_target(r["cum_batches"].to_numpy(), best, base, goal)
+        if "cum_batches" in r
+        else math.nan,
+    }
+
+
+def _baseline_cells(r: Any, secs: Callable[[float], str]) -> list[str]:
+    b = r.batches_to_baseline_median
+    return [
+        f"{r.beat_baseline}/{r.seeds}",
+        f"{r.trials_beating_baseline_per_run:.1f}",
+        secs(r.time_to_baseline_median_s),
+        "-" if math.isnan(b) else "never" if math.isinf(b) else f"{b:.0f}",
+    ]
 
 
 def summary_text(summary: pd.DataFrame, metric: str) -> str:
@@ -481,7 +541,10 @@ def summary_text(summary: pd.DataFrame, metric: str) -> str:
     def secs(v: float) -> str:
         return "never" if not math.isfinite(v) else f"{v:.0f} s"
 
+    base = "baseline_mean" in summary and summary["baseline_mean"].notna().any()
     head = ["combination", f"final {metric} IQM [95% CI]", "regret", "reached", "time to target",
+            *(["beat baseline", "trials > baseline/run", "time to baseline",
+               "batches to baseline"] if base else []),
             "trial-s/run", "pruned/run", "failed/run"]  # fmt: skip
     cells = [
         [
@@ -490,6 +553,7 @@ def summary_text(summary: pd.DataFrame, metric: str) -> str:
             num(r.final_regret_iqm),
             f"{r.reached_target}/{r.seeds}",
             secs(r.time_to_target_median_s),
+            *(_baseline_cells(r, secs) if base else []),
             f"{r.trial_s_per_run:.0f}",
             f"{r.pruned_per_run:.1f}",
             f"{r.failed_per_run:.1f}",
@@ -599,7 +663,7 @@ def analyse(
     """runs.parquet, summary.parquet, bench.json and the PNGs from the runs' folders."""
     spec = runs_in[0][1]
     goal, metric = spec.metric.goal, spec.metric.name
-    runs, optimum = add_regret(runs_table(runs_in), goal)
+    runs, optimum = add_regret(add_baseline(runs_table(runs_in), spec.baseline), goal)
     tgt = default_target(optimum, goal, tolerance) if target is None else float(target)
     summary = summary_table(runs, optimum, tgt, goal)
     best_row = runs.loc[runs["value"].idxmax() if goal == "maximize" else runs["value"].idxmin()]
@@ -614,6 +678,10 @@ def analyse(
         "tolerance": tolerance,
         "bootstrap_samples": BOOTSTRAP_SAMPLES,
         "confidence": CONFIDENCE,
+        "baseline": {
+            int(k): float(v)
+            for k, v in runs.groupby("seed")["baseline_value"].first().dropna().items()
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
     write_with(out / RUNS_FILE, partial(runs.to_parquet, index=False))
@@ -710,11 +778,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nbest {info['metric']} any run found: {info['optimum']:.4f} "
         f"({info['optimum_run']}, trial {info['optimum_trial']}); target {info['target']:.4f} ({how})"
     )
+    if info["baseline"]:
+        seeds = ", ".join(f"seed {k} {v:.4f}" for k, v in info["baseline"].items())
+        print(f"classic baseline (trial 0) {info['metric']}: {seeds}")
     print(summary_text(summary, info["metric"]))
     print(
         "final: IQM over seeds of each run's best COMPLETED value, 95% bootstrap band; "
         "time to target: median over seeds of cumulative trial-seconds (never = not reached)"
     )
+    if info["baseline"]:
+        print(
+            "beat baseline: seeds whose best searched trial (not trial 0) beat the baseline; "
+            "time to baseline: median cumulative trial-seconds until a searched trial reached it"
+        )
     best = summary.sort_values(
         "final_best_iqm", ascending=info["goal"] != "maximize", kind="stable"
     ).iloc[0]

@@ -38,7 +38,7 @@ def comparison_row(sweep: Sweep) -> dict[str, Any]:
         "sweep": sweep.name,
         "model": spec.get("model", "?"),
         "data": (data.get("name") if isinstance(data, dict) else data) or "?",
-        "method": spec.get("method", "?"),
+        "method": _method(spec, sweep.info),
         "best dev acc": best_acc,
         "test acc": test_acc,
         "best trial": best_name,
@@ -49,6 +49,13 @@ def comparison_row(sweep: Sweep) -> dict[str, Any]:
         "saved": f"{c.saved_frac:.0%}",
         "trials per device-hour": groups(sweep).trials_per_device_hour,
     }
+
+
+def _method(spec: dict, info: dict) -> str:
+    """The spec's method; for auto, with the sampler it chose (sweep.json's "search")."""
+    method = str(spec.get("method", "?"))
+    chosen = (info.get("search") or {}).get("method") if isinstance(info, dict) else None
+    return f"{method} ({chosen})" if method == "auto" and chosen else method
 
 
 def comparison_table(sweeps: list[Sweep]) -> pd.DataFrame:

@@ -89,6 +89,7 @@ from harness.sweep.search import (
     build_scheduler,
     build_searcher,
     optuna_storage_url,
+    plan_search,
 )
 from harness.sweep.trial import TrialJob, run_group, run_trial
 
@@ -118,6 +119,7 @@ __all__ = [
     "main",
     "optuna_storage_url",
     "plan_resume",
+    "plan_search",
     "ray",
     "run",
     "run_group",

@@ -176,7 +176,6 @@ class SweepCallback(tune.Callback):
             ]
         return [(trial.trial_id, trial.config.get(NUMBER), self._params(trial))]
 
-
     @guarded("folder")
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any

@@ -27,7 +27,7 @@ from harness import results as rs
 from harness.config import SweepSpec
 from harness.data import Dataset
 from harness.sweep.groups import FusePlan
-from harness.sweep.search import optuna_storage_url
+from harness.sweep.search import SearchPlan, optuna_storage_url
 from harness.tracker import TB_DIR
 from harness.values import finite, fmt
 
@@ -144,6 +144,13 @@ class Console:
             f"  resuming: {finished} trials done, {rerun} interrupted "
             f"(run again from the start), {max(0, remaining - rerun)} new"
         )
+
+    def search(self, plan: SearchPlan) -> None:
+        """method auto: what it chose and why (one line); the warm-start trials, if any."""
+        if plan.choice is not None:
+            self.print(f"  search: {plan.choice.describe()}")
+        if plan.warm is not None:
+            self.print(plan.warm.line())
 
     def baseline(self) -> None:
         """Where the classic configuration had to be adapted to the space."""

@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from harness import results as rs
+from harness import warmstart
 from harness.config import SweepSpec
 from harness.errors import UserError
 from harness.sweep import checkpoints
@@ -87,7 +88,8 @@ def plan_resume(
         study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
     except KeyError:
         raise UserError(f"{folder}: no Optuna study {spec.name!r} in {rs.OPTUNA_FILE}") from None
-    trials = study.get_trials(deepcopy=False)
+    # an earlier sweep's trials (warm_start) are in the study but not of this sweep
+    trials = [t for t in study.get_trials(deepcopy=False) if not warmstart.is_warm(t)]
     check_budget(spec, folder, trials)
     plan = ResumePlan()
     known: set[str] = set()

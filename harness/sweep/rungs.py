@@ -53,8 +53,10 @@ class Rungs:
         min_samples: int = 3,
         seed: int = 0,
         record: Mapping[int, Mapping[int, float]] | None = None,
+        keep: int | None = None,
     ) -> None:
         self.kind = kind
+        self.keep = keep  # a trial number never stopped: the classic baseline (BaselineASHA)
         self.sign = 1.0 if mode == "max" else -1.0
         self.max_t = max_t
         self.grace = grace_period
@@ -92,7 +94,8 @@ class Rungs:
         if report >= self.max_t:
             return CONTINUE  # the member's last possible report: it ends by itself
         if self.kind in ("asha", "hyperband"):
-            return self._asha(number, report, self.sign * float(value))
+            stop = self._asha(number, report, self.sign * float(value))
+            return stop and number != self.keep
         if self.kind == "median":
             return self._median(number, report)
         return CONTINUE
@@ -152,17 +155,19 @@ def rungs_for(spec: Any, max_t: int, record: Mapping[int, Mapping[int, float]] |
     """The record for `spec.early_terminate`, with build_scheduler's settings."""
     et = spec.early_terminate
     mode = spec.metric.mode
+    grace = spec.grace_period(max_t)
+    keep = 0 if spec.baseline else None  # the baseline runs to its end, as under BaselineASHA
     if et.type == "asha":
-        return Rungs("asha", mode=mode, max_t=max(max_t, et.grace_period),
-                     grace_period=et.grace_period, reduction_factor=et.reduction_factor,
-                     seed=spec.seed, record=record)  # fmt: skip
+        return Rungs("asha", mode=mode, max_t=max(max_t, grace), grace_period=grace,
+                     reduction_factor=et.reduction_factor, seed=spec.seed, record=record,
+                     keep=keep)  # fmt: skip
     if et.type == "hyperband":
         brackets = max(1, min(3, int(math.log(max(max_t, 1), et.reduction_factor)) + 1))
         return Rungs("hyperband", mode=mode, max_t=max_t, grace_period=1,
                      reduction_factor=et.reduction_factor, brackets=brackets, seed=spec.seed,
-                     record=record)  # fmt: skip
+                     record=record, keep=keep)  # fmt: skip
     if et.type == "median":
-        return Rungs("median", mode=mode, max_t=max_t, grace_period=et.grace_period,
+        return Rungs("median", mode=mode, max_t=max_t, grace_period=grace,
                      min_samples=3, seed=spec.seed, record=record)  # fmt: skip
     return Rungs("none", mode=mode, max_t=max_t, seed=spec.seed, record=record)
 

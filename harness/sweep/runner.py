@@ -25,6 +25,7 @@ import ray
 from ray import tune
 
 from harness import results as rs
+from harness import warmstart
 from harness.config import SweepSpec, as_spec
 from harness.data import Dataset, load_dataset
 from harness.errors import UserError
@@ -39,7 +40,13 @@ from harness.sweep.provenance import sweep_info
 from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, init_ray
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
 from harness.sweep.rungs import start_rungs
-from harness.sweep.search import build_scheduler, build_searcher, optuna_storage_url
+from harness.sweep.search import (
+    SearchPlan,
+    build_scheduler,
+    build_searcher,
+    optuna_storage_url,
+    plan_search,
+)
 from harness.sweep.trial import trainable, trial_name
 from harness.tracker import Trackers
 
@@ -77,6 +84,7 @@ def run(
     way), with `overrides` as `--set` gives them. UserErrors come before Ray starts."""
     started = time.time() if started is None else started
     spec = as_spec(spec, overrides)
+    warmstart.check_target(spec, Path(results_root) / spec.name)
     folder, lock = _claim_folder(Path(results_root) / spec.name, resume, overwrite)
     logs: LogRoute | None = None
     trackers = Trackers()
@@ -92,6 +100,7 @@ def run(
             _warn(console, line)
         if resume:
             check_same_spec(folder, spec)
+        search = plan_search(spec, folder, resume)  # auto's choice, warm-start trials
         logs = LogRoute(folder)
         trackers = Trackers.for_sweep(spec, folder)
         writer, plan = _writing(folder, lambda: _open_tables(spec, folder, resume, storage), "use")
@@ -104,10 +113,13 @@ def run(
         fuse = plan_fuse(spec, data, lambda: gpu_memory(spec.resources.gpu))
         info = sweep_info(spec, data, cluster, max_t, command, started, folder if resume else None)
         info["fuse"] = fuse.to_dict()
+        if search.record() is not None:
+            info["search"] = search.record()  # --resume builds the same sampler from it
         _writing(folder / rs.SWEEP_FILE, lambda: writer.write_sweep_info(info))
         remaining = spec.budget.num_samples - plan.finished
         _announce(console, spec, folder, cluster, data, plan if resume else None, remaining)
         if console is not None:
+            console.search(search)
             console.grouping(fuse, remaining, cluster)
         rungs = _member_record(spec, folder, max_t, resume) if fuse.fused else None
         halt = Halt()
@@ -116,7 +128,7 @@ def run(
             halt=halt,
         )  # fmt: skip
         tune_config, population = _tune_config(
-            spec, folder, plan, resume, max_t, remaining, halt, fuse, rungs
+            spec, folder, plan, resume, max_t, remaining, halt, fuse, rungs, search
         )
         extra = [population.recorder] if population is not None else []
         run_config = _run_config(spec, folder, storage, callback, halt, extra)
@@ -225,7 +237,9 @@ def throughput(spec: SweepSpec, rows: Sequence[dict[str, Any]], fit_s: float) ->
     finished = [r for r in rows if r.get("status") in ("COMPLETED", "PRUNED", "FAILED", "DIVERGED")]
     spans: dict[str, list[float]] = {}
     for r in finished:
-        if isinstance(r.get("start_time"), dt.datetime) and isinstance(r.get("end_time"), dt.datetime):
+        if isinstance(r.get("start_time"), dt.datetime) and isinstance(
+            r.get("end_time"), dt.datetime
+        ):
             g = spans.setdefault(str(r.get("group_id") or r["trial_id"]), [math.inf, -math.inf])
             g[0] = min(g[0], r["start_time"].timestamp())
             g[1] = max(g[1], r["end_time"].timestamp())
@@ -252,6 +266,7 @@ def _tune_config(
     halt: Halt | None = None,
     fuse: FusePlan | None = None,
     rungs: Any = None,
+    search: SearchPlan | None = None,
 ) -> tuple[tune.TuneConfig, Population | None]:
     """Optuna searches, the scheduler stops, at most max_concurrent trials at a time (PBT:
     Optuna draws the population up front, harness.sweep.population). In a fused sweep a
@@ -261,8 +276,16 @@ def _tune_config(
     searcher = _writing(
         folder / rs.OPTUNA_FILE,
         lambda: build_searcher(
-            spec, folder, rerun=plan.rerun, resume=resume, restore=plan.restore, halt=halt,
-            fuse=fuse, new=remaining - len(plan.rerun), rungs=rungs,
+            spec,
+            folder,
+            rerun=plan.rerun,
+            resume=resume,
+            restore=plan.restore,
+            halt=halt,
+            fuse=fuse,
+            new=remaining - len(plan.rerun),
+            rungs=rungs,
+            plan=search,
         ),
     )
     pbt = spec.early_terminate.type == "pbt"

@@ -13,6 +13,7 @@ import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from harness import results as rs
-from harness import space
+from harness import space, warmstart
 from harness.config import SweepSpec
 from harness.sweep.groups import FusePlan, group_by_shape, shape_names
 from harness.sweep.halt import STORAGE_FAULTS, Halt, guarded
@@ -165,9 +166,12 @@ class HonestOptunaSearch(OptunaSearch):
             self._intermediate(trial_id, result)
             ot_trial.set_user_attr("status", "PRUNED")
             return TrialState.PRUNED, None
-        held = result.get(LAST) or {  # Tune hands the searcher flattened results
-            k[len(LAST) + 1 :]: v for k, v in result.items() if k.startswith(LAST + "/")
-        }
+        held = (
+            result.get(LAST)
+            or {  # Tune hands the searcher flattened results
+                k[len(LAST) + 1 :]: v for k, v in result.items() if k.startswith(LAST + "/")
+            }
+        )
         if held:  # the report the trial ended at came with its final result (trial.LastReport)
             self._intermediate(trial_id, held)
         status = result.get(STATUS, "COMPLETED")
@@ -289,8 +293,12 @@ class GroupSearch(HonestOptunaSearch):
 
     def _ask_like(self, fixed: dict[str, Any]) -> optuna.Trial | None:
         """A member with the group's shape values (None: no such trial can be asked now)."""
-        if self._waiting():
-            return None  # a queued trial would be handed out instead of ours
+        waiting = self._waiting()
+        if waiting:  # ask() hands out the first queued trial (the baseline, auto's draws)
+            queued = waiting[0].system_attrs.get("fixed_params") or {}
+            if all(queued.get(n) == v for n, v in fixed.items()):
+                return self._ot_study.ask()  # of this group's shape: it joins
+            return None
         if self._spec.method == "grid":
             point = self._grid_point(fixed)
             if point is None:
@@ -310,9 +318,7 @@ class GroupSearch(HonestOptunaSearch):
             p = t.params or t.system_attrs.get("fixed_params") or {}
             k = json.dumps(p, sort_keys=True, default=str)
             runs[k] = runs.get(k, 0) + 1
-        matching = [
-            p for p in self._grid_points if all(p.get(n) == v for n, v in fixed.items())
-        ]
+        matching = [p for p in self._grid_points if all(p.get(n) == v for n, v in fixed.items())]
         if not matching:
             return None
         return min(matching, key=lambda p: runs.get(json.dumps(p, sort_keys=True, default=str), 0))
@@ -402,6 +408,34 @@ def optuna_storage_url(folder: Path) -> str:
     return f"sqlite:///{(folder / rs.OPTUNA_FILE).resolve()}"
 
 
+@dataclass
+class SearchPlan:
+    """What a sweep searches with beyond its method: `auto`'s choice (the first run's, on
+    --resume: sweep.json keeps it) and the earlier sweeps' trials to warm-start from."""
+
+    choice: space.Choice | None = None
+    warm: warmstart.WarmTrials | None = None
+
+    def record(self) -> dict | None:
+        """sweep.json's "search" entry."""
+        return None if self.choice is None else self.choice.to_dict()
+
+
+def plan_search(spec: SweepSpec, folder: Path, resume: bool = False) -> SearchPlan:
+    """auto's choice (kept from the first run on --resume) and the warm-start trials; reads
+    earlier sweeps' studies, so its errors come before Ray starts."""
+    choice = spec.choice()
+    if resume and choice is not None:
+        try:
+            recorded = json.loads((folder / rs.SWEEP_FILE).read_text()).get("search")
+        except (OSError, ValueError):
+            recorded = None
+        if recorded:
+            choice = space.Choice.from_dict(recorded)
+    warm = warmstart.trials(spec) if spec.warm_start else None
+    return SearchPlan(choice, warm)
+
+
 def build_searcher(
     spec: SweepSpec,
     folder: Path,
@@ -412,16 +446,20 @@ def build_searcher(
     fuse: FusePlan | None = None,
     new: int | None = None,
     rungs: Any = None,
+    plan: SearchPlan | None = None,
 ) -> HonestOptunaSearch:
-    """The searcher of a sweep; with `fuse` planning groups, a GroupSearch that asks `new`
-    members besides the interrupted ones (`rerun`), and tells `rungs` which ended."""
+    """The searcher of a sweep (auto's choice and warm start from `plan`); with `fuse`
+    planning groups, a GroupSearch that asks `new` members besides the interrupted ones
+    (`rerun`), and tells `rungs` which ended."""
+    plan = plan or plan_search(spec, folder, resume)
     storage = optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
     )
-    points = None  # on resume the baseline is in the study already
+    points = None  # on resume the baseline (and auto's draws) are in the study already
     if spec.baseline and not resume:
-        points = [space.encode(spec.parameters, spec.baseline_params())]
-    sampler = spec.sampler()
+        first = [spec.baseline_params(), *spec.prior_points(plan.choice)]
+        points = [space.encode(spec.parameters, p) for p in first]
+    sampler = spec.sampler(plan.choice)
     if resume and spec.method not in ("grid", "qmc"):
         # A sampler seeded as before would draw the first run's values again; grid and QMC
         # read their place in the sequence from the study, the others get a fresh seed.
@@ -429,45 +467,61 @@ def build_searcher(
             storage.get_all_trials(storage.get_study_id_from_name(spec.name), deepcopy=False)
         )
         sampler = space.sampler(
-            spec.method, spec.seed + done, spec.parameters, spec.budget.num_samples
+            spec.method, spec.seed + done, spec.parameters, spec.budget.num_samples, plan.choice
         )
     many = len(spec.metrics) > 1
+    common: dict[str, Any] = {
+        "space": space.define_by_run(spec.parameters),
+        "metric": [m.name for m in spec.metrics] if many else spec.metric.name,
+        "mode": [m.mode for m in spec.metrics] if many else spec.metric.mode,
+        "points_to_evaluate": points or None,
+        "study_name": spec.name,
+        "storage": storage,
+        "metric_names": [m.name for m in spec.metrics],
+        "parameters": spec.parameters,
+        "halt": halt,
+        "db": str(folder / rs.OPTUNA_FILE),
+    }
+    searcher: HonestOptunaSearch
     if fuse is not None and fuse.fused:
         if spec.method == "grid":  # GroupSearch walks the grid and enqueues whole points
             sampler = optuna.samplers.RandomSampler(seed=spec.seed)
-        return GroupSearch(
-            space=space.define_by_run(spec.parameters),
-            metric=[m.name for m in spec.metrics] if many else spec.metric.name,
-            mode=[m.mode for m in spec.metrics] if many else spec.metric.mode,
-            points_to_evaluate=points or None,
-            sampler=sampler,
-            study_name=spec.name,
-            storage=storage,
-            metric_names=[m.name for m in spec.metrics],
-            parameters=spec.parameters,
-            spec=spec,
-            size=fuse.size,
+        searcher = GroupSearch(
+            **common, sampler=sampler, spec=spec, size=fuse.size,
             new=len(rerun) if new is None else new,
-            rerun_groups=rerun_groups(spec, storage, rerun, fuse.size),
-            rungs=rungs,
-            halt=halt,
-            db=str(folder / rs.OPTUNA_FILE),
-        )
-    return HonestOptunaSearch(
-        space=space.define_by_run(spec.parameters),
-        metric=[m.name for m in spec.metrics] if many else spec.metric.name,
-        mode=[m.mode for m in spec.metrics] if many else spec.metric.mode,
-        points_to_evaluate=points or None,
-        sampler=sampler,
-        study_name=spec.name,
-        storage=storage,
-        metric_names=[m.name for m in spec.metrics],
-        parameters=spec.parameters,
-        rerun=rerun,
-        restore=restore,
-        halt=halt,
-        db=str(folder / rs.OPTUNA_FILE),
-    )
+            rerun_groups=rerun_groups(spec, storage, rerun, fuse.size), rungs=rungs,
+        )  # fmt: skip
+    else:
+        searcher = HonestOptunaSearch(**common, sampler=sampler, rerun=rerun, restore=restore)
+    if plan.warm is not None:  # after the baseline: it keeps trial number 0
+        warmstart.add(searcher._ot_study, plan.warm)
+    return searcher
+
+
+class BaselineASHA(AsyncHyperBandScheduler):
+    """ASHA that never stops the classic baseline (Optuna trial 0 with `baseline: true`).
+
+    The baseline's results still enter every rung it reaches, so the other trials are
+    compared with it there; but it runs to its end, because its full value is what the
+    sweep's summary (and `bench searchers`) measure the search by. Without this, a trial
+    that reaches the first rung before it with a better early value stops it.
+    """
+
+    def __init__(self, *args: Any, keep_baseline: bool = True, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._keep_baseline = keep_baseline
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if (
+            action == TrialScheduler.STOP
+            and self._keep_baseline
+            and trial.config.get(NUMBER) == 0
+            and result.get(self._time_attr, 0) < self._max_t
+        ):
+            self._num_stopped -= 1
+            return TrialScheduler.CONTINUE
+        return action
 
 
 def rerun_groups(
@@ -497,18 +551,19 @@ def build_scheduler(spec: SweepSpec, max_t: int, fused: bool = False) -> TrialSc
     et = spec.early_terminate
     metric, mode = spec.metric.name, spec.metric.mode
     if et.type == "asha":
-        return AsyncHyperBandScheduler(
+        return BaselineASHA(
+            keep_baseline=spec.baseline,
             time_attr="training_iteration",
             metric=metric,
             mode=mode,
-            max_t=max(max_t, et.grace_period),
-            grace_period=et.grace_period,
+            max_t=max(max_t, spec.grace_period(max_t)),
+            grace_period=spec.grace_period(max_t),
             reduction_factor=et.reduction_factor,
         )
     if et.type == "hyperband":
-        # Asynchronous hyperband (several ASHA brackets): Ray's synchronous HyperBand pauses
-        # trials, which a function trainable without checkpoints can only restart from zero.
-        return AsyncHyperBandScheduler(
+        # Asynchronous hyperband (several ASHA brackets); hyperband_sync is Ray's synchronous one
+        return BaselineASHA(
+            keep_baseline=spec.baseline,
             time_attr="training_iteration",
             metric=metric,
             mode=mode,
@@ -537,7 +592,7 @@ def build_scheduler(spec: SweepSpec, max_t: int, fused: bool = False) -> TrialSc
             time_attr="training_iteration",
             metric=metric,
             mode=mode,
-            grace_period=et.grace_period,
+            grace_period=spec.grace_period(max_t),
             min_samples_required=3,
         )
     return FIFOScheduler()

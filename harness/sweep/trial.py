@@ -184,8 +184,11 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     trial_id = tune.get_context().get_trial_id()
     reachable = checkpoints.storage_reachable()
     if not reachable:
-        note = _join(note, "no checkpoints or kept weights: Tune's storage is not reachable "
-                           "from this node (use --storage with a shared folder or a bucket URI)")
+        note = _join(
+            note,
+            "no checkpoints or kept weights: Tune's storage is not reachable "
+            "from this node (use --storage with a shared folder or a bucket URI)",
+        )
     try:
         restored = checkpoints.restore(
             tune.get_checkpoint() or checkpoints.named(config.get(RESTORE))
@@ -270,7 +273,9 @@ def report_final(
     def fill(folder: Path) -> None:
         for row_id, (cfg, weights, scores) in models.items():
             info = {"origin": {"sweep": job.spec.name, "trial_id": row_id}, "scores": scores}
-            bundle.save(folder / checkpoints.MODELS / row_id, cfg, job.spec.data, data, weights, info)
+            bundle.save(
+                folder / checkpoints.MODELS / row_id, cfg, job.spec.data, data, weights, info
+            )
         checkpoints.write_final(folder, outcome)
 
     with checkpoints.reporting(fill) as ckpt:
@@ -286,7 +291,9 @@ def _report_again(restored: checkpoints.Restored) -> None:
     models), so whatever restarted it sees the trial end as it did."""
     folder = restored.folder
     try:
-        with checkpoints.reporting(lambda d: shutil.copytree(folder, d, dirs_exist_ok=True)) as ckpt:
+        with checkpoints.reporting(
+            lambda d: shutil.copytree(folder, d, dirs_exist_ok=True)
+        ) as ckpt:
             tune.report(dict(restored.final or {}), checkpoint=ckpt)
     finally:
         if folder is not None:
