@@ -135,18 +135,11 @@ def model_settings(
 
 
 def param_count(cfg: TrialConfig, data: Any) -> int:
-    """Parameters of the model as built for this data (on the meta device: no memory)."""
-    import torch
-
-    from harness.models import build_model
+    """Parameters of the model as built for this data (-1: it cannot be built)."""
+    from harness.models import parameter_count
 
     try:
-        with torch.device("meta"):
-            model = build_model(
-                cfg.model, cfg.params, vocab_size=data.vocab_size, num_classes=data.num_classes,
-                pad_id=data.pad_id, seq_len=int(data.train_x.shape[1]),
-            )  # fmt: skip
-        return int(sum(p.numel() for p in model.parameters()))
+        return parameter_count(cfg.model, cfg.params, data)
     except Exception:  # noqa: BLE001 -- a count only; training will say what is wrong
         return -1
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from harness.errors import UserError
@@ -73,3 +74,14 @@ def build_model(
     return entry.module_cls(
         params, vocab_size=vocab_size, num_classes=num_classes, pad_id=pad_id, seq_len=seq_len
     )
+
+
+def parameter_count(name: str, params: ModelParams, data: Any) -> int:
+    """Parameters of the model as built for `data` (a harness.data.Dataset), counted on
+    torch's meta device: no memory, no time."""
+    with torch.device("meta"):
+        model = build_model(
+            name, params, vocab_size=data.vocab_size, num_classes=data.num_classes,
+            pad_id=data.pad_id, seq_len=int(data.train_x.shape[1]),
+        )  # fmt: skip
+    return int(sum(p.numel() for p in model.parameters()))

@@ -35,7 +35,7 @@ from typing import Any
 
 from harness.config import SweepSpec
 from harness.data import Dataset
-from harness.models import model_entry
+from harness.models import model_entry, parameter_count
 from harness.trialconfig import fusible_names, shape_settings, with_batch_seed
 
 MAX_AUTO = 8
@@ -96,19 +96,9 @@ def plan_fuse(
 
 
 def member_params(spec: SweepSpec, data: Dataset) -> int:
-    """Parameters of a member (the baseline's settings), built on torch's meta device: no
-    memory, no time."""
-    import torch
-
-    from harness.models import build_model
-
+    """Parameters of a member (the baseline's settings)."""
     cfg = spec.trial_config(spec.baseline_params())
-    with torch.device("meta"):
-        model = build_model(
-            spec.model, cfg.params, vocab_size=data.vocab_size, num_classes=data.num_classes,
-            pad_id=data.pad_id, seq_len=int(data.train_x.shape[1]),
-        )  # fmt: skip
-    return int(sum(p.numel() for p in model.parameters()))
+    return parameter_count(spec.model, cfg.params, data)
 
 
 def needs_gpu_memory(spec: SweepSpec) -> bool:
