@@ -477,3 +477,19 @@ def test_groups_and_trials_per_device_hour(built: report.SweepReport, tmp_path: 
     text = rep.text()
     assert "4 trials in 2 groups of 2, trained as one fused module" in text
     assert "trials per GPU-hour" in text and "aaaa0000" in text
+
+
+def test_compute_text_with_no_completed_trial() -> None:
+    # every trial pruned (or failed): the longest trial of any status is the measure, and the
+    # text does not call it a completed one
+    from types import SimpleNamespace
+
+    from harness.report import analysis
+
+    trials = pd.DataFrame({"status": ["PRUNED", "PRUNED", "FAILED"], "iterations": [10, 40, 5],
+                           "train_s": [1.0, 4.0, 0.5], "samples": [320, 1280, 160]})  # fmt: skip
+    c = analysis.compute(SimpleNamespace(trials=trials))
+    assert not c.ref_completed and c.full_run_samples == 1280
+    assert c.iterations_full == 40 + 40 + 5
+    text = analysis.compute_text(c)
+    assert "the longest trial (1280)" in text and "completed" not in text

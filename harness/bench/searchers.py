@@ -325,6 +325,9 @@ def run_all(
                 command=list(command),
                 shutdown=False,
             )
+            if outcome.fault:  # a results folder that could not be written: one line, exit 1
+                print(f"error: {outcome.fault}", file=sys.stderr)
+                raise SystemExit(1)
             if outcome.interrupted:
                 raise KeyboardInterrupt
             counts = pd.Series([r.get("status") for r in outcome.rows]).value_counts()

@@ -105,7 +105,8 @@ class Compute:
 
     "To the end" lets every PRUNED trial train as many samples as the longest COMPLETED trial
     (samples, not iterations, so a searched batch size does not skew it), scaling its
-    iterations and seconds by the same factor; other trials count what they ran.
+    iterations and seconds by the same factor; other trials count what they ran. With no
+    COMPLETED trial the longest trial of any status is the measure (`ref_completed` False).
     """
 
     trials: int
@@ -115,6 +116,7 @@ class Compute:
     seconds_run: float
     seconds_full: float
     full_run_samples: float
+    ref_completed: bool = True  # full_run_samples is a COMPLETED trial's
 
     @property
     def iterations_saved(self) -> float:
@@ -155,6 +157,7 @@ def compute(sweep: Sweep) -> Compute:
         seconds_run=float(secs.sum()),
         seconds_full=float(np.nansum(secs_full)),
         full_run_samples=float(ref) if pd.notna(ref) else 0.0,
+        ref_completed=bool(done.any()),
     )
 
 
@@ -178,7 +181,8 @@ def compute_text(c: Compute) -> str:
         return ran + " No trial was stopped early, so early termination saved nothing."
     return (
         f"{ran} Run to the end, the {c.pruned} pruned trial(s) would have trained as many "
-        f"samples as the longest completed trial ({fmt(c.full_run_samples)}): "
+        f"samples as the longest {'completed ' if c.ref_completed else ''}trial "
+        f"({fmt(c.full_run_samples)}): "
         f"{fmt(c.iterations_full)} trial-iterations in all. Early termination saved "
         f"{fmt(c.iterations_saved)} ({c.saved_frac:.1%})."
     )
