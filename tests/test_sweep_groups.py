@@ -166,7 +166,7 @@ def test_fused_sweep_of_8_in_groups_of_4_with_asha(
     assert again.best_iteration == row["best_iteration"]
 
     out = capsys.readouterr().out
-    assert "8 trials in 2 groups of 4" in out
+    assert "8 trials in groups of up to 4 (at least 2; a group shares num_filters, filter_sizes)" in out
     assert sum(line.startswith("[") for line in out.splitlines()) == 8  # a line per trial
     info = json.loads((folder / rs.SWEEP_FILE).read_text())
     assert info["fuse"] == {"setting": 4, "size": 4, "why": "as set"}

@@ -26,7 +26,7 @@ import yaml
 from harness import results as rs
 from harness.config import SweepSpec
 from harness.data import Dataset
-from harness.sweep.groups import FusePlan
+from harness.sweep.groups import FusePlan, shape_names
 from harness.sweep.search import SearchPlan, optuna_storage_url
 from harness.tracker import TB_DIR
 from harness.values import finite, fmt
@@ -131,9 +131,14 @@ class Console:
         at_once = min(groups, self.spec.budget.max_concurrent)
         held = at_once * (r.gpu if r.gpu > 0 else r.cpu)
         unit = "GPU" if r.gpu > 0 else "CPU"
-        of = f"of {fuse.size}" if trials % fuse.size == 0 else f"of up to {fuse.size}"
+        shared = shape_names(self.spec)  # searched shape settings: members must share them
+        if shared:
+            how = f"groups of up to {fuse.size} (at least {groups}; a group shares {', '.join(shared)})"
+        else:
+            of = f"of {fuse.size}" if trials % fuse.size == 0 else f"of up to {fuse.size}"
+            how = f"{groups} groups {of}"
         self.print(
-            f"  {trials} trials in {groups} groups {of} on {held:g} {unit}{'s' if held > 1 else ''}"
+            f"  {trials} trials in {how} on {held:g} {unit}{'s' if held > 1 else ''}"
             f" ({at_once} group(s) at a time; resources.fuse {fuse.setting}: {fuse.why})"
         )
 
