@@ -117,6 +117,20 @@ def _first_running(proc: subprocess.Popen, folder: Path, timeout: float = 120) -
     raise AssertionError("no trial ever started")
 
 
+def _wait_to_kill(proc: subprocess.Popen, folder: Path, delay: float, finished: int) -> None:
+    """Sleep `delay` s, or until `finished` trials have ended: the kill must come while the
+    sweep still runs, and a fast machine may finish it within the span."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < delay and proc.poll() is None:
+        try:
+            t = pd.read_parquet(folder / rs.TRIALS_FILE)
+            if (~t["status"].isin(["RUNNING", "PENDING"])).sum() >= finished:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+
+
 def _exactly_once(folder: Path, n: int) -> pd.DataFrame:
     """Every trial once, in both the tables and the study, and the files readable."""
     trials, metrics, layers = _tables(folder)
@@ -156,7 +170,7 @@ def _kill_then_resume(seed: int, span: float, tiny_corpus: Path, root: Path) -> 
     proc = _start(args)
     try:
         _first_running(proc, folder)
-        time.sleep(delay)
+        _wait_to_kill(proc, folder, delay, finished=5)  # of 6
         assert proc.poll() is None, f"seed {seed}: the sweep ended before the kill"
     finally:
         _kill_driver_and_its_ray(proc)
@@ -362,7 +376,8 @@ def test_fused_driver_killed_then_resumed_ends_with_exactly_the_budget(
     proc = _start(args)
     try:
         _first_running(proc, folder)
-        time.sleep(delay)
+        # a group's members end together (no early termination): kill by the first group's end
+        _wait_to_kill(proc, folder, delay, finished=1)
         assert proc.poll() is None, f"seed {seed}: the sweep ended before the kill"
     finally:
         _kill_driver_and_its_ray(proc)
