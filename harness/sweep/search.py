@@ -101,8 +101,11 @@ class HonestOptunaSearch(OptunaSearch):
         self._number[trial_id] = ot_trial.number
         return {PARAMS: params, NUMBER: ot_trial.number}
 
-    def _intermediate(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        """Report one evaluation's metric at its report index (single objective only).
+    def _intermediate(
+        self, trial_id: str, result: Mapping[str, Any], ot_trial: optuna.Trial | None = None
+    ) -> None:
+        """Report one evaluation's metric at its report index (single objective only) to
+        `ot_trial` (default: the Ray trial's own; a group member passes its own).
 
         The step is the 1-based `report` (as the schedulers' training_iteration), not the
         batch count: where batch_size is searched, trials at the same step have seen the
@@ -116,7 +119,7 @@ class HonestOptunaSearch(OptunaSearch):
         if int(step) in done:
             return
         done.add(int(step))
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = ot_trial or self._ot_trials[trial_id]
         if int(step) in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
             return  # a rerun of an interrupted trial: the first run's value stands
         ot_trial.report(float(value), int(step))
@@ -351,23 +354,7 @@ class GroupSearch(HonestOptunaSearch):
             if entry.get(FINAL):
                 self._tell(mid, entry)
             else:
-                self._member_value(mid, entry)
-
-    def _member_value(self, mid: str, entry: Mapping[str, Any]) -> None:
-        """One report's metric at its report index (single objective only)."""
-        if len(self._metric_names) > 1:
-            return
-        value, step = entry.get(self._metric_names[0]), entry.get("report")
-        if value is None or step is None or not finite(value):
-            return
-        done = self._reported.setdefault(mid, set())
-        if int(step) in done:
-            return
-        done.add(int(step))
-        ot_trial = self._members[mid]
-        if int(step) in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
-            return  # a rerun: the first run's value stands
-        ot_trial.report(float(value), int(step))
+                self._intermediate(mid, entry, self._members[mid])
 
     def _tell(self, mid: str, entry: Mapping[str, Any]) -> None:
         """A member's end as Optuna's state: COMPLETE with its objective(s), PRUNED (stopped

@@ -357,7 +357,6 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     """
     entered = time.time()
     from harness import trainer
-    from harness.trialconfig import check_group
 
     members = list(config[MEMBERS])
     if job.rungs is not None:
@@ -376,16 +375,8 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         why = _join(note, f"{type(exc).__name__}: {exc}".strip())
         return {MEMBER: m["member"], FINAL: True, STATUS: "FAILED", ERROR: why, "traceback": tb}
 
-    live, cfgs = [], []
-    for m in members:  # a member whose values make no valid group member fails alone
-        try:
-            cfg = trial_config(job.spec, m["params"])
-            if cfgs:
-                check_group([cfgs[0], cfg])
-            live.append(m)
-            cfgs.append(cfg)
-        except Exception as exc:  # noqa: BLE001 -- a failed trial is data
-            entries.append(failed(m, exc, traceback.format_exc(limit=20)))
+    live, cfgs, bad = _group_configs(job.spec, members)
+    entries.extend(failed(m, exc, tb) for m, exc, tb in bad)
     total = LastReport(cfgs[0], int(data.train_x.shape[0])).total_steps if cfgs else 0
     running = list(range(len(live)))  # the members alive at the last evaluation
 
@@ -451,6 +442,26 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         if summaries[i].status == "COMPLETED"
     }
     report_final(out, models, job, data)
+
+
+def _group_configs(
+    spec: SweepSpec, members: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[TrialConfig], list[tuple[dict[str, Any], Exception, str]]]:
+    """The members whose values make a valid member of one group, their configs, and the
+    others with why (each fails alone)."""
+    from harness.trialconfig import check_group
+
+    live, cfgs, bad = [], [], []
+    for m in members:
+        try:
+            cfg = trial_config(spec, m["params"])
+            if cfgs:
+                check_group([cfgs[0], cfg])
+            live.append(m)
+            cfgs.append(cfg)
+        except Exception as exc:  # noqa: BLE001 -- a failed trial is data
+            bad.append((m, exc, traceback.format_exc(limit=20)))
+    return live, cfgs, bad
 
 
 def trainable(spec: SweepSpec, data: Dataset, rungs: Any = None) -> Any:
