@@ -16,16 +16,19 @@ lists of tensors (views into the stacked storage for `Fused`), member i's plain 
 (`member_state`), and `drop(keep)`, after which the dropped members cost nothing.
 
 Members' random streams: member i is initialised exactly as its solo run (seed, then
-build). On the CPU its dropout continues from the generator state its solo run would have
-after the build, so a member's numbers equal its solo run's (to rounding). On CUDA the
-group's dropout uses the device's default generator (see harness.models.fused).
+build), and draws its dropout masks from a generator of its own (`member_generator`), so its
+run never depends on which group it landed in. On the CPU that generator continues from the
+state its solo run would have after the build, so a member's numbers equal its solo run's
+(to rounding). On CUDA it is a device generator seeded with the member's seed (see
+harness.models.fused).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,12 +109,14 @@ def _grad_or_zeros(p: Tensor, zeros: dict[int, Tensor]) -> Tensor:
 
 
 class Stacked(Members):
-    """The plain models side by side (N = 1: the plain model alone)."""
+    """The plain models side by side (N = 1: the plain model alone). For N > 1 each member's
+    plain dropout runs on its own stream: the device's default generator is given the
+    member's state for its forward and its own state back after (`_member_stream`)."""
 
     def __init__(self, models: Sequence[nn.Module], rng: Sequence[torch.Generator] | None) -> None:
         super().__init__()
         self.models = nn.ModuleList(models)
-        self.rng = None if rng is None else list(rng)  # CPU generator states per member (N > 1)
+        self.rng = None if rng is None else list(rng)  # per member (N > 1), member_generator
         self._describe(models[0])
         self._zeros: dict[int, Tensor] = {}
 
@@ -127,13 +132,8 @@ class Stacked(Members):
             if self.rng is None:
                 outs.append(m(x))
                 continue
-            saved = torch.get_rng_state()  # member i draws from its own stream (exact on CPU)
-            torch.set_rng_state(self.rng[i].get_state())
-            try:
+            with _member_stream(x.device, self.rng[i]):
                 outs.append(m(x))
-            finally:
-                self.rng[i].set_state(torch.get_rng_state())
-                torch.set_rng_state(saved)
         return torch.stack(outs)
 
     def params(self) -> list[list[Tensor]]:
@@ -262,6 +262,43 @@ def vmap_forward(template: nn.Module, p: dict[str, Tensor], x: Tensor, drop: Any
     return torch.func.vmap(one, randomness="different")(p)
 
 
+@contextlib.contextmanager
+def _member_stream(device: torch.device, gen: torch.Generator) -> Iterator[None]:
+    """The default generator draws from `gen` inside (a plain model's dropout knows no other).
+    On CUDA through the graph-safe state swap (the generator's state object itself is
+    swapped, so a captured step replays it and the graph registers `gen`); on the CPU by
+    copying the state in and out."""
+    if device.type == "cuda":
+        default = torch.cuda.default_generators[device.index or 0]
+        saved = default.graphsafe_get_state()
+        default.graphsafe_set_state(gen)
+        try:
+            yield
+        finally:
+            default.graphsafe_set_state(saved)
+        return
+    saved_state = torch.get_rng_state()
+    torch.set_rng_state(gen.get_state())
+    try:
+        yield
+    finally:
+        gen.set_state(torch.get_rng_state())
+        torch.set_rng_state(saved_state)
+
+
+def member_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A member's own dropout stream, made right after its model is built: on the CPU the
+    default generator's state at that point (where its solo run's dropout starts), on CUDA a
+    device generator seeded with the member's seed."""
+    if device.type == "cuda":
+        g = torch.Generator(device=device)
+        g.manual_seed(seed)
+        return g
+    g = torch.Generator()
+    g.set_state(torch.get_rng_state())
+    return g
+
+
 def build(
     cfgs: Sequence[TrialConfig],
     data: Any,
@@ -288,22 +325,17 @@ def build(
             seq_len=int(data.train_x.shape[1]),
         )
         models.append(model.to(device))
-        g = torch.Generator()
-        g.set_state(torch.get_rng_state())  # where the solo run's dropout stream starts
-        rng.append(g)
+        rng.append(member_generator(cfg.train.seed, device))
     for m in models:
         m.train()
     if len(models) == 1:
         return Stacked(models, None)  # the global stream is the member's own
-    if device.type == "cuda":
-        torch.cuda.manual_seed(cfgs[0].train.seed)  # the group's device stream
-    cpu_rng = rng if device.type == "cpu" else None
     forward = model_entry(cfgs[0].model).fused_forward if fuse != "stacked" else None
     if fuse == "vmap":
         forward = vmap_forward
     if forward is None or type(models[0]) is not model_entry(cfgs[0].model).module_cls:
-        return Stacked(models, cpu_rng)
-    dropout = MemberDropout([c.params.dropout for c in cfgs], cpu_rng)
+        return Stacked(models, rng)
+    dropout = MemberDropout([c.params.dropout for c in cfgs], rng)
     first = cfgs[0]
 
     def plain() -> nn.Module:
@@ -316,9 +348,9 @@ def build(
     if (
         device.type == "cpu"
         and fuse == "auto"
-        and not _fused_is_faster(fused, Stacked(models, cpu_rng), data, first.train.batch_size)
+        and not _fused_is_faster(fused, Stacked(models, rng), data, first.train.batch_size)
     ):
-        return Stacked(models, cpu_rng)
+        return Stacked(models, rng)
     fused.release_template()
     return fused
 

@@ -221,7 +221,7 @@ def test_the_cuda_graph_code_path_equals_the_plain_step(data) -> None:
         assert a[i].test_acc == b[i].test_acc
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_graphs_equal_eager_on_the_device(data) -> None:
     def run(graphs: bool):
         out: dict[int, list[dict]] = {0: [], 1: [], 2: []}
@@ -237,3 +237,53 @@ def test_cuda_graphs_equal_eager_on_the_device(data) -> None:
         assert [r["dev_loss"] for r in rg[i]] == pytest.approx(
             [r["dev_loss"] for r in re[i]], rel=1e-3
         )
+
+
+# ---------------------------------------------------------------- members' own streams
+
+
+def _device_params() -> list:
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.mark.parametrize("device", _device_params())
+@pytest.mark.parametrize("model", ["TextCNN", "Transformer"])
+def test_a_member_with_dropout_runs_the_same_in_any_group(model, device, data, request) -> None:
+    """A member draws its dropout masks from its own stream: its reports do not depend on
+    which members it shares a group with (on the CPU its solo run's, too; in float64 there,
+    so rounding is out of the way)."""
+    if device == "cpu":
+        request.getfixturevalue("float64")
+    me = {"learning_rate": 0.01, "dropout": 0.5, "seed": 11}
+    first = [me, {"learning_rate": 0.003, "dropout": 0.3, "seed": 2}]
+    second = [me, {"learning_rate": 0.02, "dropout": 0.1, "seed": 5}, {"dropout": 0.7, "seed": 9}]
+    runs = []
+    for members in (first, second):
+        cfgs = configs(model, members, max_epochs=1)
+        out: dict[int, list[dict]] = {i: [] for i in range(len(cfgs))}
+        trainer.train_group(cfgs, data, lambda i, m, out=out: out[i].append(m), device=device,
+                            fuse="fused")  # fmt: skip
+        runs.append(out[0])
+    if device == "cuda":  # float32 kernels round with the group's size: continuous values only
+        for a, b in zip(*runs):
+            for k in ("train_loss", "dev_loss", "grad_norm", "grad_max_abs", "update_ratio"):
+                assert b[k] == pytest.approx(a[k], rel=1e-4), (k, a["iteration"])
+        return
+    same(runs[0], runs[1], rel=1e-5)
+    if device == "cpu":
+        same(solo(configs(model, [me], max_epochs=1)[0], data)[1], runs[0], rel=1e-5)
+
+
+def test_bf16_does_not_round_the_keep_probability() -> None:
+    """A bf16 mask would keep 0.69921875 (bf16's 0.7) and scale by bf16's 1/0.7: the masks
+    are drawn and scaled in float32 and the product rounded once."""
+    from harness.models.fused import MemberDropout
+
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    drop = MemberDropout([0.3, 0.3], gens)
+    h = torch.ones(2, 400_000, dtype=torch.bfloat16)
+    out = drop(h)
+    kept = (out != 0).float().mean().item()
+    assert kept == pytest.approx(0.7, abs=0.003)
+    assert out.dtype == torch.bfloat16
+    assert set(out.unique().tolist()) == {0.0, torch.tensor(1 / 0.7).bfloat16().item()}

@@ -7,11 +7,14 @@ convolution, a batched matrix multiply, a per-member layer norm. Every member se
 same input batch. The result for member i is the plain layer's result on member i's
 weights, up to floating-point rounding (the arithmetic is the same, the kernels differ).
 
-`MemberDropout` draws each member's mask from that member's own random stream on the CPU,
-so a member's masks equal those of its solo run (F.dropout on the CPU is x * bernoulli /
-(1 - p) drawn from the default generator); on CUDA one draw from the device generator
-covers every member (one launch, CUDA-graph safe; exact per-member streams are a CPU
-guarantee only).
+`MemberDropout` draws each member's mask from that member's own random stream, on every
+device, so a member's run never depends on which group it landed in. On the CPU the stream
+continues from where the member's solo run would be, so its masks equal its solo run's
+(F.dropout on the CPU is x * bernoulli / (1 - p) drawn from the default generator). On CUDA
+each member has a device generator seeded with its own seed (a captured step registers them
+with the graph, harness.graphs); the solo run's fused dropout kernel draws differently, so
+there a member equals its solo run only with dropout 0. Masks are drawn and scaled in at
+least float32: under bf16 autocast neither the keep probability nor the scale is rounded.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ def embedding(weight: Tensor, x: Tensor, padding_idx: int | None = None) -> Tens
 
 
 class _Lookup(torch.autograd.Function):
-    """Row lookup in the stacked tables whose backward is one zero fill and one index_add:
-    on the CPU ~2.5x faster than F.embedding's dense backward for these small tables (it
-    sorts the ids first), the same sums up to their order."""
+    """Row lookup in the members' tables flattened into one [N*V, E] table. Its backward is
+    one dense embedding backward over the flattened table, then each member's padding row
+    zeroed (F.embedding takes one padding index, a group has N). On CUDA that is
+    `embedding_dense_backward`, F.embedding's own kernel (it sorts the ids: no atomics on
+    a zero-filled table); on the CPU one zero fill and one index_add, measured ~2.5x faster
+    there for these small tables than the dense backward (which sorts first)."""
 
     @staticmethod
     def forward(ctx, weight: Tensor, ids: Tensor, padding_idx: int | None) -> Tensor:
@@ -49,8 +55,12 @@ class _Lookup(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         (ids,) = ctx.saved_tensors
         n, v, e = ctx.shape
-        out = grad.new_zeros(n * v, e)
-        out.index_add_(0, ids.reshape(-1), grad.reshape(-1, e))
+        flat_ids, flat_grad = ids.reshape(-1), grad.reshape(-1, e)
+        if grad.is_cuda:
+            out = torch.ops.aten.embedding_dense_backward(flat_grad, flat_ids, n * v, -1, False)
+        else:
+            out = grad.new_zeros(n * v, e)
+            out.index_add_(0, flat_ids, flat_grad)
         out = out.view(n, v, e)
         if ctx.padding_idx is not None:
             out[:, ctx.padding_idx] = 0
@@ -96,18 +106,15 @@ def layer_norm(h: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
 class MemberDropout:
     """Dropout with a rate and a random stream per member (see the module docstring)."""
 
-    def __init__(self, rates: Sequence[float], generators: Sequence[torch.Generator] | None):
+    def __init__(self, rates: Sequence[float], generators: Sequence[torch.Generator]):
         self.rates = [float(p) for p in rates]
-        self.generators = None if generators is None else list(generators)
+        self.generators = list(generators)
         self.training = True
-        self._keep: Tensor | None = None
 
     def keep(self, keep: Sequence[int]) -> None:
         """Only these members remain (after a drop)."""
         self.rates = [self.rates[i] for i in keep]
-        if self.generators is not None:
-            self.generators = [self.generators[i] for i in keep]
-        self._keep = None
+        self.generators = [self.generators[i] for i in keep]
 
     def __call__(self, h: Tensor, time_major: tuple[int, int] | None = None) -> Tensor:
         """h [N, ...]. time_major=(B, L): h is [N, B*L, d] but the plain model drops out a
@@ -115,21 +122,16 @@ class MemberDropout:
         whose mask F.dropout draws in that memory order."""
         if not self.training or not any(self.rates):
             return h
-        if self.generators is not None:  # exact per-member streams (CPU)
-            mask = torch.empty_like(h)
-            for i, (p, g) in enumerate(zip(self.rates, self.generators)):
-                if p == 0:
-                    mask[i].fill_(1)
-                elif time_major is None:
-                    mask[i].bernoulli_(1 - p, generator=g).div_(1 - p)
-                else:
-                    b, length = time_major
-                    m = torch.empty(length, b, h.shape[-1], dtype=h.dtype, device=h.device)
-                    m.bernoulli_(1 - p, generator=g).div_(1 - p)
-                    mask[i] = m.transpose(0, 1).reshape(b * length, -1)
-            return h * mask
-        if self._keep is None or self._keep.device != h.device:
-            self._keep = torch.tensor([1 - p for p in self.rates], device=h.device)
-        keep = self._keep.view(-1, *([1] * (h.dim() - 1))).to(h.dtype)
-        mask = torch.rand_like(h).lt_(keep).to(h.dtype).div_(keep)
-        return h * mask
+        dtype = torch.promote_types(h.dtype, torch.float32)  # bf16 would round p and 1/(1-p)
+        mask = torch.empty(h.shape, dtype=dtype, device=h.device)
+        for i, (p, g) in enumerate(zip(self.rates, self.generators)):
+            if p == 0:
+                mask[i].fill_(1)
+            elif time_major is None:
+                mask[i].bernoulli_(1 - p, generator=g).div_(1 - p)
+            else:
+                b, length = time_major
+                m = torch.empty(length, b, h.shape[-1], dtype=dtype, device=h.device)
+                m.bernoulli_(1 - p, generator=g).div_(1 - p)
+                mask[i] = m.transpose(0, 1).reshape(b * length, -1)
+        return (h * mask).to(h.dtype)
