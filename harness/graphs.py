@@ -12,14 +12,23 @@ number (filled before each replay), and each member's learning rate, looked up i
 step from a device table of the whole schedule (so the optimizer runs with a tensor learning
 rate, capturable). Steps that sample gradient statistics run a second graph. The first few
 steps run eagerly (warm-up: lazy allocations, cuDNN and cuBLAS handles), as does the short
-last batch of an epoch (another shape) through the same code. Dropout draws from the device's
-default generator, which graphs support. After members leave the group (`reset`) the weights
-are re-stacked and the graphs captured again. If capture fails for any reason the run goes on
-eagerly and the summary says why (`note`).
+last batch of an epoch (another shape) through the same code. Dropout draws from each
+member's own device generator, registered with every graph (a group of one draws from the
+device's default generator, which graphs register themselves). All of a loop's graphs share
+one memory pool, so a second statistics pattern does not hold a second copy of the step's
+activations. After members leave the group (`reset`) the weights are re-stacked and the
+graphs captured again.
+
+Falling back: a failure anywhere in the graph path (warm-up, capture, replay; out of memory
+included) turns graphs off for the rest of the run, frees what they held, and the step runs
+eagerly; the members' summaries say why (`note`). A failed capture ran nothing, and a failed
+warm-up or replay fails before the optimizer's update (the step's last kernels), so the
+eager step that follows is the step that was due.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,8 +53,11 @@ class GraphedStep:
         self.seen: set[tuple[bool, ...]] = set()  # variants that ran eagerly at least once
         self.warm = 0
         self.captured = False  # some step ran as a graph
+        self.captures = 0  # graphs captured so far (a reset captures again)
+        self.setup_seconds = 0.0  # wall time of warm-up steps and captures
         self.disabled = False
         self.note = ""
+        self.pool: Any = None  # the memory pool every graph of this loop shares
         self.static_x: Tensor | None = None
         self.static_y: Tensor | None = None
         self.k = torch.zeros((), dtype=torch.long, device=self.device)
@@ -65,10 +77,12 @@ class GraphedStep:
     def reset(self) -> None:
         """Members left: the weights were re-stacked, capture again after a warm-up."""
         self.graphs.clear()
+        self.pool = None
         self.seen.clear()
         self.warm = 0
         self.static_x = self.static_y = None
-        self._schedule()
+        if not self.disabled:
+            self._schedule()
 
     def _body(self, xb: Tensor, yb: Tensor, sampled: Sequence[bool]) -> None:
         torch.index_select(self.lr_table, 0, self.step, out=self.lr_now)
@@ -85,19 +99,21 @@ class GraphedStep:
         key = tuple(bool(s) for s in sampled)
         full = xb.shape[0] == self.loop.batch_size
         graph = self.graphs.get(key)
-        if graph is not None and full:
-            self.static_x.copy_(xb)
-            self.static_y.copy_(yb)
-            graph.replay()
-            return True
-        if self.capture and full and self.warm >= WARMUP and key in self.seen:
-            try:
+        try:
+            if graph is not None and full:
+                self.static_x.copy_(xb)
+                self.static_y.copy_(yb)
+                graph.replay()
+                return True
+            t = time.perf_counter()
+            if self.capture and full and self.warm >= WARMUP and key in self.seen:
                 self._capture(xb, yb, key)
-            except Exception as exc:  # noqa: BLE001 -- any capture failure: run eagerly
-                self._give_up(exc)
-                return False
-            return True
-        self._warm_up(xb, yb, key)
+            else:
+                self._warm_up(xb, yb, key)
+            self.setup_seconds += time.perf_counter() - t
+        except Exception as exc:  # noqa: BLE001 -- any failure of the graph path: run eagerly
+            self._give_up(exc)
+            return False
         return True
 
     def _warm_up(self, xb: Tensor, yb: Tensor, key: tuple[bool, ...]) -> None:
@@ -123,16 +139,27 @@ class GraphedStep:
         torch.cuda.synchronize(self.device)
         self.loop.members.zero_grad_()  # gradients are allocated inside the graph's pool
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        for g in self.loop.member_generators():
+            graph.register_generator_state(g)
+        with torch.cuda.graph(graph, pool=self.pool):
             self._body(self.static_x, self.static_y, key)
+        if self.pool is None:
+            self.pool = graph.pool()
         self.graphs[key] = graph
         graph.replay()  # capturing recorded the step; replaying runs it
         self.captured = True
+        self.captures += 1
 
     def _give_up(self, exc: BaseException) -> None:
+        """Graphs off for the rest of the run: free what they hold, say why."""
         self.disabled = True
         self.graphs.clear()
+        self.pool = None
+        self.static_x = self.static_y = None
+        self.lr_table = self.lr_now = None
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         self.note = f"cuda graphs off: {type(exc).__name__}: {text}"[:300]
         self.loop.members.zero_grad_()
-        torch.cuda.synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
