@@ -256,10 +256,41 @@ def train_group(
     goes on, with `Loop.state_dict()` (live tensors: write them before returning).
     state: such a state to continue from, exactly where it was taken (same form).
     init: per member, weights (a plain model's state_dict) to start from instead of the
-    seeded init. tested(member, weights): each completed member's tested weights (CPU)."""
+    seeded init. tested(member, weights): each completed member's tested weights (CPU).
+
+    Out of device memory before the first report, a group of several trains as two halves
+    (`_split`); later, or alone, the error goes to the caller (a sweep fails the members
+    still running, each with the reason)."""
     if state is not None:
         fuse = state["form"]  # the numbers of the other form differ in rounding
-    loop = Loop(cfgs, data, device=device, threads=threads, fuse=fuse)
+    loop: Loop | None = None
+    try:
+        loop = Loop(cfgs, data, device=device, threads=threads, fuse=fuse)
+        return _run(loop, report, on_batch, after_report, checkpoint, state, init, tested)
+    except torch.OutOfMemoryError as exc:
+        sent = loop is not None and loop.reports > 0
+        if len(cfgs) < 2 or sent or state is not None or checkpoint is not None:
+            raise
+        loop = None
+        _free(exc)
+    return _split(
+        cfgs, data, report, device=device, threads=threads, fuse=fuse,
+        on_batch=on_batch, after_report=after_report, init=init, tested=tested,
+    )  # fmt: skip
+
+
+def _run(
+    loop: Loop,
+    report: MemberReport | None,
+    on_batch: Callable[[Loop], Any] | None,
+    after_report: Callable[[Loop], Any] | None,
+    checkpoint: Checkpoint | None,
+    state: dict[str, Any] | None,
+    init: Sequence[dict[str, Tensor] | None] | None,
+    tested: Callable[[int, dict[str, Tensor]], Any] | None,
+) -> list[TrialSummary]:
+    """The loop itself: 1. start (weights, a state), 2. per batch a step, 3. at each report
+    the evaluation, a checkpoint, the caller's hook, 4. close the members still running."""
     loop.tested = tested
     for i, weights in enumerate(init or []):
         if weights is not None:
@@ -282,6 +313,66 @@ def train_group(
         if loop.done():
             break
     return loop.close()
+
+
+def _free(exc: BaseException) -> None:
+    """Give back the device memory a failed group held (its tensors are gone with its loop;
+    the traceback would keep its frames alive)."""
+    import gc
+
+    exc.__traceback__ = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _split(
+    cfgs: Sequence[TrialConfig], data: Any, report: MemberReport | None, **kw: Any
+) -> list[TrialSummary]:
+    """A group that ran out of device memory before its first report trains as two halves,
+    one after the other (each may split again): every member still trains and reports under
+    its own index. Hooks that read the loop (`after_report`, `on_batch`) get a view whose
+    `alive` and `summaries` speak of the whole group: the members of a half still to run
+    count as alive."""
+    n, half = len(cfgs), (len(cfgs) + 1) // 2
+    note = f"group of {n} did not fit in device memory: ran as groups of {half} and {n - half}"
+    summaries: list[TrialSummary | None] = [None] * n
+    parts = [list(range(half)), list(range(half, n))]
+    init, tested = kw.pop("init"), kw.pop("tested")
+    after_report, on_batch = kw.pop("after_report"), kw.pop("on_batch")
+    for k, idx in enumerate(parts):
+        pending = [i for part in parts[k + 1 :] for i in part]
+
+        def view(loop: Loop, idx: list[int] = idx, pending: list[int] = pending) -> _GroupView:
+            return _GroupView(loop, idx, pending, summaries)
+
+        out = train_group(
+            [cfgs[i] for i in idx], data,
+            None if report is None else (lambda j, m, idx=idx: report(idx[j], m)),
+            init=None if init is None else [init[i] for i in idx],
+            tested=None if tested is None else (lambda j, w, idx=idx: tested(idx[j], w)),
+            after_report=None if after_report is None else (lambda lp, v=view: after_report(v(lp))),
+            on_batch=None if on_batch is None else (lambda lp, v=view: on_batch(v(lp))),
+            **kw,
+        )  # fmt: skip
+        for i, s in zip(idx, out):
+            s.reason = _join(note, s.reason)
+            summaries[i] = s
+    return [s for s in summaries if s is not None]
+
+
+class _GroupView:
+    """A half's loop as the whole group's callers see it (see _split)."""
+
+    def __init__(self, loop: Loop, idx: list[int], pending: list[int], done: list[Any]) -> None:
+        self._loop = loop
+        self.alive = [idx[j] for j in loop.alive] + pending
+        self.summaries = list(done)
+        for j, i in enumerate(idx):
+            self.summaries[i] = loop.summaries[j]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
 
 
 class Loop:
@@ -356,6 +447,10 @@ class Loop:
         self.keeper = Keeper(params, [t.require_improvement for t in trains])
         self.window = windows.Window(n, min(self.tc.eval_every, self.total_steps), self.device)
         self.autocast = autocast_for(self.device, self.tc.amp)
+
+    def member_generators(self) -> list[torch.Generator]:
+        """The members' own device generators (a captured step registers them)."""
+        return [g for g in _generators(self.members) or [] if g.device.type == "cuda"]
 
     def _to_dev(self, a: np.ndarray) -> Tensor:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long).to(self.device)
@@ -662,8 +757,8 @@ class Loop:
 
 
 def _generators(members: nn.Module) -> list[torch.Generator] | None:
-    """The members' own CPU dropout streams (Stacked N > 1, Fused on CPU), else None (N = 1
-    draws from the global stream, a group on CUDA from the device's)."""
+    """The members' own dropout streams (any group of N > 1), else None (a group of one
+    draws from the global streams)."""
     if isinstance(members, grouping.Fused):
         return members.dropout.generators
     return getattr(members, "rng", None)
