@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 from test_sweep import SMOKE, _tables, study, write_spec
 
-from harness import bundle, sweep
+from harness import bundle, footprint, sweep
 from harness import results as rs
 from harness.config import load_spec
 from harness.data import load_dataset
+from harness.footprint import Measurement, Probe, member_bytes
+from harness.models import parameter_count
 from harness.schema import TRIAL_KEYS
 from harness.sweep.groups import FusePlan, group_by_shape, plan_fuse, shape_key, shape_names
 
@@ -31,6 +33,11 @@ def _data(tiny_corpus: Path, spec_sets=()):
 # --------------------------------------------------------------------- the group size (no Ray)
 
 
+def _probe(rates: dict[int, float], free_gb: float = 100) -> Probe:
+    runs = [Measurement(n, r, 0, 0.1, True) for n, r in rates.items()]
+    return Probe("cuda:0", int(free_gb * 2**30), runs)
+
+
 def test_fuse_auto_rule(tiny_corpus: Path) -> None:
     spec, data = _data(tiny_corpus, ["resources.fuse=4"])
     assert plan_fuse(spec, data) == FusePlan(4, 4, "as set")
@@ -39,31 +46,55 @@ def test_fuse_auto_rule(tiny_corpus: Path) -> None:
     spec, _ = _data(tiny_corpus, ["model=TextRNN", "parameters={dropout: {min: 0.1, max: 0.5}}",
                                   "train={max_steps: 20}", "resources.gpu=1"])  # fmt: skip
     assert plan_fuse(spec, data) == FusePlan("auto", 1, "TextRNN has no fused form")
-    # GPU trials: up to 8, no more than fills every concurrent slot
-    for samples, concurrent, size in ((32, 2, 8), (8, 2, 4), (4, 4, 1), (3, 2, 2)):
+    # GPU trials: sizes up to 8, no more than fills every concurrent slot, are measured
+    fast = {1: 1000.0, 2: 1900.0, 3: 2800.0, 4: 3600.0, 8: 6000.0}
+    for samples, concurrent, size in ((32, 2, 8), (8, 2, 4), (4, 4, 1), (6, 2, 3)):
         spec, _ = _data(tiny_corpus, ["resources.gpu=1", f"budget.num_samples={samples}",
                                       f"budget.max_concurrent={concurrent}"])  # fmt: skip
-        asked: list[int] = []
+        asked: list[list[int]] = []
 
-        def memory(asked: list[int] = asked) -> int:
-            asked.append(1)
-            return 2**40
+        def probe(sizes: list[int], asked=asked) -> Probe:
+            asked.append(sizes)
+            return _probe({n: fast[n] for n in sizes})
 
-        assert plan_fuse(spec, data, memory).size == size
-        assert not asked  # a tiny TextCNN: the GPU's memory does not matter
+        plan = plan_fuse(spec, data, probe)
+        assert plan.size == size, (samples, concurrent, plan)
+        assert not asked or max(asked[0]) == size
+    spec, _ = _data(tiny_corpus, ["resources.gpu=1", "budget.num_samples=32"])
+    # nothing measured (no GPU answered), or a group no faster than a trial alone: 1
+    plan = plan_fuse(spec, data, lambda sizes: None)
+    assert plan.size == 1 and "not measured" in plan.why
+    plan = plan_fuse(spec, data, lambda sizes: _probe({n: 1000.0 * (1 + n / 100) for n in sizes}))
+    assert plan.size == 1 and "under 1.2x" in plan.why
+    plan = plan_fuse(spec, data, lambda sizes: _probe({1: 0.0}))
+    assert plan.size == 1 and "failed" in plan.why
 
 
 def test_fuse_auto_counts_a_members_memory(tiny_corpus: Path) -> None:
-    # FastText: 153M parameters whatever the vocabulary (its n-gram tables), ~2.9 GiB a member
+    # FastText: 153M parameters whatever the vocabulary (its n-gram tables): 24 bytes each
+    # under Adam (weight, gradient, two moments, kept best, statistics snapshot), ~3.4 GiB
     base = ["model=FastText", "parameters={dropout: {min: 0.1, max: 0.5}}",
             "train={max_steps: 20}", "budget.num_samples=64", "budget.max_concurrent=1"]  # fmt: skip
     spec, data = _data(tiny_corpus, [*base, "resources.gpu=1"])
-    assert plan_fuse(spec, data, lambda: 141 * 2**30).size == 8  # an H200 holds 8
-    assert plan_fuse(spec, data, lambda: 24 * 2**30).size == 6  # 80% of 24 GiB / 2.9 GiB
+    cfg = spec.trial_config(spec.baseline_params())
+    member = member_bytes(cfg, data, parameter_count("FastText", cfg.params, data), True)
+    assert 3.3 * 2**30 < member < 3.6 * 2**30
+    rates = {1: 1000.0, 2: 1900.0, 4: 3600.0, 8: 6000.0}
+    assert plan_fuse(spec, data, lambda s: _probe(rates, free_gb=138)).size == 8  # an H200
+    plan = plan_fuse(spec, data, lambda s: _probe(rates, free_gb=20))  # 80% of 20 GB: 4 fit
+    assert plan.size == 4 and "4 fit 20 GB free" in plan.why
     spec, data = _data(tiny_corpus, [*base, "resources.gpu=0.25"])
-    assert plan_fuse(spec, data, lambda: 24 * 2**30).size == 1
-    plan = plan_fuse(spec, data, lambda: None)  # no GPU answered: 16 GiB assumed, and said
-    assert plan.size == 1 and "assumed 16 GB" in plan.why
+    assert plan_fuse(spec, data, lambda s: _probe(rates, free_gb=24)).size == 1
+
+
+def test_a_probe_measures_groups_on_the_device(tiny_corpus: Path) -> None:
+    """The measurement itself, on the CPU here (on a GPU the sweep runs it in a Ray task)."""
+    spec, data = _data(tiny_corpus)
+    cfg = spec.trial_config(spec.baseline_params())
+    found = footprint.measure(cfg, data, [1, 2], device="cpu", steps=3)
+    assert [r.members for r in found.runs] == [1, 2]
+    assert all(r.samples_per_s > 0 and not r.captured for r in found.runs)
+    assert Probe.from_dict(found.to_dict()) == found
 
 
 def test_shape_settings_decide_who_shares_a_group() -> None:

@@ -7,8 +7,7 @@ batch size, pad size, ..., and the batch order `data_seed`) and may differ in th
 ones (learning rate, dropout, seed, ...). The searcher (harness.sweep.search.GroupSearch)
 fills each group; this module says how big a group is and what makes two trials groupable.
 
-`resources.fuse: auto` picks N by this rule (each step's figures are in README's measured
-figures):
+`resources.fuse: auto` picks N by this rule (the measured figures are in the README):
   0. 1 under early_terminate hyperband_sync or pbt: they pause, checkpoint and clone single
      Ray trials (a group's members are stopped inside it instead, harness.sweep.rungs).
   1. 1 for a model without a fused form (TextRNN, TextRNN_Att, TextRCNN): its members would
@@ -16,13 +15,13 @@ figures):
   2. 1 for CPU trials (resources.gpu 0): on the 2-core development CPU a fused group of 8 at
      the shipped textcnn.yaml settings trained at 0.95x the members' sequential rate (no
      gain); only toy models gain (smoke settings: 1.9-2.5x), and those set fuse themselves.
-  3. GPU trials: up to 8 (a TextCNN step at batch 128 is bound by kernel launches on a GPU,
-     ~3 ms of host time against 0.8 ms of GPU time on an H200, which a fused step shares
-     among its members), no more than ceil(num_samples / max_concurrent)
-     so every concurrent slot gets a group, and no more than fit in 80% of the trial's GPU
-     share at 20 bytes per parameter per member (weights, gradients, Adam's two moments =
-     16 bytes, plus a quarter for activations and the allocator): FastText's 153.5M parameters
-     take about 3 GB a member.
+  3. GPU trials: measured, never assumed. A Ray task on the trial's GPU share
+     (`gpu_probe`) times groups of 1, 2, 4, 8 (no more than ceil(num_samples /
+     max_concurrent), so every concurrent slot gets a group, and no more than fit the
+     device's free memory by harness.footprint's count) and reports the free memory. N is
+     the size with the most member-samples per second, if it beats a trial alone by at
+     least MIN_GAIN; else 1. No answer (no GPU, a failure, a timeout) means 1: until a
+     group has been measured on the device, one slow or failing trial is never made eight.
 """
 
 from __future__ import annotations
@@ -35,13 +34,14 @@ from typing import Any
 
 from harness.config import SweepSpec
 from harness.data import Dataset
+from harness.footprint import Probe, fits, member_bytes
 from harness.models import model_entry, parameter_count
 from harness.trialconfig import fusible_names, shape_settings, with_batch_seed
 
 MAX_AUTO = 8
-BYTES_PER_PARAM = 20  # weights + grads + Adam m, v (4 x 4 bytes), x 1.25 for activations
-GPU_SHARE_USED = 0.8
-DEFAULT_GPU_BYTES = 16 * 2**30  # assumed when no GPU can be asked (said so in `why`)
+MIN_GAIN = 1.2  # a group must train this many times the member-samples/s of a trial alone
+GPU_SHARE_USED = 0.8  # of the free memory in the trial's GPU share
+PROBE_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class FusePlan:
     setting: int | str
     size: int
     why: str = ""
+    probe: dict[str, Any] | None = None  # what the GPU measurement found (sweep.json)
 
     @property
     def fused(self) -> bool:
@@ -61,14 +62,18 @@ class FusePlan:
         return math.ceil(trials / self.size) if trials > 0 else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"setting": self.setting, "size": self.size, "why": self.why}
+        out: dict[str, Any] = {"setting": self.setting, "size": self.size, "why": self.why}
+        if self.probe is not None:
+            out["probe"] = self.probe
+        return out
 
 
-def plan_fuse(
-    spec: SweepSpec, data: Dataset, gpu_bytes: Callable[[], int | None] | None = None
-) -> FusePlan:
-    """The group size for `spec` (see the module docstring for the auto rule); `gpu_bytes`
-    tells a GPU's memory, asked only when the members might not fit (over 1 GB together)."""
+ProbeFn = Callable[[list[int]], "Probe | None"]
+
+
+def plan_fuse(spec: SweepSpec, data: Dataset, probe: ProbeFn | None = None) -> FusePlan:
+    """The group size for `spec` (see the module docstring for the auto rule); `probe(sizes)`
+    measures those group sizes on a GPU (None: no GPU answered)."""
     setting = spec.resources.fuse
     if setting != "auto":
         return FusePlan(setting, int(setting), "as set")
@@ -79,58 +84,61 @@ def plan_fuse(
     if spec.resources.gpu <= 0:
         return FusePlan(setting, 1, "CPU trials: fused groups measured no faster on CPU")
     budget = spec.budget
-    n = min(MAX_AUTO, max(1, math.ceil(budget.num_samples / budget.max_concurrent)))
-    why = f"GPU trials: up to {MAX_AUTO}, {budget.num_samples} trials {budget.max_concurrent} at a time"
-    member = member_params(spec, data) * BYTES_PER_PARAM if n > 1 else 0
-    if n * member > 2**30:
-        total = gpu_bytes() if gpu_bytes is not None else None
-        share = (total or DEFAULT_GPU_BYTES) * min(1.0, spec.resources.gpu) * GPU_SHARE_USED
-        fit = max(1, int(share // member))
-        if fit < n:
-            n = fit
-            assumed = (
-                "" if total else f" (assumed {DEFAULT_GPU_BYTES / 2**30:g} GB: no GPU answered)"
-            )
-            why += f"; {member / 2**30:.1f} GB a member, {fit} fit the GPU share{assumed}"
-    return FusePlan(setting, n, why)
-
-
-def member_params(spec: SweepSpec, data: Dataset) -> int:
-    """Parameters of a member (the baseline's settings)."""
+    cap = min(MAX_AUTO, max(1, math.ceil(budget.num_samples / budget.max_concurrent)))
+    if cap == 1:
+        return FusePlan(setting, 1, f"{budget.num_samples} trials {budget.max_concurrent} at a time")
     cfg = spec.trial_config(spec.baseline_params())
-    return parameter_count(spec.model, cfg.params, data)
+    params = parameter_count(spec.model, cfg.params, data)
+    member = member_bytes(cfg, data, params, cfg.train.cuda_graphs)
+    sizes = [n for n in (1, 2, 4, 8) if n <= cap] + ([cap] if cap not in (1, 2, 4, 8) else [])
+    found = probe(sizes) if probe is not None else None
+    if found is None:
+        return FusePlan(setting, 1, "not measured on a GPU (none answered): one trial per group")
+    return choose(setting, found, member, params, spec.resources.gpu, sizes)
 
 
-def needs_gpu_memory(spec: SweepSpec) -> bool:
-    """Whether plan_fuse would look at the GPU's memory."""
-    return (
-        spec.resources.fuse == "auto"
-        and spec.resources.gpu > 0
-        and model_entry(spec.model).fused_forward is not None
-    )
+def choose(
+    setting: int | str, found: Probe, member: int, params: int, share: float, sizes: list[int]
+) -> FusePlan:
+    """The measured size with the most member-samples/s that fits the free memory and gains
+    MIN_GAIN over a trial alone (else 1), and why, in figures."""
+    fit = fits(found.free_bytes, share, member, params, GPU_SHARE_USED)
+    solo = found.rate(1)
+    ok = [r for r in found.runs if r.members in sizes and r.members <= fit and r.samples_per_s > 0]
+    best = max(ok, key=lambda r: r.samples_per_s, default=None)
+    probe = found.to_dict()
+    if solo <= 0 or best is None:
+        return FusePlan(setting, 1, "the GPU measurement failed: one trial per group", probe)
+    gain = best.samples_per_s / solo
+    figures = f"{best.members} together trained {gain:.2f}x the samples/s of one"
+    memory = f"{member / 2**30:.2f} GB a member, {fit} fit {found.free_bytes / 2**30:.0f} GB free"
+    if best.members == 1 or gain < MIN_GAIN:
+        return FusePlan(setting, 1, f"measured: {figures} (under {MIN_GAIN}x); {memory}", probe)
+    return FusePlan(setting, best.members, f"measured: {figures}; {memory}", probe)
 
 
-def gpu_memory(gpu: float, timeout_s: float = 60) -> int | None:
-    """Bytes of memory of a GPU a trial would get: the driver's own GPU when it has one, else
-    asked of the cluster by a tiny Ray task holding the trial's GPU share (None: no answer)."""
-    here = _device_memory()
-    if here is not None:
-        return here
-    try:
-        import ray
+def gpu_probe(spec: SweepSpec, data: Dataset, timeout_s: float = PROBE_TIMEOUT_S) -> ProbeFn:
+    """probe(sizes) for plan_fuse: a Ray task holding the trial's GPU share times the
+    baseline's groups there (harness.footprint.measure); None if no GPU answered in time."""
 
-        ref = ray.remote(num_cpus=0, num_gpus=min(gpu, 1.0))(_device_memory).remote()
-        return ray.get(ref, timeout=timeout_s)
-    except Exception:  # noqa: BLE001 -- no GPU answered in time: the default is assumed
-        return None
+    def probe(sizes: list[int]) -> Probe | None:
+        try:
+            import ray
+
+            cfg = spec.trial_config(spec.baseline_params())
+            task = ray.remote(num_cpus=0, num_gpus=min(spec.resources.gpu, 1.0))(_measure)
+            found = ray.get(task.remote(cfg, data, sizes), timeout=timeout_s)
+            return Probe.from_dict(found)
+        except Exception:  # noqa: BLE001 -- no GPU answered in time: one trial per group
+            return None
+
+    return probe
 
 
-def _device_memory() -> int | None:
-    import torch
+def _measure(cfg: Any, data: Dataset, sizes: list[int]) -> dict[str, Any]:
+    from harness.footprint import measure
 
-    if not torch.cuda.is_available():
-        return None
-    return int(torch.cuda.get_device_properties(0).total_memory)
+    return measure(cfg, data, sizes, device="cuda").to_dict()
 
 
 # ----------------------------------------------------------------- who may share a group

@@ -33,7 +33,7 @@ from harness.lock import LOCK_FILE, FolderLock
 from harness.sweep import checkpoints
 from harness.sweep.callback import SweepCallback
 from harness.sweep.console import Console
-from harness.sweep.groups import FusePlan, gpu_memory, plan_fuse
+from harness.sweep.groups import FusePlan, gpu_probe, plan_fuse
 from harness.sweep.halt import STORAGE_FAULTS, Halt, caused_by_storage, describe
 from harness.sweep.population import Population
 from harness.sweep.provenance import sweep_info
@@ -110,7 +110,7 @@ def run(
         log.info("timeline: ray ready at %.2f s", time.time() - started)
         check_fits(spec, cluster, console)
         max_t = spec.max_t(int(data.train_x.shape[0]))
-        fuse = plan_fuse(spec, data, lambda: gpu_memory(spec.resources.gpu))
+        fuse = plan_fuse(spec, data, gpu_probe(spec, data))
         info = sweep_info(spec, data, cluster, max_t, command, started, folder if resume else None)
         info["fuse"] = fuse.to_dict()
         if search.record() is not None:
