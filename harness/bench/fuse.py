@@ -3,10 +3,11 @@
 For each group size N, the same N member configs (seeds 0..N-1, learning rates spread over
 half to twice the base) train for `--steps` batches twice in this process: once as N
 separate runs one after another, once as one group (`trainer.train_group`), and on CUDA
-once more with the step captured as a CUDA graph. Every figure is the loop's own clock
-(set-up and evaluation excluded) over the same steps, so the ratio fused / sequential
-compares like with like; the dev and test splits are cut to a few hundred samples so the
-closing evaluations stay cheap. `--impl` picks the forms of a group to time: `auto` (what
+once more with the step captured as a CUDA graph. Every figure is the steady rate of the
+loop's own steps (harness.footprint.timed): building, the warm-up steps and the graph
+captures are timed apart (`setup_s`, printed beside) and left out of samples/s, so the
+ratio fused / sequential compares like with like and a short run is not charged for a
+capture a long trial pays once. `--impl` picks the forms of a group to time: `auto` (what
 `train_group` chooses; on the CPU a timed step decides between the two below), `fused`
 (one module, stacked weights, grouped kernels), `stacked` (the members' plain models side
 by side, what the LSTM models use) and `vmap` (torch.func.functional_call under vmap over
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from harness import files, trainer
+from harness import files, footprint, trainer
 from harness.bench.loop import machine
 from harness.errors import UserError, exit_on_user_error
 from harness.members import FUSE_MODES
@@ -90,28 +91,29 @@ def member_configs(cfg: TrialConfig, n: int, steps: int) -> list[TrialConfig]:
     return out
 
 
-Rates = tuple[float, float]  # samples per wall second, samples per CPU second
+Rates = tuple[float, float, float]  # samples per wall second, per CPU second; set-up seconds
+WARM = 3  # steps before the clock starts (past the graph's warm-up and capture)
 
 
-def _rates(summaries: Sequence[trainer.TrialSummary], wall: float, cpu: float) -> Rates:
-    samples = sum(s.samples for s in summaries)
-    return samples / max(wall, 1e-9), samples / max(cpu, 1e-9)
+def _rates(runs: Sequence[footprint.Measurement]) -> Rates:
+    """Combined rates of runs made one after another (each its own samples)."""
+    wall = sum(1 / r.samples_per_s for r in runs)  # seconds per sample, added up
+    cpu = sum(1 / r.samples_per_cpu_s for r in runs)
+    return len(runs) / wall, len(runs) / cpu, sum(r.setup_s for r in runs)
 
 
-def sequential(cfgs: list[TrialConfig], data: Any, device: str) -> Rates:
+def sequential(cfgs: list[TrialConfig], data: Any, device: str, steps: int) -> Rates:
     """Combined samples/s of the members run one after another."""
-    runs = [trainer.train(c, data, device=device) for c in cfgs]
-    return _rates(runs, sum(s.train_seconds for s in runs), sum(s.train_cpu_seconds for s in runs))
+    dev = torch.device(device)
+    return _rates([footprint.timed([c], data, dev, steps, "auto", WARM) for c in cfgs])
 
 
-def grouped(cfgs: list[TrialConfig], data: Any, device: str, impl: str) -> tuple[Rates, str]:
+def grouped(cfgs: list[TrialConfig], data: Any, device: str, impl: str, steps: int) -> tuple[Rates, str]:
     """Combined samples/s of the members as one group, and the row's name (the form the
     group took, and whether its step ran as a CUDA graph)."""
-    out = trainer.train_group(cfgs, data, device=device, fuse=impl)
-    form = "fused" if out[0].fused else "stacked"
-    name = f"auto ({form})" if impl == "auto" else impl
-    rates = _rates(out, out[0].train_seconds, out[0].train_cpu_seconds)
-    return rates, name + (", cuda graphs" if out[0].cuda_graphs else "")
+    m = footprint.timed(cfgs, data, torch.device(device), steps, impl, WARM)
+    name = f"auto ({'fused' if m.fused else 'stacked'})" if impl == "auto" else impl
+    return (m.samples_per_s, m.samples_per_cpu_s, m.setup_s), name + (", cuda graphs" if m.captured else "")
 
 
 def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, Any]:
@@ -137,7 +139,7 @@ def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, 
     echo("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     echo(f"{cfg.model} on {full.name}: batch {cfg.train.batch_size}, {args.steps} steps per run")
     # warm-up: allocator, thread pools, kernels
-    trainer.train(member_configs(cfg, 1, min(5, args.steps))[0], data, device=dev)
+    sequential(member_configs(cfg, 1, 2), data, dev, 2)
     rows = []
     for n in _sizes(args.members):
         cfgs = member_configs(cfg, n, args.steps)
@@ -146,31 +148,33 @@ def measure(args: argparse.Namespace, echo: Callable[[str], None]) -> dict[str, 
             for graphs in [False] + ([True] if dev == "cuda" else []):
                 run = [replace_train(c, cuda_graphs=graphs) for c in cfgs]
                 key = "sequential, cuda graphs" if graphs else "sequential"
-                modes.setdefault(key, []).append(sequential(run, data, dev))
+                modes.setdefault(key, []).append(sequential(run, data, dev, args.steps))
                 for impl in impls:
                     if n == 1 and impl != "auto":
                         continue
-                    rate, name = grouped(run, data, dev, impl)
+                    rate, name = grouped(run, data, dev, impl, args.steps)
                     modes.setdefault(name, []).append(rate)
         base = [statistics.median(v[c] for v in modes["sequential"]) for c in (0, 1)]
         for name, values in modes.items():
-            rate, cpu = (statistics.median(v[c] for v in values) for c in (0, 1))
+            rate, cpu, setup = (statistics.median(v[c] for v in values) for c in (0, 1, 2))
             rows.append({"members": n, "mode": name, "samples_per_s": rate, "per_member": rate / n,
                          "ratio": rate / base[0], "samples_per_cpu_s": cpu,
-                         "cpu_ratio": cpu / base[1]})  # fmt: skip
+                         "cpu_ratio": cpu / base[1], "setup_s": setup})  # fmt: skip
     return {"model": cfg.model, "device": str(device), "machine": info, "steps": args.steps,
             "batch_size": cfg.train.batch_size, "rows": rows}  # fmt: skip
 
 
 def render(res: dict[str, Any]) -> str:
     head = f"{'N':>3}  {'mode':<26} {'samples/s':>12} {'per member':>11} {'x sequential':>13}"
-    lines = [head + f" {'samples/CPU-s':>14} {'x seq. (CPU)':>13}"]
+    lines = [head + f" {'samples/CPU-s':>14} {'x seq. (CPU)':>13} {'set-up s':>9}"]
     for r in res["rows"]:
         lines.append(
             f"{r['members']:>3}  {r['mode']:<26} {r['samples_per_s']:>12,.0f} "
             f"{r['per_member']:>11,.0f} {r['ratio']:>12.2f}x {r['samples_per_cpu_s']:>14,.0f}"
-            f" {r['cpu_ratio']:>12.2f}x"
+            f" {r['cpu_ratio']:>12.2f}x {r['setup_s']:>9.2f}"
         )
+    lines.append("samples/s: steady steps after warm-up and capture; set-up: building, warm-up,"
+                 " capture (timed apart)")
     return "\n".join(lines)
 
 
