@@ -408,21 +408,44 @@ class SweepResults:
 
 
 def _read(path: Path, schema: pa.Schema) -> pd.DataFrame:
-    if path.exists():
+    if not path.exists():
+        return schema.empty_table().to_pandas()
+    try:
         return pd.read_parquet(path)
-    return schema.empty_table().to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        why = " ".join(str(exc).split())[:200]
+        raise UserError(f"{path}: not a readable Parquet file ({why}); restore it from a copy, "
+                        "or run the sweep again with --overwrite") from None  # fmt: skip
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    """sweep.json: a JSON object whose `spec` is one, with a metric (or a list of them) that
+    has a name; one UserError line naming what is wrong."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    spec = info.get("spec", {})
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: spec: expected an object, got {type(spec).__name__}")
+    metric = spec.get("metric", {})
+    metrics = metric if isinstance(metric, list) else [metric]
+    if not metrics or not all(isinstance(m, dict) for m in metrics):
+        raise UserError(f"{path}: spec.metric: expected {{name, goal}} (or a list of them), got "
+                        f"{json.dumps(metric)[:80]}")  # fmt: skip
+    return info
 
 
 def load(path: str | os.PathLike) -> SweepResults:
-    """Read results/<name>/ into DataFrames (raises UserError when it is not a results folder)."""
+    """Read results/<name>/ into DataFrames (raises UserError when it is not a results folder,
+    or one of its files is damaged: one line naming the file)."""
     folder = Path(path)
     info_path = folder / SWEEP_FILE
     if not info_path.exists():
         raise UserError(f"{folder}: not a sweep results folder (no {SWEEP_FILE})")
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{info_path}: unreadable ({exc})") from None
+    info = _read_info(info_path)
     with tables_lock(folder, shared=True):  # not between a running sweep's table writes
         trials = _read(folder / TRIALS_FILE, TRIALS_SCHEMA)
         metrics = _read(folder / METRICS_FILE, METRICS_SCHEMA)

