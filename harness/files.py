@@ -150,3 +150,14 @@ def usable_file(path: str | os.PathLike, what: str = "--out") -> Path:
     if problem:
         raise UserError(f"{what} {path}: {problem}")
     return path
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as a person reads it on the console: relative to the working folder when it
+    lies under it (results/textcnn), else as it is."""
+    text = os.fspath(path)
+    try:
+        rel = os.path.relpath(os.path.abspath(text))
+    except ValueError:  # another drive (Windows)
+        return text
+    return text if rel == ".." or rel.startswith("../") else rel

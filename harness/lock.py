@@ -113,6 +113,26 @@ class FolderLock:
         self.fd = None
 
 
+def live_holder(folder: str | os.PathLike) -> str | None:
+    """Who holds `folder`'s sweep lock now (`pid 12 on host since ...`, or `a live process`),
+    or None when no sweep runs there. An instant's shared probe, never a wait."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: no sweep ever ran there (or it cannot be read)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        return _read_holder(fd).strip(" ()") or "a live process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_holder(fd: int) -> str:
     try:
         text = os.pread(fd, 200, 0).decode(errors="replace").strip()

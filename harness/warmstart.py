@@ -18,6 +18,10 @@ of warm starts) as the user attribute `warm_start`, and `add` skips origins the 
 already, so a --resume (or a second build of the searcher) adds nothing twice. Added trials
 are the study's, not the sweep's: they have no rows in the tables, do not count towards
 budget.num_samples, and are not rerun.
+
+An earlier sweep still running (its folder locked, harness.lock) gives the trials finished so
+far, and the console warns, naming how many and who runs it; a folder whose trials.parquet is
+damaged is refused: its study may be as damaged.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness import space
 from harness.errors import UserError
+from harness.lock import live_holder
 from harness.trialconfig import resolve
 from harness.values import show
 
@@ -48,6 +53,7 @@ _IGNORED = {"seed", "data_seed", "device", "cuda_graphs", "eval_batch_size", "gr
             "vanish_threshold", "explode_threshold"}  # fmt: skip
 _SWEEP_FILE = "sweep.json"  # harness.results.SWEEP_FILE (no import: results imports pyarrow)
 _OPTUNA_FILE = "optuna.db"
+_TRIALS_FILE = "trials.parquet"
 
 
 @dataclass
@@ -57,6 +63,7 @@ class Earlier:
     folder: Path
     spec: dict[str, Any]
     trials: list[FrozenTrial]
+    live: str | None = None  # who runs it now (harness.lock), if a sweep still does
 
     @functools.cached_property
     def fixed(self) -> dict[str, Any]:
@@ -90,6 +97,7 @@ def read(folder: Path) -> Earlier:
         spec["model"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"{folder}: {_SWEEP_FILE} is unreadable or holds no spec") from None
+    _check_table(folder / _TRIALS_FILE)
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}")
         study = optuna.load_study(study_name=name, storage=storage)
@@ -101,7 +109,22 @@ def read(folder: Path) -> Earlier:
               t.intermediate_values]  # fmt: skip
     if len(study.directions) > 1:  # NSGA-II learns from complete trials only
         trials = [t for t in trials if t.state == TrialState.COMPLETE]
-    return Earlier(folder, spec, trials)
+    return Earlier(folder, spec, trials, live_holder(folder))
+
+
+def _check_table(path: Path) -> None:
+    """A trials.parquet that exists must be whole (its footer readable): a truncated one says
+    the folder was damaged (the sweep's writer never leaves one)."""
+    if not path.exists():
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except Exception as exc:  # noqa: BLE001 -- any failure to read it is the folder's damage
+        why = " ".join(str(exc).split())[:120]
+        raise UserError(f"{path}: not a readable Parquet file ({why}); this folder is damaged"
+                        ) from None  # fmt: skip
 
 
 # ------------------------------------------------------------------------- the check
@@ -263,6 +286,13 @@ class WarmTrials:
     trials: list[FrozenTrial]
     left_out: int  # finished earlier trials outside this space
     folders: tuple[str, ...]
+    live: tuple[tuple[str, int, str], ...] = ()  # (folder, trials taken, who runs it) per live one
+
+    def warnings(self) -> list[str]:
+        """One line per earlier sweep that still runs: its later trials are not in this study."""
+        return [f"warm_start: {folder} is still running ({who}): took the {n} trial(s) it has "
+                "finished so far; the ones it finishes later are not added"
+                for folder, n, who in self.live]  # fmt: skip
 
     def line(self) -> str:
         """The console's line about them."""
@@ -281,9 +311,11 @@ def trials(spec: SweepSpec) -> WarmTrials:
     seen: set[str] = set()
     dists = space.optuna_space(spec.parameters)
     fixed = _fixed(spec)
+    live = []
     for folder in spec.warm_start:
         old = read(Path(folder))
         names = _names(spec, old)
+        taken = len(out)
         for t in old.trials:
             origin = str(t.user_attrs.get(WARM_ATTR) or f"{folder}#{t.number}")
             if origin in seen:
@@ -293,7 +325,9 @@ def trials(spec: SweepSpec) -> WarmTrials:
                 continue
             seen.add(origin)
             out.append(_convert(spec, old, t, dists, origin))
-    return WarmTrials(out, left_out, tuple(spec.warm_start))
+        if old.live:
+            live.append((folder, len(out) - taken, old.live))
+    return WarmTrials(out, left_out, tuple(spec.warm_start), tuple(live))
 
 
 def _convert(
