@@ -309,14 +309,6 @@ def remove(folder: str | os.PathLike) -> None:
         (Path(folder) / name).unlink(missing_ok=True)
 
 
-def _goal(spec: Mapping[str, Any]) -> str:
-    """The (first) objective's goal of a sweep's resolved spec (sweep.json)."""
-    metric = spec.get("metric") or {}
-    if isinstance(metric, list):
-        metric = metric[0] if metric else {}
-    return str(metric.get("goal", "maximize"))
-
-
 def kept_models(folder: str | os.PathLike) -> list[str]:
     """Trial ids with a complete kept model under a sweep's models/ folder."""
     from harness.results import MODELS_DIR
@@ -349,7 +341,7 @@ def locate(path: str | os.PathLike, trial: str | int | None = None) -> Path:
                                 f"{', '.join(kept) or 'none'})")  # fmt: skip
             return folder / rs.MODELS_DIR / tid
         rows = res.trials.to_dict("records")
-        best = [t for t in rs.ranking(rows, _goal(res.spec)) if t in kept] or kept
+        best = [t for t in rs.ranking(rows, res.goal) if t in kept] or kept
         if not best:
             raise UserError(f"{folder}: no kept models in {rs.MODELS_DIR}/ (the sweep ran with "
                             "keep_best: 0, or no trial completed)")  # fmt: skip

@@ -406,6 +406,23 @@ class SweepResults:
     def param_columns(self) -> list[str]:
         return [c for c in self.trials.columns if c.startswith(PARAM_PREFIX)]
 
+    @property
+    def goal(self) -> str:
+        """maximize | minimize: the (first) objective's goal."""
+        metric = self.spec.get("metric") or {}
+        if isinstance(metric, list):
+            metric = metric[0] if metric else {}
+        return str(metric.get("goal", "maximize"))
+
+    def top(self, n: int = 3) -> pd.DataFrame:
+        """The n best trials as the sweep ranks them (the console's top table, keep_best,
+        predict's best trial): COMPLETED trials by the objective (`metric`), ties to the
+        earlier Optuna trial. A PRUNED trial's `metric` is its value at the report where it
+        was stopped, not a finished trial's, so it never ranks here."""
+        order = ranking(self.trials.to_dict("records"), self.goal)[:n]
+        by_id = self.trials.set_index("trial_id", drop=False)
+        return by_id.loc[order].reset_index(drop=True)
+
 
 def _read(path: Path, schema: pa.Schema) -> pd.DataFrame:
     if not path.exists():
