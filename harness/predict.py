@@ -96,7 +96,8 @@ def clean(texts: Sequence[str], where: str = "text") -> list[str]:
     for i, t in enumerate(out):
         if not t:
             which = f"{where} {i + 1}" if len(out) > 1 else where
-            raise UserError(f"{which}: empty text (nothing to label: a model would see padding only)")
+            raise UserError(f"{which}: empty text (nothing to label: the model would see "
+                            "padding only)")  # fmt: skip
     return out
 
 

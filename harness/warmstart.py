@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness import space
 from harness.errors import UserError
+from harness.files import shown
 from harness.lock import live_holder
 from harness.trialconfig import resolve
 from harness.values import show
@@ -86,23 +87,24 @@ class Earlier:
 def read(folder: Path) -> Earlier:
     """The earlier sweep in `folder`; a UserError line (without the key path) if it is none."""
     info_path, db = folder / _SWEEP_FILE, folder / _OPTUNA_FILE
+    where = shown(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such results folder")
+        raise UserError(f"{where}: no such results folder")
     if not info_path.exists() or not db.exists():
         missing = _SWEEP_FILE if not info_path.exists() else _OPTUNA_FILE
-        raise UserError(f"{folder}: not a results folder of a sweep (no {missing})")
+        raise UserError(f"{where}: not a results folder of a sweep (no {missing})")
     try:
         spec = json.loads(info_path.read_text())["spec"]
         name = spec["name"]
         spec["model"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{folder}: {_SWEEP_FILE} is unreadable or holds no spec") from None
+        raise UserError(f"{where}: {_SWEEP_FILE} is unreadable or holds no spec") from None
     _check_table(folder / _TRIALS_FILE)
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}")
         study = optuna.load_study(study_name=name, storage=storage)
     except Exception as exc:  # noqa: BLE001 -- any failure to read it is the user's file
-        raise UserError(f"{folder}: cannot read the Optuna study {name!r} in {db.name} "
+        raise UserError(f"{where}: cannot read the Optuna study {name!r} in {db.name} "
                         f"({type(exc).__name__})") from None  # fmt: skip
     states = (TrialState.COMPLETE, TrialState.PRUNED)
     trials = [t for t in study.get_trials(deepcopy=False, states=states) if t.values or
@@ -123,8 +125,9 @@ def _check_table(path: Path) -> None:
         pq.read_metadata(path)
     except Exception as exc:  # noqa: BLE001 -- any failure to read it is the folder's damage
         why = " ".join(str(exc).split())[:120]
-        raise UserError(f"{path}: not a readable Parquet file ({why}); this folder is damaged"
-                        ) from None  # fmt: skip
+        raise UserError(
+            f"{shown(path)}: not a readable Parquet file ({why}); this folder is damaged"
+        ) from None
 
 
 # ------------------------------------------------------------------------- the check
@@ -137,7 +140,7 @@ def problems(spec: SweepSpec, folder: Path) -> list[str]:
     except UserError as exc:
         return [str(exc)]
     lines = []
-    where = str(folder)
+    where = shown(folder)
     if old.spec.get("model") != spec.model:
         return [f"{where}: model: {old.spec.get('model')} there, {spec.model} here"]
     here = [(m.name, m.goal) for m in spec.metrics]
@@ -290,13 +293,13 @@ class WarmTrials:
 
     def warnings(self) -> list[str]:
         """One line per earlier sweep that still runs: its later trials are not in this study."""
-        return [f"warm_start: {folder} is still running ({who}): took the {n} trial(s) it has "
-                "finished so far; the ones it finishes later are not added"
+        return [f"warm_start: {shown(folder)} is still running ({who}): took the {n} trial(s) "
+                "it has finished so far; the ones it finishes later are not added"
                 for folder, n, who in self.live]  # fmt: skip
 
     def line(self) -> str:
         """The console's line about them."""
-        names = ", ".join(self.folders)
+        names = ", ".join(shown(f) for f in self.folders)
         out = f"  warm start: {len(self.trials)} finished trial(s) from {names}"
         if self.left_out:
             out += f" ({self.left_out} outside this space left out)"

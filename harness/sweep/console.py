@@ -151,7 +151,9 @@ class Console:
         """Until the first trial reports, Ray starts a process per trial that imports torch and
         the loop and fetches the data: seconds on a small machine."""
         if trials > 0:
-            self.print("  starting the first trials (a process each: torch, the loop, the data) ...")
+            self.print(
+                "  starting the first trials (a process each: torch, the loop, the data) ..."
+            )
 
     def grouping(self, fuse: FusePlan, trials: int, cluster: Mapping[str, Any]) -> None:
         """How trials are grouped (resources.fuse): '8 trials in 2 groups of 4 on 1 GPU'.

@@ -392,7 +392,7 @@ def _stopped(folder: Path, fault: str, started: float) -> SweepOutcome:
     except Exception:  # noqa: BLE001 -- no table written yet, or unreadable: say so
         kept = f"no readable {rs.TRIALS_FILE}"
     line = (
-        f"{fault}; the sweep stopped. Kept in {folder}/: {kept}, and {rs.OPTUNA_FILE}; "
+        f"{fault}; the sweep stopped. Kept in {shown(folder)}/: {kept}, and {rs.OPTUNA_FILE}; "
         "make room (or fix the folder), then run the same command with --resume"
     )
     return SweepOutcome(folder, [], time.time() - started, None, interrupted=True, fault=line)
