@@ -201,7 +201,7 @@ def test_the_summary_says_the_gain_once_in_points_with_the_test_accuracy(tmp_pat
     assert line == ("best trial bbb (#1): best_dev_acc 0.8197, +0.69 pt over the baseline "
                     "(0.8128); test_acc 0.8123")  # fmt: skip
     assert "best best_" not in text and "vs baseline" not in text
-    assert sweep.console.gain("best_dev_loss", "minimize", 0.40, 0.45) == "-0.05 (lower is better)"
+    assert sweep.console.gain("best_dev_loss", "minimize", 0.40, 0.45) == "0.05 below the baseline"
 
 
 def test_both_iteration_numbers_are_named_in_the_lines_and_the_table(tmp_path: Path) -> None:

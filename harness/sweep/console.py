@@ -41,12 +41,14 @@ def study_url(folder: Path) -> str:
 
 
 def gain(metric: str, goal: str, best: float, base: float) -> str:
-    """How far `best` beat `base`: in points for an accuracy or F1 (fractions), else the
-    difference, with the direction the goal calls better."""
-    better = (best - base) if goal == "maximize" else (base - best)
-    if any(k in metric for k in ("acc", "f1")):
-        return f"{better * 100:+.2f} pt"
-    return f"{better:+.4g}" if goal == "maximize" else f"{best - base:+.4g} (lower is better)"
+    """How far `best` beat the baseline's `base`, in the goal's direction: in points for an
+    accuracy or F1 (fractions), else the plain difference."""
+    diff = best - base
+    points = any(k in metric for k in ("acc", "f1"))
+    size = f"{abs(diff) * 100:.2f} pt" if points else f"{abs(diff):.4g}"
+    if goal == "maximize":
+        return f"+{size} over the baseline" if diff >= 0 else f"{size} below the baseline"
+    return f"{size} below the baseline" if diff <= 0 else f"{size} above the baseline"
 
 
 class Console:
@@ -292,7 +294,7 @@ class Console:
                 line += " (the baseline itself)"
             elif finite(base.get("metric")):
                 by = gain(metric, goal, float(best["metric"]), float(base["metric"]))
-                line += f", {by} over the baseline ({fmt(base['metric'])})"
+                line += f", {by} ({fmt(base['metric'])})"
             else:
                 line += f" (the baseline ended {base.get('status')})"
         if metric != "test_acc" and finite(best.get("test_acc")):

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 
@@ -101,11 +102,11 @@ class ResultFiles(tune.Callback):
         path = f"{storage.trial_fs_path}/result.json"
         fs = storage.storage_filesystem
         try:
-            if fs.get_file_info(path).type.name == "NotFound":
+            if fs.get_file_info(path).type == pafs.FileType.NotFound:
                 fs.create_dir(storage.trial_fs_path, recursive=True)
                 with fs.open_output_stream(path):
                     pass
-        except OSError as exc:  # a storage that cannot take it: Ray's warning comes back, no more
+        except Exception as exc:  # noqa: BLE001 -- best effort: at worst Ray's warning comes back
             logging.getLogger(__name__).debug("no empty result.json for %s: %s", trial, exc)
 
 
