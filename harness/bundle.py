@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -88,6 +88,7 @@ def save(
     data: the harness.data.Dataset the weights were trained on (vocabulary, classes);
     info: extra JSON-able facts for model.json (scores, the trial or run it came from)."""
     folder = Path(folder)
+    _check_classes(list(data.classes), f"{folder / META}: classes")
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     write_with(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp), {"format": "pt"}))
@@ -170,7 +171,8 @@ def _read_json(path: Path) -> Any:
 
 
 def _settings(folder: Path) -> tuple[dict[str, Any], TrialConfig, DataSpec]:
-    """model.json read and checked: (its contents, the config, the data settings)."""
+    """model.json read and checked: (its contents, the config, the data settings). A saved
+    model is data: its `data.cache_dir` (where some machine kept its cache) is not obeyed."""
     if not folder.is_dir():
         what = "not a folder" if folder.exists() else "no such folder"
         raise UserError(f"{folder}: {what}")
@@ -183,12 +185,87 @@ def _settings(folder: Path) -> tuple[dict[str, Any], TrialConfig, DataSpec]:
         raise UserError(f"{where}: format {got!r}, this harness reads format {FORMAT}")
     try:
         config = resolve(str(meta["model"]), dict(meta["config"]))
-        data = DataSpec(**dict(meta["data"]))
+        settings = {k: v for k, v in dict(meta["data"]).items() if k not in _WHERE_TO_WRITE}
+        data = DataSpec(**settings)
     except UserError as exc:
         raise UserError(f"{where}: {str(exc).splitlines()[0]}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{where}: bad model, config or data entry ({exc})") from None
+    _check_classes(meta.get("classes"), f"{where}: classes")
+    _check_shapes(folder, config, data, meta)
     return meta, config, data
+
+
+_WHERE_TO_WRITE = ("cache_dir",)  # DataSpec fields that choose a place to write: this machine's
+
+
+def _check_classes(classes: Any, where: str) -> None:
+    """A non-empty list of distinct names (two equal names would give two equal p_ columns)."""
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"{where}: must be a non-empty list of names")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(classes):
+        if name in seen:
+            raise UserError(f"{where}: {name!r} named twice (entries {seen[name]} and {i}); "
+                            "class names must differ")  # fmt: skip
+        seen[name] = i
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from the safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (a saved model holds {', '.join(FILES)})") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _show_shape(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(n) for n in shape) + "]"
+
+
+def _check_shapes(folder: Path, config: TrialConfig, data: DataSpec, meta: dict[str, Any]) -> None:
+    """The sizes model.json claims (embed, num_filters, hidden sizes, pad_size for the
+    Transformer, vocabulary and classes) must give exactly the tensors model.safetensors
+    holds: the model is built on torch's meta device (no memory) and its state_dict's shapes
+    compared with the file's header, before anything is allocated. A mismatch is one line
+    naming the tensor."""
+    from harness.models import build_model
+
+    have = _header_shapes(folder / WEIGHTS)
+    params = config.params
+    if params.embedding_path and "embedding.weight" in have:  # its width is in the weights
+        params = dataclasses.replace(params, embedding_path=None,
+                                     embed=int(have["embedding.weight"][1]))  # fmt: skip
+    vocab_size = meta.get("vocab_size")
+    classes = meta.get("classes") or []
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 3:
+        raise UserError(f"{folder / META}: vocab_size must be an integer >= 3, got {vocab_size!r}")
+    try:
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):
+            model = build_model(config.model, params, vocab_size=vocab_size,
+                                num_classes=len(classes), pad_id=vocab_size - 1,
+                                seq_len=data.pad_size)  # fmt: skip
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- settings no model accepts: the file's fault
+        raise UserError(f"{folder / META}: its settings build no {config.model} "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                        ) from None  # fmt: skip
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name, shape in want.items():
+        if name not in have:
+            raise UserError(f"{folder / WEIGHTS}: no tensor {name!r}, which {config.model} as "
+                            f"configured in {META} has")  # fmt: skip
+        if have[name] != shape:
+            raise UserError(f"{folder / WEIGHTS}: tensor {name!r} is {_show_shape(have[name])}, "
+                            f"but {META}'s settings make it {_show_shape(shape)}")  # fmt: skip
+    extra = sorted(set(have) - set(want))
+    if extra:
+        raise UserError(f"{folder / WEIGHTS}: tensor {extra[0]!r} is not part of "
+                        f"{config.model} as configured in {META}")  # fmt: skip
 
 
 def settings(folder: str | os.PathLike) -> tuple[TrialConfig, DataSpec]:
@@ -201,9 +278,7 @@ def load(folder: str | os.PathLike) -> Bundle:
     """Read a saved model; every problem is one UserError naming the file."""
     folder = Path(folder)
     meta, config, data = _settings(folder)
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise UserError(f"{folder / META}: classes must be a non-empty list of names")
+    classes = meta["classes"]
     vocab = _read_json(folder / VOCAB)
     if (
         not isinstance(vocab, list)
@@ -211,6 +286,9 @@ def load(folder: str | os.PathLike) -> Bundle:
         or vocab[-2:] != [UNK, PAD]
     ):
         raise UserError(f"{folder / VOCAB}: expected a list of tokens ending with {UNK}, {PAD}")
+    if len(vocab) != meta["vocab_size"]:
+        raise UserError(f"{folder / VOCAB}: {len(vocab)} tokens, but {META} says vocab_size "
+                        f"{meta['vocab_size']}")  # fmt: skip
     try:
         weights = load_file(str(folder / WEIGHTS), device="cpu")
     except FileNotFoundError:
@@ -229,14 +307,6 @@ def remove(folder: str | os.PathLike) -> None:
     """Delete the model files in `folder` (a run that saved no model leaves none behind)."""
     for name in (META, VOCAB, WEIGHTS):  # model.json first: the folder stops being a model
         (Path(folder) / name).unlink(missing_ok=True)
-
-
-def _goal(spec: Mapping[str, Any]) -> str:
-    """The (first) objective's goal of a sweep's resolved spec (sweep.json)."""
-    metric = spec.get("metric") or {}
-    if isinstance(metric, list):
-        metric = metric[0] if metric else {}
-    return str(metric.get("goal", "maximize"))
 
 
 def kept_models(folder: str | os.PathLike) -> list[str]:
@@ -271,7 +341,7 @@ def locate(path: str | os.PathLike, trial: str | int | None = None) -> Path:
                                 f"{', '.join(kept) or 'none'})")  # fmt: skip
             return folder / rs.MODELS_DIR / tid
         rows = res.trials.to_dict("records")
-        best = [t for t in rs.ranking(rows, _goal(res.spec)) if t in kept] or kept
+        best = [t for t in rs.ranking(rows, res.goal) if t in kept] or kept
         if not best:
             raise UserError(f"{folder}: no kept models in {rs.MODELS_DIR}/ (the sweep ran with "
                             "keep_best: 0, or no trial completed)")  # fmt: skip

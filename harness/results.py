@@ -406,23 +406,63 @@ class SweepResults:
     def param_columns(self) -> list[str]:
         return [c for c in self.trials.columns if c.startswith(PARAM_PREFIX)]
 
+    @property
+    def goal(self) -> str:
+        """maximize | minimize: the (first) objective's goal."""
+        metric = self.spec.get("metric") or {}
+        if isinstance(metric, list):
+            metric = metric[0] if metric else {}
+        return str(metric.get("goal", "maximize"))
+
+    def top(self, n: int = 3) -> pd.DataFrame:
+        """The n best trials as the sweep ranks them (the console's top table, keep_best,
+        predict's best trial): COMPLETED trials by the objective (`metric`), ties to the
+        earlier Optuna trial. A PRUNED trial's `metric` is its value at the report where it
+        was stopped, not a finished trial's, so it never ranks here."""
+        order = ranking(self.trials.to_dict("records"), self.goal)[:n]
+        by_id = self.trials.set_index("trial_id", drop=False)
+        return by_id.loc[order].reset_index(drop=True)
+
 
 def _read(path: Path, schema: pa.Schema) -> pd.DataFrame:
-    if path.exists():
+    if not path.exists():
+        return schema.empty_table().to_pandas()
+    try:
         return pd.read_parquet(path)
-    return schema.empty_table().to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        why = " ".join(str(exc).split())[:200]
+        raise UserError(f"{path}: not a readable Parquet file ({why}); restore it from a copy, "
+                        "or run the sweep again with --overwrite") from None  # fmt: skip
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    """sweep.json: a JSON object whose `spec` is one, with a metric (or a list of them) that
+    has a name; one UserError line naming what is wrong."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    spec = info.get("spec", {})
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: spec: expected an object, got {type(spec).__name__}")
+    metric = spec.get("metric", {})
+    metrics = metric if isinstance(metric, list) else [metric]
+    if not metrics or not all(isinstance(m, dict) for m in metrics):
+        raise UserError(f"{path}: spec.metric: expected {{name, goal}} (or a list of them), got "
+                        f"{json.dumps(metric)[:80]}")  # fmt: skip
+    return info
 
 
 def load(path: str | os.PathLike) -> SweepResults:
-    """Read results/<name>/ into DataFrames (raises UserError when it is not a results folder)."""
+    """Read results/<name>/ into DataFrames (raises UserError when it is not a results folder,
+    or one of its files is damaged: one line naming the file)."""
     folder = Path(path)
     info_path = folder / SWEEP_FILE
     if not info_path.exists():
         raise UserError(f"{folder}: not a sweep results folder (no {SWEEP_FILE})")
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{info_path}: unreadable ({exc})") from None
+    info = _read_info(info_path)
     with tables_lock(folder, shared=True):  # not between a running sweep's table writes
         trials = _read(folder / TRIALS_FILE, TRIALS_SCHEMA)
         metrics = _read(folder / METRICS_FILE, METRICS_SCHEMA)

@@ -54,7 +54,8 @@ TRIAL_KEYS: dict[str, str] = {
     "trial_id": "Ray Tune's trial id (short, unique within the sweep); in a group: the group's id and the member's index, 9c6ab8ba-2",
     "trial_number": "Optuna trial number (0 is the baseline when baseline: true)",
     "status": "COMPLETED, PRUNED, FAILED or DIVERGED",
-    "metric": "the sweep's objective value (metric.name) as told to Optuna",
+    "metric": "the sweep's objective value (metric.name) as told to Optuna; PRUNED: its value "
+    "at the report where it was stopped (results.load(...).top(n) ranks COMPLETED only)",
     "best_dev_loss": "best dev loss reached",
     "best_dev_acc": "dev accuracy at the best dev loss",
     "best_iteration": "iteration of the best dev loss",

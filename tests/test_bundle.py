@@ -64,6 +64,7 @@ def test_loading_reads_no_pickle_and_names_the_bad_file(run_dir: Path, tmp_path:
     (bad / bundle.WEIGHTS).write_bytes(b"\x80\x04K\x01.")  # a pickle, not safetensors
     with pytest.raises(UserError, match=r"model\.safetensors: not a readable safetensors file"):
         bundle.load(bad)
+    shutil.copy(run_dir / bundle.WEIGHTS, bad / bundle.WEIGHTS)
     (bad / bundle.VOCAB).write_text("[1, 2]")
     with pytest.raises(UserError, match=r"vocab\.json: expected a list of tokens"):
         bundle.load(bad)
@@ -120,3 +121,61 @@ def test_replay_of_a_run_folder_reuses_its_config(run_dir: Path) -> None:
 def test_data_spec_round_trips(run_dir: Path) -> None:
     spec = bundle.load(run_dir).data
     assert isinstance(spec, DataSpec) and spec.pad_size == 16 and spec.name == "thucnews"
+
+
+def _edit_meta(folder: Path, change) -> None:
+    meta = json.loads((folder / bundle.META).read_text(encoding="utf-8"))
+    change(meta)
+    (folder / bundle.META).write_text(json.dumps(meta), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("embed", 10**9, r"'embedding\.weight' is \[\d+, 16\], .* make it \[\d+, 1000000000\]"),
+        ("num_filters", 10**8, r"tensor 'convs\.0\.weight' is \[8, 16, 2\], .*\[100000000, "),
+        ("data.pad_size", 10**9, r"data\.pad_size: at most 8192 tokens per text, got 1000000000"),
+    ],
+)  # fmt: skip
+def test_claimed_sizes_are_checked_against_the_weights_before_anything_is_built(
+    run_dir: Path, tmp_path: Path, key: str, value: int, message: str
+) -> None:
+    """model.json's sizes meet the safetensors header's shapes (the model built on the meta
+    device) before any allocation: a bigger claim is one line naming the tensor, not GBs
+    (test_predict runs the command under a memory limit)."""
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    if key.startswith("data."):
+        _edit_meta(bad, lambda m: m["data"].update({key[5:]: value}))
+    else:
+        _edit_meta(bad, lambda m: m["config"].update({key: value}))
+    for read in (bundle.load, bundle.settings):  # predict / --init-from, and --replay
+        with pytest.raises(UserError, match=message):
+            read(bad)
+
+
+def test_a_saved_model_chooses_no_place_to_write_and_names_each_class_once(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    elsewhere = tmp_path / "not-here"
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    _edit_meta(bad, lambda m: m["data"].update({"cache_dir": str(elsewhere)}))
+    assert bundle.load(bad).data.cache_dir is None  # this machine's cache, not the file's
+    out = tmp_path / "again"
+    assert main(["--init-from", str(bad), "--set", "max_steps=2", "--device", "cpu", "--quiet",
+                 "--no-tensorboard", "--out", str(out)]) == 0  # fmt: skip
+    assert not elsewhere.exists()
+    _edit_meta(bad, lambda m: m.update({"classes": ["yin", "yin"]}))
+    with pytest.raises(UserError, match=r"model\.json: classes: 'yin' named twice"):
+        bundle.load(bad)
+    model = bundle.load(run_dir)
+    data = load_dataset(model.data)
+    object.__setattr__(data, "classes", ("yin", "yin"))
+    with pytest.raises(UserError, match="named twice"):
+        bundle.save(tmp_path / "dup", model.config, model.data, data, model.weights)
+    assert not (tmp_path / "dup").exists()

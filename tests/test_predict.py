@@ -3,6 +3,7 @@ or a named one), from Python and from the command line; bad input is one line, e
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from harness import bundle
 from harness import results as rs
+from harness.errors import UserError
 from harness.predict import load, main
 from harness.train import main as train_main
 
@@ -43,6 +45,10 @@ def sweep_dir(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     writer.flush(force=True)
     for tid in ("aaa", "bbb"):  # ccc ranked first but fell out of models/ (not kept)
         shutil.copytree(run_dir, folder / rs.MODELS_DIR / tid)
+        meta = folder / rs.MODELS_DIR / tid / bundle.META  # as a sweep's trial saves it
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        info["origin"] = {"sweep": "sweep", "trial_id": tid}
+        meta.write_text(json.dumps(info), encoding="utf-8")
     return folder
 
 
@@ -53,8 +59,6 @@ def _texts(corpus: Path, split: str = "test") -> tuple[list[str], list[int]]:
 
 
 def test_predict_gives_the_tests_predictions(run_dir: Path, tiny_corpus: Path) -> None:
-    import json
-
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     texts, labels = _texts(tiny_corpus)
     p = load(run_dir, device="cpu")
@@ -132,3 +136,71 @@ def test_bad_input_is_one_line_exit_2(
     assert "nothing to label" in _error(capsys, str(run_dir))
     (tmp_path / "nomodels").mkdir()
     assert "no saved model here" in _error(capsys, str(tmp_path / "nomodels"), "--text", "x")
+
+
+def test_text_is_stripped_as_a_file_line_is_and_empty_text_is_refused(
+    run_dir: Path, tmp_path: Path, capsys
+) -> None:
+    p = load(run_dir, device="cpu")
+    padded, plain = p.predict([" 天地玄黄 ", "天地玄黄"]).drop(columns="text").to_numpy()
+    assert list(padded) == list(plain)
+    assert main([str(run_dir), "--text", " 天地玄黄 ", "--device", "cpu"]) == 0
+    texts = tmp_path / "t.txt"
+    texts.write_text(" 天地玄黄 \n", encoding="utf-8")
+    assert main([str(run_dir), "--file", str(texts), "--device", "cpu"]) == 0
+    by_text, by_file = capsys.readouterr().out.splitlines()[1::2]
+    assert by_text == by_file and by_text.endswith("  天地玄黄")
+    assert "--text: empty text" in _error(capsys, str(run_dir), "--text", "")
+    assert "--text 2: empty text" in _error(capsys, str(run_dir), "--text", "x", "--text", "  ")
+    with pytest.raises(UserError, match="text 2: empty text"):
+        p.predict(["天地", ""])
+
+
+def test_the_model_line_names_a_kept_trial_with_its_optuna_number(sweep_dir: Path, capsys) -> None:
+    assert main([str(sweep_dir), "--text", "天地", "--device", "cpu"]) == 0
+    assert "(trial bbb (#1), " in capsys.readouterr().err
+
+
+def test_out_must_be_a_file_that_can_be_written_and_is_never_a_device_replaced(
+    run_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """One line for an unusable --out, before the model runs; a fifo or a device is refused
+    (never replaced by the rename); a symbolic link stays one and its file gets the rows."""
+    args = [str(run_dir), "--text", "天地", "--device", "cpu", "--out"]
+    assert "--out /proc/x.parquet: cannot write in /proc" in _error(capsys, *args, "/proc/x.parquet")
+    assert "--out /dev/full: a device, not a regular file" in _error(capsys, *args, "/dev/full")
+    assert Path("/dev/full").is_char_device()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert f"--out {fifo}: a fifo, not a regular file" in _error(capsys, *args, str(fifo))
+    assert "is a folder" not in _error(capsys, *args, str(tmp_path))  # a folder: its own words
+    (tmp_path / "file").write_text("x")
+    assert "not a folder" in _error(capsys, *args, str(tmp_path / "file" / "p.parquet"))
+    target, link = tmp_path / "real.parquet", tmp_path / "link.parquet"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    assert main([*args, str(link)]) == 0
+    assert link.is_symlink() and len(pd.read_parquet(target)) == 1
+
+
+def test_a_damaged_sweep_folder_is_one_line(sweep_dir: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(sweep_dir, bad)
+    trials = bad / rs.TRIALS_FILE
+    trials.write_bytes(trials.read_bytes()[:200])  # truncated
+    assert f"{trials}: not a readable Parquet file" in _error(capsys, str(bad), "--text", "x")
+    shutil.copy(sweep_dir / rs.TRIALS_FILE, trials)
+    info = bad / rs.SWEEP_FILE
+    info.write_text("[]", encoding="utf-8")
+    assert f"{info}: expected a JSON object" in _error(capsys, str(bad), "--text", "x")
+    info.write_text(json.dumps({"spec": {"name": "s", "metric": 5}}), encoding="utf-8")
+    assert f"{info}: spec.metric: expected" in _error(capsys, str(bad), "--text", "x")
+
+
+def test_a_model_json_claiming_huge_sizes_is_one_line(run_dir: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    meta = json.loads((bad / bundle.META).read_text(encoding="utf-8"))
+    meta["config"]["embed"] = 10**9
+    (bad / bundle.META).write_text(json.dumps(meta), encoding="utf-8")
+    assert "tensor 'embedding.weight' is" in _error(capsys, str(bad), "--text", "x")

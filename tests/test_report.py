@@ -257,6 +257,22 @@ def test_compute_saved(built: report.SweepReport) -> None:
     assert c.saved_frac == pytest.approx(300 / (run + 300))
     assert c.seconds_run == pytest.approx(run / 10)
     assert f"{300 / (run + 300):.1%}" in built.text()
+    # the unit is said, and an estimate of a count is a whole number
+    said = f"Early termination saved about 300 trial-iterations ({300 / (run + 300):.1%}), "
+    assert said in " ".join(built.text().split())
+    from harness.report.analysis import compute_table
+
+    assert compute_table(c)["trial-iterations"].tolist() == [run, run + 300, 300]
+
+
+def test_the_top_table_shows_the_objective_once(folder: Path) -> None:
+    top = report.top_table(report.load_sweep(folder))  # objective dev_acc
+    assert list(top.columns[:5]) == ["rank", "trial", "status", "dev_acc", "best_dev_acc"]
+    sweep = report.load_sweep(folder)
+    sweep.spec["metric"] = {"name": "best_dev_acc", "goal": "maximize"}
+    top = report.top_table(sweep)
+    assert list(top.columns[:5]) == ["rank", "trial", "status", "best_dev_acc", "best_dev_loss"]
+    assert "objective" not in top.columns
 
 
 def test_edge_warning(built: report.SweepReport) -> None:

@@ -188,3 +188,36 @@ def test_load_of_a_folder_without_tables_yet(tmp_path: Path) -> None:
 def test_load_refuses_other_folders(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a sweep results folder"):
         rs.load(tmp_path)
+
+
+def test_top_ranks_as_the_sweep_does_never_a_pruned_trial(tmp_path: Path) -> None:
+    """The README's notebook recipe: a PRUNED trial's metric (its value where it was stopped)
+    may be high, but it is not a finished trial's, so `top` skips it; ties go to the earlier."""
+    w = rs.ResultsWriter(tmp_path)
+    w.write_sweep_info({"spec": {"name": "d", "metric": {"name": "dev_loss", "goal": "minimize"}}})
+    for tid, number, status, metric in [("a", 0, "COMPLETED", 0.5), ("b", 1, "PRUNED", 0.1),
+                                        ("c", 2, "COMPLETED", 0.4), ("d", 3, "COMPLETED", 0.4),
+                                        ("e", 4, "FAILED", None)]:  # fmt: skip
+        w.set_trial(tid, trial_number=number, status=status, metric=metric)
+    w.flush(force=True)
+    res = rs.load(tmp_path)
+    assert res.goal == "minimize"
+    assert res.top(3)["trial_id"].tolist() == ["c", "d", "a"]
+    assert res.top(1)["trial_number"].tolist() == [2]
+
+
+def test_a_damaged_folder_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    w = rs.ResultsWriter(tmp_path)
+    w.write_sweep_info({"spec": {"name": "demo"}})
+    fill(w)
+    trials = tmp_path / rs.TRIALS_FILE
+    trials.write_bytes(trials.read_bytes()[:150])
+    with pytest.raises(UserError, match=f"{trials}: not a readable Parquet file"):
+        rs.load(tmp_path)
+    info = tmp_path / rs.SWEEP_FILE
+    for text, message in [("[]", "expected a JSON object, got list"),
+                          ('{"spec": 3}', "spec: expected an object, got int"),
+                          ('{"spec": {"metric": 5}}', r"spec.metric: expected \{name, goal\}")]:  # fmt: skip
+        info.write_text(text)
+        with pytest.raises(UserError, match=message):
+            rs.load(tmp_path)

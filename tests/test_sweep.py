@@ -228,7 +228,9 @@ def test_warnings_come_before_ray_starts(tiny_corpus: Path, tmp_path: Path, caps
         "warning: batch_size 512 is larger than the training split (256 texts): one step per "
         "epoch"
     )
-    assert out.splitlines() == [grace, batch]
+    header = out.splitlines()[0]  # what the sweep is comes first, as soon as the data is read
+    assert header.startswith("sweep smoke: 4 trials of TextCNN on thucnews (256 train)")
+    assert out.splitlines()[1:] == [grace, batch]
     assert "the spec differs" in err
 
 
@@ -316,6 +318,17 @@ def test_smoke_sweep_end_to_end(
     out = capsys.readouterr().out
     assert out.count("[") >= 4 and "best config" in out and str(folder) in out
     assert "Token authentication" not in out
+    # Ray's end-of-fit analysis finds each trial's (empty) result.json: no false alarm
+    assert "Failed to fetch metrics" not in (folder / rs.LOG_FILE).read_text()
+
+
+def test_one_override_string_is_one_override(tmp_path: Path) -> None:
+    """sweep.run(..., overrides="a=b") is the one override "a=b", not 3 of one character."""
+    assert as_spec(SMOKE, "budget.num_samples=2").budget.num_samples == 2
+    with pytest.raises(UserError) as exc:
+        sweep.run(SMOKE, overrides="budget.num_sample=2", results_root=tmp_path, console=False)
+    assert len(str(exc.value).splitlines()) == 1 and "num_sample" in str(exc.value)
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_api_checks_a_dict_like_a_file(tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ def test_console_lines_are_short_and_informative() -> None:
     assert "[1/4]  aaa (#0)  COMPLETED" in text and "(baseline)" in text
     assert "filter_sizes=[2,3]" in text
     assert "failed: ValueError: x" in text and "more" not in text
-    assert "best config (trial aaa (#0))" in text and "filter_sizes: [2, 3]" in text
+    assert "best trial aaa (#0): best_dev_acc 0.8 (the baseline itself)" in text
+    assert "best config:" in text and "filter_sizes: [2, 3]" in text
     assert "  aaa (#0)  0.8" in text  # the top table names trials the same way
     assert "python -m harness.train --replay results/smoke --trial aaa" in text
 
@@ -80,8 +81,9 @@ def test_piped_a_plain_progress_line_comes_every_few_seconds_while_trials_run() 
     time.sleep(0.1)
     c.tick()
     last = out.getvalue().splitlines()[-1]
-    assert last.startswith("progress: 1/4 finished (1 completed), 1 running, best best_dev_acc ")
-    assert "0.8 aaa (#0)" in last and "ETA ~" in last and "bbb (#1)" in last and "starting" in last
+    assert last.startswith("progress: 1/4 finished (1 completed), 1 running, best: aaa (#0) "
+                           "best_dev_acc=0.8, ")  # fmt: skip
+    assert "ETA ~" in last and "bbb (#1)" in last and "starting" in last
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()  # a file reads plainly
 
 
@@ -152,7 +154,7 @@ def test_on_a_terminal_a_live_block_is_redrawn_in_place() -> None:
         c.trial_line(DONE)
         screen = _screen(drain())
         assert screen[0].startswith("[1/4]  aaa (#0)  COMPLETED") and len(screen) == 3
-        assert screen[1].startswith("-- 1/4 finished (1 completed), 1 running, best best_dev_acc")
+        assert screen[1].startswith("-- 1/4 finished (1 completed), 1 running, best: aaa (#0) ")
         assert screen[2] == "   bbb (#1)  0s  starting"
         c.stop()
         assert len(_screen(drain())) == 1  # the block is gone; the trial line stays
@@ -172,3 +174,73 @@ def test_the_console_names_what_auto_chose_and_why(tmp_path: Path) -> None:
     out = io.StringIO()
     sweep.Console(load_spec(SMOKE), out=out).search(sweep.plan_search(load_spec(SMOKE), tmp_path))
     assert out.getvalue() == ""  # method tpe: nothing was chosen
+
+
+def _summary(rows: list[dict], folder: Path, **kw) -> str:
+    out = io.StringIO()
+    c = sweep.Console(load_spec(SMOKE), out=out)
+    for r in rows:
+        c.trial_line(r)
+    c.summary(rows, folder, 12.0)
+    return out.getvalue()
+
+
+ROWS = [
+    {"trial_id": "aaa", "trial_number": 0, "status": "COMPLETED", "metric": 0.8128,
+     "test_acc": 0.801, "iterations": 218, "best_iteration": 210, "train_s": 1.5},
+    {"trial_id": "bbb", "trial_number": 1, "status": "COMPLETED", "metric": 0.8197,
+     "test_acc": 0.8123, "iterations": 240, "best_iteration": 150, "train_s": 1.7},
+    {"trial_id": "ccc", "trial_number": 2, "status": "PRUNED", "metric": 0.7, "iterations": 30,
+     "best_iteration": 30, "train_s": 0.2},
+]  # fmt: skip
+
+
+def test_the_summary_says_the_gain_once_in_points_with_the_test_accuracy(tmp_path: Path) -> None:
+    text = _summary(ROWS, tmp_path / "r")
+    line = next(x for x in text.splitlines() if x.startswith("best trial"))
+    assert line == ("best trial bbb (#1): best_dev_acc 0.8197, +0.69 pt over the baseline "
+                    "(0.8128); test_acc 0.8123")  # fmt: skip
+    assert "best best_" not in text and "vs baseline" not in text
+    assert sweep.console.gain("best_dev_loss", "minimize", 0.40, 0.45) == "0.05 below the baseline"
+
+
+def test_both_iteration_numbers_are_named_in_the_lines_and_the_table(tmp_path: Path) -> None:
+    """`it` is the batch the trial ended at, `best_it` the one its best dev loss came from
+    (the weights kept and tested): the trial line and the table give both, named alike."""
+    lines = _summary(ROWS, tmp_path / "r").splitlines()
+    assert "  it=218  best_it=210  " in lines[0]
+    head = next(x for x in lines if x.lstrip().startswith("trial "))
+    assert head.split()[:6] == ["trial", "best_dev_acc", "test_acc", "it", "best_it", "train_s"]
+    row = next(x for x in lines if x.startswith("  bbb (#1)"))
+    assert row.split()[2:6] == ["0.8197", "0.8123", "240", "150"]
+
+
+def test_paths_under_the_working_folder_are_shown_relative(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = (tmp_path / "results" / "smoke").resolve()  # the runner resolves the folder
+    out = io.StringIO()
+    c = sweep.Console(load_spec(SMOKE), out=out)
+    c.announce(folder, {"address": "127.0.0.1:1", "nodes": 1, "cpus": 2, "gpus": 0})
+    c.summary(ROWS, folder, 12.0)
+    text = out.getvalue()
+    assert str(tmp_path) not in text
+    assert "  results -> results/smoke/  (Ray's log: results/smoke/ray.log)" in text
+    assert "tensorboard --logdir results/smoke/tb; optuna-dashboard sqlite:///results/smoke/o" in text
+    assert "--replay results/smoke --trial bbb" in text
+    outside = io.StringIO()
+    sweep.Console(load_spec(SMOKE), out=outside).summary(ROWS, Path("/elsewhere/r"), 1.0)
+    assert "--replay /elsewhere/r --trial bbb" in outside.getvalue()
+
+
+def test_the_start_says_what_is_starting_and_an_unfused_sweep_says_nothing_of_fuse() -> None:
+    from harness.sweep.groups import FusePlan
+
+    out = io.StringIO()
+    c = sweep.Console(load_spec(SMOKE), out=out)
+    c.starting_ray(None)
+    c.grouping(FusePlan("auto", 1, "CPU trials: fused groups measured no faster on CPU"), 4, {})
+    c.starting_trials(4)
+    assert out.getvalue().splitlines() == [
+        "  starting a private Ray on 127.0.0.1 (a few seconds) ...",
+        "  starting the first trials (a process each: torch, the loop, the data) ...",
+    ]

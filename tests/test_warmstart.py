@@ -8,6 +8,7 @@ earlier space's distributions (no Ray: the Ray test at the end runs real sweeps)
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,35 @@ def test_resume_does_not_count_the_earlier_trials(old: Path, tmp_path: Path) -> 
     writer = rs.ResultsWriter(folder, params=list(spec.parameters))
     plan = sweep.plan_resume(spec, folder, writer)
     assert plan.finished == 1 and plan.rerun == []  # the baseline; not the 3 earlier trials
+
+
+def test_a_live_sweep_gives_its_finished_trials_with_a_warning(old: Path, tmp_path: Path) -> None:
+    """Warm-starting from a sweep that still runs (its folder locked) takes the trials it has
+    finished so far and says so; once it has ended, no warning."""
+    import io
+
+    from harness.lock import FolderLock
+
+    spec = load_spec(SMOKE, [f"warm_start=[{old}]", "name=new"])
+    lock = FolderLock.claim(old)
+    try:
+        warm = warmstart.trials(spec)
+        (line,) = warm.warnings()
+        assert f"warm_start: {old} is still running (pid {os.getpid()} on " in line
+        assert "took the 3 trial(s) it has finished so far" in line
+        out = io.StringIO()
+        sweep.Console(spec, out=out).search(sweep.plan_search(spec, tmp_path))
+        assert out.getvalue().splitlines()[1] == f"warning: {line}"
+    finally:
+        lock.release()
+    assert warmstart.trials(spec).warnings() == []
+
+
+def test_a_damaged_trials_table_is_refused(old: Path) -> None:
+    (old / rs.TRIALS_FILE).write_bytes(b"PAR1\x00\x01")  # truncated: no footer
+    with pytest.raises(UserError, match=r"warm_start\[0\]: .*trials.parquet: not a readable "
+                                        r"Parquet file .*this folder is damaged"):  # fmt: skip
+        load_spec(SMOKE, [f"warm_start=[{old}]"])
 
 
 # ------------------------------------------------------------------------- real sweeps (Ray)

@@ -54,7 +54,8 @@ def best_trial(sweep: Sweep) -> pd.Series | None:
 
 
 def top_table(sweep: Sweep, k: int = TOP_K) -> pd.DataFrame:
-    """The k best trials: name, status, objective, dev and test results, searched values."""
+    """The k best trials: name, status, objective (under its own name: best_dev_acc shown
+    once, not twice), dev and test results, searched values."""
     cols = [
         "trial_name",
         "status",
@@ -67,7 +68,9 @@ def top_table(sweep: Sweep, k: int = TOP_K) -> pd.DataFrame:
         "train_s",
     ]
     r = ranked(sweep).head(k)
-    out = r[cols].rename(columns={"trial_name": "trial"})
+    name = sweep.objective.name
+    cols = [c for c in cols if c != name]  # the objective column is that one
+    out = r[cols].rename(columns={"trial_name": "trial", "objective": name})
     out.insert(0, "rank", range(1, len(out) + 1))
     for n in sweep.searched:
         out[n] = r[PREFIX + n]
@@ -162,10 +165,13 @@ def compute(sweep: Sweep) -> Compute:
 
 
 def compute_table(c: Compute) -> pd.DataFrame:
+    """Trial-iterations (batches, summed over trials; the pruned trials' "to the end" is an
+    estimate, so whole numbers) and trial-hours, run and saved."""
     return pd.DataFrame(
         {
             "": ["run", "if run to the end", "saved by early termination"],
-            "trial-iterations": [c.iterations_run, c.iterations_full, c.iterations_saved],
+            "trial-iterations": [round(c.iterations_run), round(c.iterations_full),
+                                 round(c.iterations_saved)],
             "trial-hours": [c.seconds_run / 3600, c.seconds_full / 3600, c.seconds_saved / 3600],
             "share": [None, None, f"{c.saved_frac:.1%}"],
         }
@@ -174,8 +180,8 @@ def compute_table(c: Compute) -> pd.DataFrame:
 
 def compute_text(c: Compute) -> str:
     ran = (
-        f"{c.trials} trials ran {fmt(c.iterations_run)} trial-iterations "
-        f"({c.seconds_run / 3600:.2f} trial-hours)."
+        f"{c.trials} trials ran {round(c.iterations_run):,} trial-iterations (batches, summed "
+        f"over trials; {c.seconds_run / 3600:.2f} trial-hours)."
     )
     if c.pruned == 0:
         return ran + " No trial was stopped early, so early termination saved nothing."
@@ -183,8 +189,9 @@ def compute_text(c: Compute) -> str:
         f"{ran} Run to the end, the {c.pruned} pruned trial(s) would have trained as many "
         f"samples as the longest {'completed ' if c.ref_completed else ''}trial "
         f"({fmt(c.full_run_samples)}): "
-        f"{fmt(c.iterations_full)} trial-iterations in all. Early termination saved "
-        f"{fmt(c.iterations_saved)} ({c.saved_frac:.1%})."
+        f"about {round(c.iterations_full):,} trial-iterations in all. Early termination saved "
+        f"about {round(c.iterations_saved):,} trial-iterations ({c.saved_frac:.1%}), "
+        f"{c.seconds_saved / 3600:.2f} trial-hours."
     )
 
 

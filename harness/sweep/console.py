@@ -26,12 +26,29 @@ import yaml
 from harness import results as rs
 from harness.config import SweepSpec
 from harness.data import Dataset
+from harness.files import shown
 from harness.sweep.groups import FusePlan, shape_names
 from harness.sweep.search import SearchPlan, optuna_storage_url
 from harness.tracker import TB_DIR
 from harness.values import finite, fmt
 
 UI_HINT = "tensorboard and optuna-dashboard: pip install -e '.[ui]'"
+
+
+def study_url(folder: Path) -> str:
+    """optuna.db's storage URL as the user reads it: relative under the working folder."""
+    return f"sqlite:///{shown(folder / rs.OPTUNA_FILE)}"
+
+
+def gain(metric: str, goal: str, best: float, base: float) -> str:
+    """How far `best` beat the baseline's `base`, in the goal's direction: in points for an
+    accuracy or F1 (fractions), else the plain difference."""
+    diff = best - base
+    points = any(k in metric for k in ("acc", "f1"))
+    size = f"{abs(diff) * 100:.2f} pt" if points else f"{abs(diff):.4g}"
+    if goal == "maximize":
+        return f"+{size} over the baseline" if diff >= 0 else f"{size} below the baseline"
+    return f"{size} below the baseline" if diff <= 0 else f"{size} above the baseline"
 
 
 class Console:
@@ -95,14 +112,25 @@ class Console:
             self._draw()
 
     # the start -----------------------------------------------------------------------------
-    def announce(self, folder: Path, cluster: Mapping[str, Any], data: Dataset) -> None:
-        """What runs where, and where its results and Ray's log go."""
-        spec, r = self.spec, self.spec.resources
+    def header(self, data: Dataset) -> None:
+        """The first line, as soon as the data is loaded: what the sweep is."""
+        spec = self.spec
         self.print(
             f"sweep {spec.name}: {spec.budget.num_samples} trials of {spec.model} on {data.name} "
             f"({data.train_x.shape[0]} train), method {spec.method}, early_terminate "
             f"{spec.early_terminate.type}, {spec.metric.name} ({spec.metric.goal})"
         )
+
+    def starting_ray(self, address: str | None) -> None:
+        """Ray takes seconds to start: say so before it does."""
+        if address:
+            self.print(f"  joining Ray at {address} ...")
+        else:
+            self.print("  starting a private Ray on 127.0.0.1 (a few seconds) ...")
+
+    def announce(self, folder: Path, cluster: Mapping[str, Any]) -> None:
+        """What runs where, and where its results and Ray's log go."""
+        spec, r = self.spec, self.spec.resources
         where = (
             f"Ray {cluster['address']} ({cluster['nodes']} node(s), {cluster['cpus']:g} cpu, "
             f"{cluster['gpus']:g} gpu)"
@@ -112,20 +140,28 @@ class Console:
         self.print(
             f"  {spec.budget.max_concurrent} at a time, cpu {r.cpu:g} gpu {r.gpu:g} each; {where}"
         )
-        self.print(f"  results -> {folder}/  (Ray's log: {folder / rs.LOG_FILE})")
-        watch = [f"optuna-dashboard {optuna_storage_url(folder)}"]
+        here = shown(folder)
+        self.print(f"  results -> {here}/  (Ray's log: {shown(folder / rs.LOG_FILE)})")
+        watch = [f"optuna-dashboard {study_url(folder)}"]
         if spec.tensorboard:
-            watch.insert(0, f"tensorboard --logdir {folder / TB_DIR}")
+            watch.insert(0, f"tensorboard --logdir {shown(folder / TB_DIR)}")
         if spec.mlflow is not None:
             watch.append(f"MLflow at {spec.mlflow.tracking_uri}")
         self.print(f"  watch it: {'; '.join(watch)}  ({UI_HINT})")
 
+    def starting_trials(self, trials: int) -> None:
+        """Until the first trial reports, Ray starts a process per trial that imports torch and
+        the loop and fetches the data: seconds on a small machine."""
+        if trials > 0:
+            self.print(
+                "  starting the first trials (a process each: torch, the loop, the data) ..."
+            )
+
     def grouping(self, fuse: FusePlan, trials: int, cluster: Mapping[str, Any]) -> None:
-        """How trials are grouped (resources.fuse): '8 trials in 2 groups of 4 on 1 GPU'."""
+        """How trials are grouped (resources.fuse): '8 trials in 2 groups of 4 on 1 GPU'.
+        Unfused, nothing to say: each trial runs alone, as a sweep always did."""
         r = self.spec.resources
         if not fuse.fused:
-            if fuse.setting == "auto":
-                self.print(f"  one trial per Ray trial (resources.fuse auto: {fuse.why})")
             return
         groups = fuse.groups(trials)
         at_once = min(groups, self.spec.budget.max_concurrent)
@@ -156,6 +192,8 @@ class Console:
             self.print(f"  search: {plan.choice.describe()}")
         if plan.warm is not None:
             self.print(plan.warm.line())
+            for line in plan.warm.warnings():
+                self.print(f"warning: {line}")
 
     def baseline(self) -> None:
         """Where the classic configuration had to be adapted to the space."""
@@ -174,6 +212,7 @@ class Console:
             f"{row.get('status', '?'):<9}",
             f"{metric}={fmt(value)}",
             f"it={fmt(row.get('iterations'))}",
+            f"best_it={fmt(row.get('best_iteration'))}",
             f"{fmt(row.get('train_s'))}s",
         ]
         if row.get("trial_number") == 0 and self.spec.baseline:
@@ -195,23 +234,16 @@ class Console:
         )
 
     def table(self, rows: Sequence[Mapping[str, Any]], top: int = 5, title: str = "") -> None:
+        """The best COMPLETED trials: objective, test accuracy, it (batches trained) and best_it
+        (the batch of the best dev loss: the weights kept and tested), time, parameters."""
         ranked = self.ranked(rows)[:top]
         if not ranked:
             return
-        cols = [
-            "trial",
-            "metric",
-            "best_iteration",
-            "train_s",
-            *("param." + n for n in self.searched),
-        ]
-        head = [
-            "trial",
-            self.spec.metric.name,
-            "best_it",
-            "train_s",
-            *self.searched,
-        ]
+        metric = self.spec.metric.name
+        extra = [] if metric == "test_acc" else ["test_acc"]
+        cols = ["trial", "metric", *extra, "iterations", "best_iteration", "train_s",
+                *("param." + n for n in self.searched)]  # fmt: skip
+        head = ["trial", metric, *extra, "it", "best_it", "train_s", *self.searched]
         cells = [
             [rs.trial_name(r) if c == "trial" else fmt(rs.decode_param(r.get(c))) for c in cols]
             for r in ranked
@@ -219,9 +251,9 @@ class Console:
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
         if title:
             self.print(title)
-        self.print("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths)))
+        self.print("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
         for c in cells:
-            self.print("  " + "  ".join(x.ljust(w) for x, w in zip(c, widths)))
+            self.print("  " + "  ".join(x.ljust(w) for x, w in zip(c, widths)).rstrip())
 
     def maybe_table(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if self.finished % self.table_every == 0 and self.finished < self.total:
@@ -239,38 +271,45 @@ class Console:
         ranked = self.ranked(rows)
         if ranked:
             self._best(ranked[0], rows, folder)
+        here = shown(folder)
         self.print(
-            f"results: {folder}/ (trials.parquet, metrics.parquet, grad_layers.parquet, sweep.json)"
+            f"results: {here}/ (trials.parquet, metrics.parquet, grad_layers.parquet, sweep.json)"
         )
         if self.spec.tensorboard:
-            self.print(f"tensorboard: tensorboard --logdir {folder / TB_DIR}")
-        self.print(f"optuna study: optuna-dashboard {optuna_storage_url(folder)}")
+            self.print(f"tensorboard: tensorboard --logdir {shown(folder / TB_DIR)}")
+        self.print(f"optuna study: optuna-dashboard {study_url(folder)}")
         self.print(f"  ({UI_HINT})")
-        self.print(f"ray log: {folder / rs.LOG_FILE}")
+        self.print(f"ray log: {shown(folder / rs.LOG_FILE)}")
 
     def _best(
         self, best: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], folder: Path
     ) -> None:
-        """The best trial: against the baseline, its whole config, how to rerun it alone."""
+        """The best trial in one line (its objective, against the baseline, its test
+        accuracy), then its whole config and how to rerun it alone."""
+        metric, goal = self.spec.metric.name, self.spec.metric.goal
+        line = f"best trial {rs.trial_name(best)}: {metric} {fmt(best['metric'])}"
         base = next((r for r in rows if r.get("trial_number") == 0), None)
-        if self.spec.baseline and base is not None and base is not best:
-            if finite(base.get("metric")):
-                delta = float(best["metric"]) - float(base["metric"])
-                self.print(
-                    f"best {self.spec.metric.name} {fmt(best['metric'])} vs baseline "
-                    f"{fmt(base['metric'])} ({delta:+.4g})"
-                )
+        if self.spec.baseline and base is not None:
+            if base is best:
+                line += " (the baseline itself)"
+            elif finite(base.get("metric")):
+                by = gain(metric, goal, float(best["metric"]), float(base["metric"]))
+                line += f", {by} ({fmt(base['metric'])})"
             else:
-                self.print(f"baseline ended {base.get('status')}")
+                line += f" (the baseline ended {base.get('status')})"
+        if metric != "test_acc" and finite(best.get("test_acc")):
+            line += f"; test_acc {fmt(best['test_acc'])}"
+        self.print(line)
         params = {n: rs.decode_param(best.get("param." + n)) for n in self.spec.parameters}
-        self.print(f"best config (trial {rs.trial_name(best)}):")
+        self.print("best config:")
         text = yaml.safe_dump(params, sort_keys=False, default_flow_style=None)
         self.print("  " + text.rstrip().replace("\n", "\n  "))
+        here = shown(folder)
         self.print(
-            f"rerun it alone: python -m harness.train --replay {folder} --trial {best['trial_id']}"
+            f"rerun it alone: python -m harness.train --replay {here} --trial {best['trial_id']}"
         )
         if (folder / rs.MODELS_DIR / str(best["trial_id"]) / "model.json").is_file():
-            self.print(f"label text with it: python -m harness.predict {folder} --text '...'")
+            self.print(f"label text with it: python -m harness.predict {here} --text '...'")
 
     def pareto(self, folder: Path) -> None:
         """Several objectives have no single best: name the trials on the Pareto front."""
@@ -330,8 +369,8 @@ class Console:
         ]
         if self.best is not None:
             parts.append(
-                f"best {self.spec.metric.name} {fmt(self.best.get('metric'))} "
-                f"{rs.trial_name(self.best)}"
+                f"best: {rs.trial_name(self.best)} {self.spec.metric.name}="
+                f"{fmt(self.best.get('metric'))}"
             )
         parts.append(f"{_clock(now - self.t0)} elapsed")
         eta = self.eta(now)

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.fs as pafs
 import ray
+from ray import tune
 
 from harness import results as rs
 from harness.config import SweepSpec
@@ -83,6 +85,29 @@ class _QuietFileHandler(logging.FileHandler):
     def close(self) -> None:
         with contextlib.suppress(OSError):
             super().close()
+
+
+class ResultFiles(tune.Callback):
+    """An empty result.json in each trial's folder of Ray Tune's storage, made when the trial
+    starts. Why: when Tuner.fit() ends, Ray builds an ExperimentAnalysis
+    (ray/tune/analysis/experiment_analysis.py, `_fetch_trial_dataframes`) that reads every
+    trial's result.json or progress.csv, which Tune's own loggers write; the harness turns
+    those off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS: results.py writes the tables), so each
+    trial that reported would log `Failed to fetch metrics ... result.json and progress.csv
+    were not found` into ray.log. An empty result.json reads as "no rows", so ray.log keeps
+    its warnings for real problems."""
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        storage = trial.storage
+        path = f"{storage.trial_fs_path}/result.json"
+        fs = storage.storage_filesystem
+        try:
+            if fs.get_file_info(path).type == pafs.FileType.NotFound:
+                fs.create_dir(storage.trial_fs_path, recursive=True)
+                with fs.open_output_stream(path):
+                    pass
+        except Exception as exc:  # noqa: BLE001 -- best effort: at worst Ray's warning comes back
+            logging.getLogger(__name__).debug("no empty result.json for %s: %s", trial, exc)
 
 
 def check_reachable(address: str) -> None:

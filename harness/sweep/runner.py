@@ -27,8 +27,9 @@ from ray import tune
 from harness import results as rs
 from harness import warmstart
 from harness.config import SweepSpec, as_spec
-from harness.data import Dataset, load_dataset
+from harness.data import load_dataset
 from harness.errors import UserError
+from harness.files import shown
 from harness.lock import LOCK_FILE, FolderLock
 from harness.sweep import checkpoints
 from harness.sweep.callback import SweepCallback
@@ -37,7 +38,13 @@ from harness.sweep.groups import FusePlan, gpu_probe, plan_fuse
 from harness.sweep.halt import STORAGE_FAULTS, Halt, caused_by_storage, describe
 from harness.sweep.population import Population
 from harness.sweep.provenance import sweep_info
-from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, init_ray
+from harness.sweep.ray_session import (
+    LogRoute,
+    ResultFiles,
+    check_fits,
+    check_reachable,
+    init_ray,
+)
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
 from harness.sweep.rungs import start_rungs
 from harness.sweep.search import (
@@ -96,6 +103,8 @@ def run(
         if address and not ray.is_initialized():
             check_reachable(address)
         console = Console(spec) if console is True else (console or None)
+        if console is not None:
+            console.header(data)  # the first line comes before Ray's seconds of start-up
         for line in spec.warnings(int(data.train_x.shape[0])):  # before Ray starts
             _warn(console, line)
         if resume:
@@ -106,6 +115,8 @@ def run(
         writer, plan = _writing(folder, lambda: _open_tables(spec, folder, resume, storage), "use")
         trackers.keep(writer.trial_ids())  # a resume dropped rows: their curves go too
         log.info("timeline: data ready at %.2f s", time.time() - started)
+        if console is not None and not ray.is_initialized():
+            console.starting_ray(address)
         cluster = init_ray(address, spec)
         log.info("timeline: ray ready at %.2f s", time.time() - started)
         check_fits(spec, cluster, console)
@@ -117,10 +128,11 @@ def run(
             info["search"] = search.record()  # --resume builds the same sampler from it
         _writing(folder / rs.SWEEP_FILE, lambda: writer.write_sweep_info(info))
         remaining = spec.budget.num_samples - plan.finished
-        _announce(console, spec, folder, cluster, data, plan if resume else None, remaining)
+        _announce(console, spec, folder, cluster, plan if resume else None, remaining)
         if console is not None:
             console.search(search)
             console.grouping(fuse, remaining, cluster)
+            console.starting_trials(remaining)
         rungs = _member_record(spec, folder, max_t, resume) if fuse.fused else None
         halt = Halt()
         callback = SweepCallback(
@@ -130,7 +142,7 @@ def run(
         tune_config, population = _tune_config(
             spec, folder, plan, resume, max_t, remaining, halt, fuse, rungs, search
         )
-        extra = [population.recorder] if population is not None else []
+        extra = [ResultFiles(), *([population.recorder] if population is not None else [])]
         run_config = _run_config(spec, folder, storage, callback, halt, extra)
         space = population.param_space if population is not None else None
         fit_s = _fit(
@@ -165,8 +177,8 @@ def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> tuple[Path, Fo
         if (folder / rs.SWEEP_FILE).exists() and not resume:
             if not overwrite:
                 raise UserError(
-                    f"{folder}: already holds a sweep; pass --resume to continue it, --overwrite "
-                    f"to start over, or --set name=<other> for a new one"
+                    f"{shown(folder)}: already holds a sweep; pass --resume to continue it, "
+                    "--overwrite to start over, or --set name=<other> for a new one"
                 )
             for item in folder.iterdir():  # all but the lock this sweep holds
                 if item.is_dir() and not item.is_symlink():
@@ -174,7 +186,7 @@ def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> tuple[Path, Fo
                 elif item.name != LOCK_FILE:
                     item.unlink()
         if resume and not (folder / rs.SWEEP_FILE).exists():
-            raise UserError(f"{folder}: nothing to resume (no {rs.SWEEP_FILE})")
+            raise UserError(f"{shown(folder)}: nothing to resume (no {rs.SWEEP_FILE})")
     except BaseException:
         lock.release(remove_if_empty=True)
         raise
@@ -205,13 +217,12 @@ def _announce(
     spec: SweepSpec,
     folder: Path,
     cluster: dict[str, Any],
-    data: Dataset,
     resumed: ResumePlan | None,
     remaining: int,
 ) -> None:
     if console is None:
         return
-    console.announce(folder, cluster, data)
+    console.announce(folder, cluster)
     if resumed is not None:
         console.resuming(resumed.finished, len(resumed.rerun), remaining)
     elif spec.baseline:
@@ -381,7 +392,7 @@ def _stopped(folder: Path, fault: str, started: float) -> SweepOutcome:
     except Exception:  # noqa: BLE001 -- no table written yet, or unreadable: say so
         kept = f"no readable {rs.TRIALS_FILE}"
     line = (
-        f"{fault}; the sweep stopped. Kept in {folder}/: {kept}, and {rs.OPTUNA_FILE}; "
+        f"{fault}; the sweep stopped. Kept in {shown(folder)}/: {kept}, and {rs.OPTUNA_FILE}; "
         "make room (or fix the folder), then run the same command with --resume"
     )
     return SweepOutcome(folder, [], time.time() - started, None, interrupted=True, fault=line)
