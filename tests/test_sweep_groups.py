@@ -22,7 +22,14 @@ from harness.data import load_dataset
 from harness.footprint import Measurement, Probe, member_bytes
 from harness.models import parameter_count
 from harness.schema import TRIAL_KEYS
-from harness.sweep.groups import FusePlan, group_by_shape, plan_fuse, shape_key, shape_names
+from harness.sweep.groups import (
+    FusePlan,
+    gpu_probe,
+    group_by_shape,
+    plan_fuse,
+    shape_key,
+    shape_names,
+)
 
 
 def _data(tiny_corpus: Path, spec_sets=()):
@@ -253,3 +260,12 @@ def test_fuse_1_runs_a_trial_per_ray_trial_as_before(
     assert ray_dirs == set(trials["trial_id"])
     assert "groups of" not in capsys.readouterr().out
     assert pd.api.types.is_integer_dtype(metrics["report"])
+
+
+@pytest.mark.ray
+def test_the_gpu_probe_without_a_device_means_one_trial_per_group(tiny_corpus: Path, ray_session) -> None:
+    """The probe runs as a Ray task on the trial's GPU share (the test session's GPU is a
+    logical one, with no CUDA behind it): the measurement fails there, and auto says 1."""
+    spec, data = _data(tiny_corpus, ["resources.gpu=0.5", "budget.num_samples=8"])
+    plan = plan_fuse(spec, data, gpu_probe(spec, data, timeout_s=120))
+    assert plan.size == 1 and "not measured" in plan.why

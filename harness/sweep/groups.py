@@ -126,7 +126,10 @@ def gpu_probe(spec: SweepSpec, data: Dataset, timeout_s: float = PROBE_TIMEOUT_S
             import ray
 
             cfg = spec.trial_config(spec.baseline_params())
-            task = ray.remote(num_cpus=0, num_gpus=min(spec.resources.gpu, 1.0))(_measure)
+            # max_calls=1: the worker exits after it, so its CUDA context and cached memory
+            # are not kept from the trials
+            share = min(spec.resources.gpu, 1.0)
+            task = ray.remote(num_cpus=0, num_gpus=share, max_calls=1)(_measure)
             found = ray.get(task.remote(cfg, data, sizes), timeout=timeout_s)
             return Probe.from_dict(found)
         except Exception:  # noqa: BLE001 -- no GPU answered in time: one trial per group
