@@ -35,6 +35,9 @@ METRIC_KEYS: dict[str, str] = {
 }
 
 LAYERS = "layers"  # report key: {column: [value per layer]} with LAYER_KEYS columns
+# report key (not a column): the loop ends the member at this report (its step budget, its
+# patience or a non-finite value); only the loop knows, so a sweep reads it, never guesses it
+LAST = "last"
 
 # --- one row per (report, layer) ----------------------------------------------------------
 LAYER_KEYS: dict[str, str] = {

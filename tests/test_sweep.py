@@ -384,7 +384,7 @@ def test_a_trial_that_runs_its_budget_is_never_pruned(
 ) -> None:
     # An explicit max_t of 3 reports (15 of smoke's 20 batches) is each trial's budget: a
     # trial that reaches it ends COMPLETED and tested. ASHA (rungs at reports 1 and 2) still
-    # stops trials before it, and never one at its last report (trial.LastReport).
+    # stops trials before it, and never one at its last report (the loop marks it last).
     overrides = [
         "data.name=thucnews",
         f"data.path={tiny_corpus}",

@@ -118,7 +118,7 @@ def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
 
 
 def test_the_report_a_trial_ended_at_comes_with_its_final_result(tmp_path: Path) -> None:
-    # trial.LastReport holds the loop's last report back from the scheduler; Tune hands the
+    # the report the loop marks last is held back from the scheduler; Tune hands the
     # searcher the final result flattened, the held report under keys.LAST
     s = searcher(tmp_path)
     s.suggest("t")

@@ -175,7 +175,7 @@ class HonestOptunaSearch(OptunaSearch):
                 k[len(LAST) + 1 :]: v for k, v in result.items() if k.startswith(LAST + "/")
             }
         )
-        if held:  # the report the trial ended at came with its final result (trial.LastReport)
+        if held:  # the report the trial ended at came with its final result (the loop marked it last)
             self._intermediate(trial_id, held)
         status = result.get(STATUS, "COMPLETED")
         ot_trial.set_user_attr("status", status)
