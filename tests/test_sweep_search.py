@@ -355,3 +355,65 @@ def test_auto_s_draws_around_the_baseline_join_groups_of_their_shape(tmp_path: P
     for g in groups:
         assert len({(m["params"]["num_filters"], str(m["params"]["filter_sizes"])) for m in g}) == 1
     assert sum(len(g) > 1 for g in groups[:2]) >= 1  # a draw of the baseline's shape joined it
+
+
+def _end(k: int, value: float = 0.8) -> dict:
+    return {sweep.MEMBER: k, sweep.FINAL: True, sweep.STATUS: "COMPLETED", "best_dev_acc": value}
+
+
+def test_a_member_s_end_reaches_optuna_after_the_tables(tmp_path: Path) -> None:
+    # Tune calls on_trial_result before the callbacks that write the tables: a member's end
+    # is told at the searcher's next call, so a driver killed in between leaves it RUNNING
+    # in the study (--resume reads it from the tables), never COMPLETE with no row.
+    s = group_searcher(tmp_path, 2, 4, "early_terminate={type: none}")
+    s.suggest("g")
+    s.on_trial_result("g", {sweep.GROUP: [_end(0, 0.7), _end(1, 0.6)], sweep.FINAL: True})
+    assert [t.state.name for t in study(tmp_path, "smoke").trials] == ["RUNNING", "RUNNING"]
+    s.on_trial_complete("g", {sweep.GROUP: [_end(0, 0.7), _end(1, 0.6)], sweep.FINAL: True})
+    trials = study(tmp_path, "smoke").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.value for t in trials] == [0.7, 0.6]
+    s.suggest("h")  # a member that ended mid-group is told at the next call of any kind
+    s.on_trial_result("h", {sweep.GROUP: [_end(0)]})
+    assert study(tmp_path, "smoke").trials[2].state.name == "RUNNING"
+    s.suggest("i")
+    assert study(tmp_path, "smoke").trials[2].state.name == "COMPLETE"
+
+
+def test_a_storage_fault_in_a_fused_sweep_halts_it(tmp_path: Path, monkeypatch) -> None:
+    # the study stops taking tells after two: the searcher records the fault (the run stops,
+    # as an unfused one does), tells nothing more and asks for no new group
+    s = group_searcher(tmp_path, 2, 6, "early_terminate={type: none}")
+    s.halt = sweep.search.Halt()
+    tells = {"n": 0}
+    real = optuna.Study.tell
+
+    def tell(self, *args, **kw):
+        tells["n"] += 1
+        if tells["n"] > 2:
+            raise optuna.exceptions.StorageInternalError("database or disk is full")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(optuna.Study, "tell", tell)
+    for g in ("a", "b"):
+        s.suggest(g)
+        s.on_trial_result(g, {sweep.GROUP: [_end(0), _end(1)], sweep.FINAL: True})
+        s.on_trial_complete(g, {sweep.GROUP: [_end(0), _end(1)], sweep.FINAL: True})
+    assert s.halt.stop_all() and "disk is full" in s.halt.fault
+    assert s.suggest("c") is None  # no new group after the fault
+    monkeypatch.setattr(optuna.Study, "tell", real)
+    states = [t.state.name for t in study(tmp_path, "smoke").trials]
+    assert states == ["COMPLETE", "COMPLETE", "RUNNING", "RUNNING"]  # --resume reruns these
+
+
+def test_a_fused_grid_runs_every_point_once_whatever_the_group_size(tmp_path: Path) -> None:
+    # 9 points, groups of up to 8: a group holds only points of one num_filters (a shape
+    # setting), so it stops at 3 rather than repeating them
+    grid = "parameters={learning_rate: {values: [0.001, 0.003, 0.01]}, num_filters: {values: [4, 8, 16]}}"
+    s = group_searcher(tmp_path, 8, 9, "method=grid", "baseline=false", grid)
+    groups = []
+    while (config := s.suggest(f"g{len(groups)}")) != "FINISHED":
+        groups.append(members(config))
+    points = [(m["params"]["learning_rate"], m["params"]["num_filters"]) for g in groups for m in g]
+    assert len(points) == 9 and len(set(points)) == 9
+    assert [len(g) for g in groups] == [3, 3, 3]

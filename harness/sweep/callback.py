@@ -184,7 +184,8 @@ class SweepCallback(tune.Callback):
         self._start_row(trial)
         if MEMBERS in trial.config:
             self._group_result(trial, result)
-            self.writer.flush()
+            ended = any(e.get(FINAL) for e in result.get(GROUP) or ())
+            self.writer.flush(force=ended)  # as below: a member's end on disk before Optuna's
             return
         if result.get(INFO):
             self._where(tid, result[INFO])
@@ -195,7 +196,8 @@ class SweepCallback(tune.Callback):
         elif "iteration" in result:
             self._evaluation(tid, trial.config.get(NUMBER), result)
         # a trial's end is on disk before Optuna hears of it (Tune tells the searcher after
-        # the callbacks): a driver killed between the two resumes from the tables
+        # the callbacks; GroupSearch tells a member's end at its next call): a driver killed
+        # between the two resumes from the tables
         self.writer.flush(force=bool(result.get(FINAL)))
 
     def _where(self, tid: str, extra: Mapping[str, Any], timeline: bool = True) -> None:

@@ -175,7 +175,7 @@ class HonestOptunaSearch(OptunaSearch):
                 k[len(LAST) + 1 :]: v for k, v in result.items() if k.startswith(LAST + "/")
             }
         )
-        if held:  # the report the trial ended at came with its final result (the loop marked it last)
+        if held:  # the report the loop marked last came with its final result
             self._intermediate(trial_id, held)
         status = result.get(STATUS, "COMPLETED")
         ot_trial.set_user_attr("status", status)
@@ -202,6 +202,12 @@ class GroupSearch(HonestOptunaSearch):
     `<group's Ray trial id>-<member index>` (user attribute ray_trial_id, with group_id and
     data_seed, the group's batch order, which its params carry too so that a member reruns
     alone). `num_samples` counts members: the searcher says FINISHED when all are asked.
+
+    Record order, as for whole trials: tables first, then Optuna. Tune calls a searcher's
+    on_trial_result before the callbacks that write the tables, so a member's end is told
+    at this searcher's next call (`_tell_ended`), when the tables hold it; a driver killed
+    in between leaves the member RUNNING in the study and --resume reads its end from the
+    tables. Storage faults halt the sweep (`guarded`) as in an unfused one.
     """
 
     def __init__(
@@ -224,11 +230,15 @@ class GroupSearch(HonestOptunaSearch):
         self._groups: dict[str, list[dict[str, Any]]] = {}  # Ray trial id -> its members
         self._members: dict[str, optuna.Trial] = {}  # member trial id -> Optuna trial
         self._told: set[str] = set()
+        self._ended: dict[str, Mapping[str, Any]] = {}  # ends the tables hold, to tell
         self._grid_points: list[dict[str, Any]] | None = None
+        self._grid_pass = 0  # runs of each grid point before the group being filled
 
     # ------------------------------------------------------------------ filling groups
 
+    @guarded("db")
     def suggest(self, trial_id: str) -> dict | None:
+        self._tell_ended()
         if trial_id not in self._groups:
             if self._rerun_groups:
                 numbers = self._rerun_groups.pop(0)
@@ -263,7 +273,7 @@ class GroupSearch(HonestOptunaSearch):
         return self._register(trial_id, k, optuna.trial.Trial(study, storage_id), params)
 
     def _ask_group(self, trial_id: str, n: int) -> list[dict[str, Any]]:
-        first = self._ask(self._grid_point({}) if self._spec.method == "grid" else None)
+        first = self._ask(self._grid_point({}, first=True) if self._spec.method == "grid" else None)
         params0 = space.suggest(first, self._parameters)
         try:
             seed: int | None = self._spec.trial_config(params0).train.batch_seed
@@ -309,8 +319,11 @@ class GroupSearch(HonestOptunaSearch):
             return self._ask(point)
         return self._ask(fixed or None)
 
-    def _grid_point(self, fixed: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The next grid point (seeded order) with the `fixed` values, the least-run first."""
+    def _grid_point(self, fixed: Mapping[str, Any], first: bool = False) -> dict[str, Any] | None:
+        """The next grid point (seeded order) with the `fixed` values: for a group's `first`
+        member the least-run point, for the others only points run no more
+        often than the first was (None: none left), so a grid of N points in a budget of N
+        runs every point exactly once whatever the group size."""
         if self._grid_points is None:
             grid = space.grid(self._parameters)
             names = list(grid)
@@ -321,26 +334,41 @@ class GroupSearch(HonestOptunaSearch):
             p = t.params or t.system_attrs.get("fixed_params") or {}
             k = json.dumps(p, sort_keys=True, default=str)
             runs[k] = runs.get(k, 0) + 1
-        matching = [p for p in self._grid_points if all(p.get(n) == v for n, v in fixed.items())]
-        if not matching:
-            return None
-        return min(matching, key=lambda p: runs.get(json.dumps(p, sort_keys=True, default=str), 0))
+
+        def ran(p: dict[str, Any]) -> int:
+            return runs.get(json.dumps(p, sort_keys=True, default=str), 0)
+
+        if first:
+            point = min(self._grid_points, key=ran)
+            self._grid_pass = ran(point)
+            return point
+        matching = [
+            p
+            for p in self._grid_points
+            if ran(p) <= self._grid_pass and all(p.get(n) == v for n, v in fixed.items())
+        ]
+        return matching[0] if matching else None
 
     # ------------------------------------------------------------------ results
 
+    @guarded("db")
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._tell_ended()  # the callbacks have written the results before this one
         if trial_id in self._groups:
             self._group_entries(trial_id, result)
         else:
             super().on_trial_result(trial_id, result)
 
+    @guarded("db")
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        self._tell_ended()
         if trial_id not in self._groups:
             super().on_trial_complete(trial_id, result, error)
             return
         self._group_entries(trial_id, result or {})
+        self._tell_ended()  # Tune calls this after the callbacks saw the group's last result
         for m in self._groups[trial_id]:  # members the group never ended: stopped from outside
             mid = member_id(trial_id, m["member"])
             if mid not in self._told:
@@ -349,12 +377,20 @@ class GroupSearch(HonestOptunaSearch):
     def _group_entries(self, trial_id: str, result: Mapping[str, Any]) -> None:
         for entry in result.get(GROUP) or ():
             mid = member_id(trial_id, int(entry[MEMBER]))
-            if mid not in self._members or mid in self._told:
+            if mid not in self._members or mid in self._told or mid in self._ended:
                 continue
             if entry.get(FINAL):
-                self._tell(mid, entry)
+                self._ended[mid] = entry  # told once the tables hold it (_tell_ended)
             else:
                 self._intermediate(mid, entry, self._members[mid])
+
+    def _tell_ended(self) -> None:
+        """Tell Optuna the member ends an earlier result brought (the callbacks have
+        written them to the tables since)."""
+        while self._ended:
+            mid = next(iter(self._ended))
+            self._tell(mid, self._ended[mid])
+            del self._ended[mid]
 
     def _tell(self, mid: str, entry: Mapping[str, Any]) -> None:
         """A member's end as Optuna's state: COMPLETE with its objective(s), PRUNED (stopped
@@ -379,6 +415,9 @@ class GroupSearch(HonestOptunaSearch):
                     self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
                 else:
                     self._ot_study.tell(ot_trial, state=state)
+            except STORAGE_FAULTS:
+                self._told.discard(mid)  # RUNNING in the study: --resume reads the tables
+                raise  # the study cannot be written: halt (see guarded)
             except Exception as exc:  # noqa: BLE001 -- a bad tell must not end the sweep
                 log.warning("optuna tell for %s failed: %s", mid, exc)
         if self._rungs is not None:  # a retried group leaves this member out
