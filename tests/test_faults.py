@@ -395,6 +395,79 @@ def test_fused_driver_killed_then_resumed_ends_with_exactly_the_budget(
         assert st[row["trial_number"]].user_attrs["data_seed"] == row["param.data_seed"]
 
 
+# The driver as the command runs it, killed (SIGKILL) the moment a result that ends a
+# group's member reaches the callback, before the callback writes it.
+_KILLED_AT_A_MEMBER_END = """
+import os, signal, sys
+from harness.sweep import main
+from harness.sweep.callback import SweepCallback
+from harness.sweep.keys import FINAL, GROUP
+hook = SweepCallback.on_trial_result
+def killing(self, iteration, trials, trial, result, **info):
+    if any(e.get(FINAL) for e in result.get(GROUP) or ()):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return hook(self, iteration, trials, trial, result, **info)
+SweepCallback.on_trial_result = killing
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_driver_killed_as_a_member_ends_loses_nothing_of_it(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # Tune shows a result to the searcher before the callback writes the tables: the member's
+    # end must not reach Optuna first, or --resume finds it COMPLETE in the study with no
+    # metric, test scores, report rows or kept model (and another trial reported best).
+    folder = tmp_path / "smoke"
+    args = _cli_args(tiny_corpus, tmp_path, "budget.num_samples=4", "resources.fuse=2",
+                     "early_terminate={type: none}", "keep_best=4")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_AT_A_MEMBER_END, *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        proc.wait(timeout=300)
+    finally:
+        _kill_driver_and_its_ray(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert all(t.state.name in ("RUNNING", "WAITING") for t in study(folder, "smoke").trials)
+
+    proc = _start([*args, "--resume"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    trials = _exactly_once(folder, 4)
+    assert trials["metric"].notna().all() and trials["test_acc"].notna().all()
+    from harness import bundle
+
+    assert bundle.kept_models(folder) == sorted(trials["trial_id"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_second_ctrl_c_ends_with_the_resume_hint_and_no_traceback(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # the first Ctrl-C asks Tune for an orderly stop; a second cuts it short wherever the
+    # driver is: still one line saying how to go on, exit 130
+    folder = tmp_path / "smoke"
+    args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=2", "resources.fuse=2")
+    proc = _start(args)
+    try:
+        _first_running(proc, folder)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _kill_driver_and_its_ray(proc)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert out.rstrip().splitlines()[-1].endswith("plus --resume"), out
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sweeps_of_one_name_started_together_run_once(tiny_corpus: Path, tmp_path: Path) -> None:

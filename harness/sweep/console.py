@@ -123,6 +123,8 @@ class Console:
     def grouping(self, fuse: FusePlan, trials: int, cluster: Mapping[str, Any]) -> None:
         """How trials are grouped (resources.fuse): '8 trials in 2 groups of 4 on 1 GPU'."""
         r = self.spec.resources
+        if trials <= 0:  # a resume with nothing left to run: the resuming line said so
+            return
         if not fuse.fused:
             if fuse.setting == "auto":
                 self.print(f"  one trial per Ray trial (resources.fuse auto: {fuse.why})")

@@ -47,6 +47,7 @@ from harness.sweep.search import (
     optuna_storage_url,
     plan_search,
 )
+from harness.sweep.shelf import unkept
 from harness.sweep.trial import trainable, trial_name
 from harness.tracker import Trackers
 
@@ -137,7 +138,7 @@ def run(
             trainable(spec, data, rungs), tune_config, run_config, remaining, started, halt, space
         )
         if halt.fault:
-            return _stopped(folder, halt.fault, started)
+            return _stopped(spec, folder, halt.fault, started)
         left = settle_unfinished(spec, folder, writer, fit_s, console)
         outcome = _finish(spec, folder, writer, console, started, left)
         info["throughput"] = throughput(spec, outcome.rows, fit_s)
@@ -371,13 +372,20 @@ def _writing(path: Path, make: Callable[[], T], doing: str = "write") -> T:
         raise UserError(describe(str(path), exc, doing)) from None
 
 
-def _stopped(folder: Path, fault: str, started: float) -> SweepOutcome:
-    """A fault mid-run: what the folder keeps (the tables as last written, the study), and
-    how to go on, as the one line the command prints."""
+def _stopped(spec: SweepSpec, folder: Path, fault: str, started: float) -> SweepOutcome:
+    """A fault mid-run: what the folder keeps (the tables as last written, the study, and
+    which of the top keep_best trials lost their weights), and how to go on, as the one
+    line the command prints."""
     try:
-        t = pd.read_parquet(folder / rs.TRIALS_FILE, columns=["status"])
+        t = pd.read_parquet(folder / rs.TRIALS_FILE)
         done = int(t["status"].isin(["COMPLETED", "PRUNED", "FAILED", "DIVERGED"]).sum())
         kept = f"{len(t)} trial(s) in {rs.TRIALS_FILE} as last written ({done} finished)"
+        lost = unkept(folder, t.to_dict("records"), spec.keep_best, spec.metric.goal)
+        if lost:
+            kept += (
+                f" (not kept: the model of {len(lost)} completed trial(s) among the top "
+                f"{spec.keep_best}, {', '.join(lost)}: their weights were lost)"
+            )
     except Exception:  # noqa: BLE001 -- no table written yet, or unreadable: say so
         kept = f"no readable {rs.TRIALS_FILE}"
     line = (
