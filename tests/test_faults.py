@@ -395,6 +395,33 @@ def test_fused_driver_killed_then_resumed_ends_with_exactly_the_budget(
         assert st[row["trial_number"]].user_attrs["data_seed"] == row["param.data_seed"]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_study_that_cannot_be_written_halts_a_fused_sweep(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Study.tell fails after two tells (a full disk under optuna.db): the fused sweep stops
+    # as an unfused one does, with the fault as its one line, and tells Optuna nothing more
+    import optuna
+
+    real, tells = optuna.Study.tell, []
+
+    def tell(self, *args, **kw):
+        tells.append(1)
+        if len(tells) > 2:
+            raise optuna.exceptions.StorageInternalError("database or disk is full")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(optuna.Study, "tell", tell)
+    sets = [f"data.path={tiny_corpus}", "data.name=thucnews", "budget.num_samples=6",
+            "resources.fuse=2", "early_terminate={type: none}"]  # fmt: skip
+    out = sweep.run(load_spec(SMOKE, sets), results_root=tmp_path, console=False)
+    monkeypatch.setattr(optuna.Study, "tell", real)
+    assert out.fault and "cannot write (database or disk is full)" in out.fault, out.fault
+    states = [t.state.name for t in study(tmp_path / "smoke", "smoke").trials]
+    assert states.count("COMPLETE") == 2 and "RUNNING" in states, states
+
+
 # The driver as the command runs it, killed (SIGKILL) the moment a result that ends a
 # group's member reaches the callback, before the callback writes it.
 _KILLED_AT_A_MEMBER_END = """
