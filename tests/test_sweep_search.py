@@ -71,8 +71,8 @@ def test_honest_search_tells_optuna_how_each_trial_ended(tmp_path: Path) -> None
 
 def test_concurrent_tpe_uses_the_constant_liar(tmp_path: Path) -> None:
     s = searcher(tmp_path)  # smoke.yaml: tpe, 2 at a time
-    assert isinstance(s._sampler, optuna.samplers.TPESampler)
-    assert s._sampler._constant_liar
+    assert isinstance(s.study.sampler, optuna.samplers.TPESampler)
+    assert s.study.sampler._constant_liar
 
 
 def test_a_complete_trial_without_a_finite_objective_is_a_failure(tmp_path: Path) -> None:
@@ -221,7 +221,7 @@ def test_interrupted_members_are_regrouped_by_shape_and_batch_order(tmp_path: Pa
     groups = [members(s.suggest(t)) for t in ("a", "b")]
     spec = load_spec(SMOKE, ["budget.num_samples=8"])
     numbers = [g[k]["number"] for g in groups for k in (1, 2, 3)]  # six were interrupted
-    storage = s._ot_study._storage
+    storage = optuna.storages.RDBStorage(sweep.optuna_storage_url(tmp_path))
     regrouped = sweep.search.rerun_groups(spec, storage, numbers, 4)
     assert sorted(n for g in regrouped for n in g) == sorted(numbers)
     shape = {m["number"]: (m["params"]["num_filters"], str(m["params"]["filter_sizes"]))
@@ -262,8 +262,8 @@ def test_auto_runs_the_baseline_then_draws_around_it(tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path / "s.yaml", method="auto"))
     choice = spec.choice()
     assert choice.method == "tpe" and choice.prior_draws == 2
-    assert isinstance(s._sampler, optuna.samplers.TPESampler)
-    assert s._sampler._multivariate and s._sampler._group and s._sampler._constant_liar
+    assert isinstance(s.study.sampler, optuna.samplers.TPESampler)
+    assert s.study.sampler._multivariate and s.study.sampler._group and s.study.sampler._constant_liar
     first = [s.suggest(f"t{i}")[sweep.PARAMS] for i in range(3)]
     assert first == [spec.baseline_params(), *spec.prior_points(choice)]
 
@@ -289,8 +289,8 @@ def test_resume_keeps_the_sampler_auto_chose(tmp_path: Path) -> None:
     again = sweep.plan_search(more, tmp_path, resume=True)
     assert again.choice == plan.choice
     resumed = sweep.build_searcher(more, tmp_path, resume=True, plan=again)
-    assert isinstance(resumed._sampler, optuna.samplers.GPSampler)
-    assert isinstance(sweep.build_searcher(more, tmp_path, resume=True)._sampler,
+    assert isinstance(resumed.study.sampler, optuna.samplers.GPSampler)
+    assert isinstance(sweep.build_searcher(more, tmp_path, resume=True).study.sampler,
                       optuna.samplers.GPSampler)  # fmt: skip
 
 

@@ -15,7 +15,8 @@ was COMPLETE. Here the trial's last result carries a `final` flag only when the 
 to its end (its own early stopping included); a trial whose last result lacks it was
 stopped from outside and reaches Optuna as PRUNED, with every evaluation's metric as an
 intermediate value at its report index (`report`). A trial that raised is FAIL (error in a user
-attribute), a diverged one FAIL with its reason.
+attribute), a diverged one FAIL with its reason. One searcher (search.OptunaSearcher, over
+Optuna's public ask and tell) does this for every sweep, fused or not.
 
 Fused sweeps (resources.fuse > 1): a Ray trial is a group of Optuna trials trained as one
 (harness.trainer's Loop); the searcher fills each group with trials of one shape, every
@@ -24,8 +25,8 @@ and ends as its own trial, with its own rows.
 
 One concept per module:
   keys.py         the keys a trial's results carry besides the metrics
-  search.py       the honest Optuna searcher (and GroupSearch, which fills fused groups)
-                  and the early-termination scheduler
+  search.py       the one Optuna searcher (ask and tell; a trial is a group of one or
+                  more Optuna trials) and the early-termination scheduler
   groups.py       resources.fuse: how many trials a group holds, which trials may share one
   rungs.py        early termination of a group's members: Ray's rules, one shared record
   trial.py        what runs inside a Ray trial (one trial, or a group of them)
@@ -86,6 +87,7 @@ from harness.sweep.runner import SweepOutcome, run
 from harness.sweep.search import (
     GroupSearch,
     HonestOptunaSearch,
+    OptunaSearcher,
     build_scheduler,
     build_searcher,
     optuna_storage_url,
@@ -107,6 +109,7 @@ __all__ = [
     "Console",
     "GroupSearch",
     "HonestOptunaSearch",
+    "OptunaSearcher",
     "ResumePlan",
     "SweepCallback",
     "SweepOutcome",

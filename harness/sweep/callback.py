@@ -195,8 +195,8 @@ class SweepCallback(tune.Callback):
             self._final(tid, result)
         elif "iteration" in result:
             self._evaluation(tid, trial.config.get(NUMBER), result)
-        # a trial's end is on disk before Optuna hears of it (Tune tells the searcher after
-        # the callbacks; GroupSearch tells a member's end at its next call): a driver killed
+        # a trial's end is on disk before Optuna hears of it (Tune shows the searcher a result
+        # before the callbacks; the searcher tells an end at its next call): a driver killed
         # between the two resumes from the tables
         self.writer.flush(force=bool(result.get(FINAL)))
 

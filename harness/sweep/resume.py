@@ -25,7 +25,7 @@ from harness import warmstart
 from harness.config import SweepSpec
 from harness.errors import UserError
 from harness.sweep import checkpoints
-from harness.sweep.search import optuna_storage_url
+from harness.sweep.search import optuna_storage_url, running_trial
 from harness.values import finite
 
 if TYPE_CHECKING:
@@ -173,14 +173,15 @@ def settle_unfinished(
     if not budget or fit_seconds < budget * 0.98:
         return len(running) + len(unstarted)
     for t in unstarted:  # the time budget ran out before they started
-        study._storage.set_trial_user_attr(t._trial_id, "reason", "never started: time budget")
+        running_trial(study, t).set_user_attr("reason", "never started: time budget")
         study.tell(t.number, state=TrialState.FAIL)
     now = dt.datetime.now(dt.timezone.utc)
     for r in running:
         t = by_number.get(r.get("trial_number"))
         if t is not None and not t.state.is_finished():
-            study._storage.set_trial_user_attr(t._trial_id, "status", "PRUNED")
-            study._storage.set_trial_user_attr(t._trial_id, "reason", "budget.time_budget_s")
+            pruned = running_trial(study, t)
+            pruned.set_user_attr("status", "PRUNED")
+            pruned.set_user_attr("reason", "budget.time_budget_s")
             study.tell(t.number, state=TrialState.PRUNED)
         writer.set_trial(
             r["trial_id"], status="PRUNED", error="stopped by budget.time_budget_s", end_time=now
