@@ -2,7 +2,11 @@
 
 Ray is started at most once per test run (session scope) with 2 CPUs and one *logical*
 GPU, so CPU sweeps and the fractional-GPU scheduling test share it; it is always shut
-down at the end. Tests that need it carry @pytest.mark.ray.
+down at the end. Tests that need it carry @pytest.mark.ray (collection fails otherwise).
+
+Tiers: `python -m pytest` runs everything (CI); `-m "not slow and not ray and not
+subprocess"` the quick unit tests; pytest-timeout stops any test that hangs (pyproject.toml's
+`timeout`, longer for slow and ray tests).
 """
 
 from __future__ import annotations
@@ -37,6 +41,24 @@ def write_tiny_corpus(
             lines.append(f"{text}\t{label}")
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+SLOW_TIMEOUT_S = 1200  # a Ray sweep, or a kill and a resume, on a loaded 2-core machine
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tiers: every test that starts Ray (the ray_session fixture) must say so with the
+    `ray` marker (`-m "not ray"` then runs without Ray); tests marked slow or ray get a
+    longer pytest-timeout limit than pyproject.toml's default, unless they set their own."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "ray"
+        ):
+            raise pytest.UsageError(f"{item.nodeid} starts Ray: mark it @pytest.mark.ray")
+        if item.get_closest_marker("timeout") is None and (
+            item.get_closest_marker("slow") or item.get_closest_marker("ray")
+        ):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

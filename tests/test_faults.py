@@ -3,7 +3,8 @@ worker process killed (retried by max_failures), a trial that runs out of memory
 data, the sweep goes on), and Tune's state on a pyarrow filesystem URI (--storage).
 
 The chosen-moment SIGKILL and Ctrl-C cases are in tests/test_sweep.py; here the kill comes
-at a random moment (seed printed; HARNESS_FAULT_SEED=<seed> replays it).
+at a seeded moment: a fixed seed by default (CI sees the same kill every run),
+HARNESS_FAULT_SEED=<seed> replays one, HARNESS_FAULT_SEED=random draws a fresh one (printed).
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ from harness.config import load_spec
 # A trial of a few seconds on the tiny corpus, reports every 20 batches, nothing stopped early.
 LONG = ("train.max_epochs=40", "train.max_steps=300", "train.eval_every=20",
         "early_terminate={type: none}")  # fmt: skip
+
+
+def _fault_seed() -> int:
+    """The seed of a fault's moment: HARNESS_FAULT_SEED (a number, or `random` for a fresh
+    one), else a fixed one."""
+    given = os.environ.get("HARNESS_FAULT_SEED", "0")
+    return random.SystemRandom().randrange(2**32) if given == "random" else int(given)
 
 
 def _cli_args(tiny_corpus: Path, results: Path, *sets: str) -> list[str]:
@@ -146,6 +154,7 @@ def _exactly_once(folder: Path, n: int) -> pd.DataFrame:
     return trials
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_driver_killed_at_a_random_moment_resumes_to_exactly_the_budget(
@@ -154,7 +163,7 @@ def test_driver_killed_at_a_random_moment_resumes_to_exactly_the_budget(
     # One kill by default; HARNESS_FAULT_RUNS=10 gives the reliability figure (10 sweeps,
     # seeds seed..seed+9), HARNESS_FAULT_SPAN the range of the moment in seconds after the
     # first trial started (default 6; a 6-trial sweep here runs about that long after it).
-    first = int(os.environ.get("HARNESS_FAULT_SEED", random.SystemRandom().randrange(2**32)))
+    first = _fault_seed()
     runs = int(os.environ.get("HARNESS_FAULT_RUNS", "1"))
     span = float(os.environ.get("HARNESS_FAULT_SPAN", "6"))
     for seed in range(first, first + runs):
@@ -261,6 +270,7 @@ def test_out_of_memory_is_a_failed_trial_and_the_sweep_goes_on(
     assert st == {16: "COMPLETE", 2**40: "FAIL"}
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_storage_uri_holds_tune_state_and_resume_works(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -317,6 +327,7 @@ def _fill(folder: Path) -> None:
 # --------------------------------------------------------------------- fused groups
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_disk_that_fills_mid_sweep_stops_with_one_line_and_resumes(
@@ -363,12 +374,15 @@ def test_a_disk_that_fills_mid_sweep_stops_with_one_line_and_resumes(
         _exactly_once(folder, 6)
 
 
+@pytest.mark.subprocess
+@pytest.mark.ray
+@pytest.mark.slow
 def test_fused_driver_killed_then_resumed_ends_with_exactly_the_budget(
     tiny_corpus: Path, tmp_path: Path
 ) -> None:
     # Groups of 4 (6 trials: 4 + 2): a SIGKILL at a random moment, then --resume reruns every
     # unfinished member as the same Optuna trial, regrouped by shape and batch order.
-    seed = int(os.environ.get("HARNESS_FAULT_SEED", random.SystemRandom().randrange(2**32)))
+    seed = _fault_seed()
     delay = random.Random(seed).uniform(0.0, 5.0)
     print(f"HARNESS_FAULT_SEED={seed}: SIGKILL {delay:.2f} s after the first trial started")
     folder = tmp_path / "smoke"
@@ -439,6 +453,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_driver_killed_as_a_member_ends_loses_nothing_of_it(
@@ -472,6 +487,7 @@ def test_a_driver_killed_as_a_member_ends_loses_nothing_of_it(
     assert bundle.kept_models(folder) == sorted(trials["trial_id"])
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_second_ctrl_c_ends_with_the_resume_hint_and_no_traceback(
@@ -495,6 +511,7 @@ def test_a_second_ctrl_c_ends_with_the_resume_hint_and_no_traceback(
     assert out.rstrip().splitlines()[-1].endswith("plus --resume"), out
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sweeps_of_one_name_started_together_run_once(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -530,6 +547,8 @@ def test_sweeps_of_one_name_started_together_run_once(tiny_corpus: Path, tmp_pat
     assert set(trials["trial_id"]) >= {winner.split("--trial ")[1].split()[0]}
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_killed_group_worker_reruns_only_its_unfinished_members(
     ray_session: object, tiny_corpus: Path, tmp_path: Path
 ) -> None:
