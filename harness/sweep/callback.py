@@ -16,7 +16,7 @@ from ray import tune
 
 from harness import results as rs
 from harness.config import SweepSpec
-from harness.schema import LAYERS, METRIC_KEYS
+from harness.schema import LAYERS, METRIC_KEYS, Status
 from harness.sweep import checkpoints
 from harness.sweep.console import Console
 from harness.sweep.halt import Halt, guarded
@@ -96,7 +96,7 @@ class SweepCallback(tune.Callback):
             self.writer.set_trial(
                 trial.trial_id,
                 trial_number=trial.config.get(NUMBER),
-                status="RUNNING",
+                status=Status.RUNNING,
                 params=self._params(trial),
                 group_id=trial.trial_id,
                 group_member=0,
@@ -116,7 +116,7 @@ class SweepCallback(tune.Callback):
                 self.writer.set_trial(
                     mid,
                     trial_number=m["number"],
-                    status="RUNNING",
+                    status=Status.RUNNING,
                     params=m["params"],
                     group_id=trial.trial_id,
                     group_member=m["member"],
@@ -250,7 +250,7 @@ class SweepCallback(tune.Callback):
         if result.get("traceback"):
             log.warning("trial %s failed:\n%s", tid, result["traceback"])
         s = result.get(SUMMARY) or {}
-        status = result.get(STATUS, "COMPLETED")
+        status = result.get(STATUS, Status.COMPLETED)
         fields: dict[str, Any] = {"status": status, "error": result.get(ERROR) or None}
         if s:
             fields.update(
@@ -264,7 +264,7 @@ class SweepCallback(tune.Callback):
                 device=s.get("device"),
                 fused=s.get("fused"),
             )
-            if status == "COMPLETED":
+            if status == Status.COMPLETED:
                 fields.update(
                     test_acc=s.get("test_acc"),
                     test_loss=s.get("test_loss"),
@@ -272,21 +272,21 @@ class SweepCallback(tune.Callback):
                     metric=result.get(self.metric),
                     confusion=json.dumps(s["confusion"]) if s.get("confusion") else None,
                 )
-        if status not in ("COMPLETED", "PRUNED"):  # a pruned member keeps its last value
+        if status not in (Status.COMPLETED, Status.PRUNED):  # a pruned member keeps its last value
             fields["metric"] = None
         self.writer.set_trial(tid, **fields)
 
     def _end(self, trial: Any, status: str | None = None, error: str | None = None) -> None:
         tid = trial.trial_id
         if MEMBERS in trial.config:
-            self._end_group(trial, status or "PRUNED", error)
+            self._end_group(trial, status or Status.PRUNED, error)
             return
         if tid in self._done:
             return
         if status is None:
             last = trial.last_result or {}
             row = self.writer.trial_row(tid)
-            status = "PRUNED" if not last.get(FINAL) else row.get("status", "COMPLETED")
+            status = Status.PRUNED if not last.get(FINAL) else row.get("status", Status.COMPLETED)
         self._close(tid, status, error=error, params=self._params(trial))
 
     def _close(
@@ -301,12 +301,12 @@ class SweepCallback(tune.Callback):
             return
         self._done.add(tid)
         row = self.writer.trial_row(tid)
-        status = status or "COMPLETED"
+        status = status or Status.COMPLETED
         fields: dict[str, Any] = {"status": status, "end_time": dt.datetime.now(dt.timezone.utc)}
         if error:
             fields["error"] = error
             fields["metric"] = None
-        if status == "PRUNED" and not row.get("error"):
+        if status == Status.PRUNED and not row.get("error"):
             fields["error"] = None
         self.writer.set_trial(tid, params=dict(params or {}), **fields)
         self.trackers.end(tid, status)
@@ -342,7 +342,7 @@ class SweepCallback(tune.Callback):
 
     @guarded("folder")
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, status="FAILED", error=_ray_error_text(trial))
+        self._end(trial, status=Status.FAILED, error=_ray_error_text(trial))
         self._drop_checkpoints(trial)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:

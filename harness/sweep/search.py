@@ -34,6 +34,7 @@ from ray.tune.search import Searcher
 from harness import results as rs
 from harness import space, warmstart
 from harness.config import SweepSpec
+from harness.schema import Status
 from harness.sweep.groups import FusePlan, group_by_shape, shape_names
 from harness.sweep.halt import STORAGE_FAULTS, Halt, guarded
 from harness.sweep.keys import (
@@ -74,10 +75,10 @@ def verdict(
       weights' objective(s), or FAIL when one is not a finite number;
     - pruned inside its group (harness.sweep.rungs) -> PRUNED;
     - raised, diverged, or its worker died -> FAIL with the reason."""
-    status = str(entry.get(STATUS) or ("COMPLETED" if entry.get(FINAL) else "PRUNED"))
-    if status == "PRUNED":
+    status = str(entry.get(STATUS) or (Status.COMPLETED if entry.get(FINAL) else Status.PRUNED))
+    if status == Status.PRUNED:
         return TrialState.PRUNED, None, status, ""
-    if status == "COMPLETED":
+    if status == Status.COMPLETED:
         values = [entry.get(m) for m in metric_names]
         if all(v is not None and finite(v) for v in values):
             return TrialState.COMPLETE, [float(v) for v in values], status, ""
@@ -312,7 +313,7 @@ class OptunaSearcher(Searcher):
         for m in self._groups[trial_id]:  # members the trial never ended
             mid = self._mid(trial_id, m["member"])
             if mid not in self._told:
-                self._tell(mid, {STATUS: "FAILED" if error else "PRUNED"})
+                self._tell(mid, {STATUS: Status.FAILED if error else Status.PRUNED})
 
     def _entries(self, trial_id: str, result: Mapping[str, Any]) -> list[tuple[str, Mapping]]:
         """(member id, report or end) of each entry a result brings: a group's GROUP entries,

@@ -22,6 +22,7 @@ from ray import tune
 from harness import bundle, schema
 from harness.config import SweepSpec
 from harness.data import Dataset
+from harness.schema import Status
 from harness.sweep import checkpoints
 from harness.sweep.keys import (
     ERROR,
@@ -226,7 +227,7 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         side.flush()
         outcome.update(_finished(job.spec, summary, shown, note))
     except Exception as exc:  # noqa: BLE001 -- a failed trial is data, not a crash
-        outcome[STATUS] = "FAILED"
+        outcome[STATUS] = Status.FAILED
         outcome[ERROR] = "; ".join(x for x in (note, f"{type(exc).__name__}: {exc}".strip()) if x)
         outcome["traceback"] = traceback.format_exc(limit=20)
     except BaseException as exc:  # noqa: BLE001 -- Ray's stop (SystemExit), an interrupt
@@ -234,12 +235,12 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     _free_device_memory()  # the exception (and the frames holding the model) is gone now
     if stop is not None:
         raise stop
-    if outcome.get(STATUS) == "FAILED":
+    if outcome.get(STATUS) == Status.FAILED:
         side.flush()  # a report whose checkpoint failed still counts
     if side.held is not None:
         outcome[LAST] = side.held
     last = side.last
-    if outcome.get(STATUS) == "COMPLETED":  # metrics not in the summary: the last report's
+    if outcome.get(STATUS) == Status.COMPLETED:  # metrics not in the summary: the last report's
         for m in job.spec.metrics:
             if outcome.get(m.name) is None:
                 outcome[m.name] = last.get(m.name)
@@ -251,7 +252,7 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
             worst = -math.inf if m.mode == "max" else math.inf
             outcome[m.name] = last.get(m.name, worst)
     models = {}
-    if kept and cfg is not None and summary is not None and outcome.get(STATUS) == "COMPLETED":
+    if kept and cfg is not None and summary is not None and outcome.get(STATUS) == Status.COMPLETED:
         models[trial_id] = (cfg, kept[0], bundle.scores(summary))
     report_final(outcome, models, job, data)
 
@@ -308,7 +309,7 @@ def _finished(spec: SweepSpec, summary: TrialSummary, shown: str, note: str) -> 
         STATUS: summary.status,
         ERROR: "; ".join(x for x in (note, summary.reason) if x),
     }
-    if summary.status == "COMPLETED":
+    if summary.status == Status.COMPLETED:
         for m in spec.metrics:
             out[m.name] = s.get(_FINAL_FROM_SUMMARY.get(m.name, ""), None)
     return out
@@ -345,7 +346,13 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
 
     def failed(m: dict[str, Any], exc: BaseException, tb: str = "") -> dict[str, Any]:
         why = _join(note, f"{type(exc).__name__}: {exc}".strip())
-        return {MEMBER: m["member"], FINAL: True, STATUS: "FAILED", ERROR: why, "traceback": tb}
+        return {
+            MEMBER: m["member"],
+            FINAL: True,
+            STATUS: Status.FAILED,
+            ERROR: why,
+            "traceback": tb,
+        }
 
     live, cfgs, bad = _group_configs(job.spec, members)
     entries.extend(failed(m, exc, tb) for m, exc, tb in bad)
@@ -368,7 +375,7 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
             entry = {MEMBER: live[i]["member"], FINAL: True}
             entry.update(_finished(job.spec, summaries[i], shown, note))
             for m in job.spec.metrics:  # metrics not in the summary: the last report's
-                if entry[STATUS] == "COMPLETED" and entry.get(m.name) is None:
+                if entry[STATUS] == Status.COMPLETED and entry.get(m.name) is None:
                     entry[m.name] = last.get(i, {}).get(m.name)
             entries.append(entry)
 
@@ -410,7 +417,7 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     models = {
         member_id(group_id, live[i]["member"]): (cfgs[i], w, bundle.scores(summaries[i]))
         for i, w in kept.items()
-        if summaries[i].status == "COMPLETED"
+        if summaries[i].status == Status.COMPLETED
     }
     report_final(out, models, job, data)
 
