@@ -346,13 +346,8 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
 
     def failed(m: dict[str, Any], exc: BaseException, tb: str = "") -> dict[str, Any]:
         why = _join(note, f"{type(exc).__name__}: {exc}".strip())
-        return {
-            MEMBER: m["member"],
-            FINAL: True,
-            STATUS: Status.FAILED,
-            ERROR: why,
-            "traceback": tb,
-        }
+        return {MEMBER: m["member"], FINAL: True, STATUS: Status.FAILED, ERROR: why,
+                "traceback": tb}  # fmt: skip
 
     live, cfgs, bad = _group_configs(job.spec, members)
     entries.extend(failed(m, exc, tb) for m, exc, tb in bad)
