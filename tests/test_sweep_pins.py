@@ -82,7 +82,7 @@ def test_enqueued_trials_carry_their_fixed_params(tmp_path: Any) -> None:
 
 
 def test_ray_asha_private_attributes() -> None:
-    """BaselineASHA (harness.sweep.search) reads these to keep the baseline running."""
+    """BaselineASHA (harness.sweep.schedulers) reads these to keep the baseline running."""
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
     where = "ray.tune.schedulers.AsyncHyperBandScheduler"

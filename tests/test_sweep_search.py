@@ -1,4 +1,4 @@
-"""harness.sweep.search: honest reporting to Optuna and the scheduler per early_terminate.
+"""harness.sweep.search: the one Optuna searcher, honest about how every trial ended.
 
 No Ray runs here: the searcher is driven the way Tune drives it (suggest, results,
 completion) against a real Optuna SQLite study.
@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import optuna
-import pytest
 from test_sweep import SMOKE, study, write_spec
 
 from harness import sweep
@@ -101,20 +100,6 @@ def test_list_choices_reach_trials_as_lists(tmp_path: Path) -> None:
         assert params["filter_sizes"] in ([2, 3], [3, 4])
     stored = study(tmp_path, "smoke").trials[0].params["filter_sizes"]
     assert isinstance(stored, str)  # Optuna holds the encoded form
-
-
-@pytest.mark.parametrize("kind", ["asha", "hyperband", "median", "none"])
-def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
-    et = {"type": kind}
-    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate=et))
-    sched = sweep.build_scheduler(spec, max_t=9)
-    expected = {
-        "asha": "AsyncHyperBandScheduler",
-        "hyperband": "AsyncHyperBandScheduler",
-        "median": "MedianStoppingRule",
-        "none": "FIFOScheduler",
-    }[kind]
-    assert expected in [c.__name__ for c in type(sched).__mro__]
 
 
 def test_the_report_a_trial_ended_at_comes_with_its_final_result(tmp_path: Path) -> None:
@@ -241,7 +226,7 @@ def test_fuse_1_is_todays_searcher_and_scheduler(tmp_path: Path) -> None:
     spec = load_spec(SMOKE)
     s = sweep.build_searcher(spec, tmp_path, fuse=FusePlan(1, 1))
     assert type(s) is sweep.HonestOptunaSearch
-    assert isinstance(sweep.build_scheduler(spec, 9), sweep.search.AsyncHyperBandScheduler)
+    assert isinstance(sweep.build_scheduler(spec, 9), sweep.schedulers.AsyncHyperBandScheduler)
     assert type(sweep.build_scheduler(spec, 9, fused=True)).__name__ == "FIFOScheduler"
 
 
@@ -292,50 +277,6 @@ def test_resume_keeps_the_sampler_auto_chose(tmp_path: Path) -> None:
     assert isinstance(resumed.study.sampler, optuna.samplers.GPSampler)
     assert isinstance(sweep.build_searcher(more, tmp_path, resume=True).study.sampler,
                       optuna.samplers.GPSampler)  # fmt: skip
-
-
-def test_asha_first_rung_follows_the_grace_rule(tmp_path: Path) -> None:
-    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate={"type": "asha"}))
-    assert spec.early_terminate.grace_period is None
-    assert spec.grace_period(54) == 6 and spec.grace_period(4) == 1  # max_t / 3**2, >= 1
-    sched = sweep.build_scheduler(spec, max_t=54)
-    assert sched._brackets[0]._rungs[-1][0] == 6  # the first milestone
-    explicit = load_spec(write_spec(tmp_path / "e.yaml", early_terminate={"type": "asha",
-                                                                          "grace_period": 2}))  # fmt: skip
-    assert explicit.grace_period(54) == 2
-
-
-def test_asha_compares_with_the_baseline_but_never_stops_it(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from ray.tune.schedulers import TrialScheduler
-
-    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate={"type": "asha",
-                                                                      "reduction_factor": 3}))  # fmt: skip
-    sched = sweep.build_scheduler(spec, max_t=10)  # grace 1: rungs at 1, 3 (9 is the last eval)
-
-    def trial(number: int) -> SimpleNamespace:
-        t = SimpleNamespace(trial_id=f"t{number}", config={sweep.NUMBER: number})
-        sched.on_trial_add(None, t)
-        return t
-
-    def report(t: SimpleNamespace, it: int, acc: float) -> str:
-        return sched.on_trial_result(None, t, {"training_iteration": it, "best_dev_acc": acc})
-
-    first, base, third = trial(1), trial(0), trial(2)
-    assert report(first, 1, 0.8) == TrialScheduler.CONTINUE  # alone at the rung
-    assert report(base, 1, 0.5) == TrialScheduler.CONTINUE  # below the cutoff, kept anyway
-    assert report(third, 1, 0.6) == TrialScheduler.STOP  # the baseline's 0.5 is in the rung
-    assert report(base, 3, 0.7) == TrialScheduler.CONTINUE
-    assert sched._num_stopped == 1
-    off = sweep.build_scheduler(
-        load_spec(write_spec(tmp_path / "o.yaml", baseline=False,
-                             early_terminate={"type": "asha", "reduction_factor": 3})), 10
-    )  # fmt: skip
-    sched = off
-    first, zero = trial(1), trial(0)
-    report(first, 1, 0.8)
-    assert report(zero, 1, 0.5) == TrialScheduler.STOP  # baseline off: trial 0 is any trial
 
 
 def test_auto_s_draws_around_the_baseline_join_groups_of_their_shape(tmp_path: Path) -> None:

@@ -26,7 +26,8 @@ and ends as its own trial, with its own rows.
 One concept per module:
   keys.py         the keys a trial's results carry besides the metrics
   search.py       the one Optuna searcher (ask and tell; a trial is a group of one or
-                  more Optuna trials) and the early-termination scheduler
+                  more Optuna trials)
+  schedulers.py   the early-termination scheduler per early_terminate
   groups.py       resources.fuse: how many trials a group holds, which trials may share one
   rungs.py        early termination of a group's members: Ray's rules, one shared record
   trial.py        what runs inside a Ray trial (one trial, or a group of them)
@@ -84,11 +85,11 @@ from harness.sweep.keys import (
 from harness.sweep.ray_session import check_fits, check_reachable, init_ray
 from harness.sweep.resume import ResumePlan, plan_resume
 from harness.sweep.runner import SweepOutcome, run
+from harness.sweep.schedulers import build_scheduler
 from harness.sweep.search import (
     GroupSearch,
     HonestOptunaSearch,
     OptunaSearcher,
-    build_scheduler,
     build_searcher,
     optuna_storage_url,
     plan_search,

@@ -40,9 +40,9 @@ from harness.sweep.provenance import sweep_info
 from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, init_ray
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
 from harness.sweep.rungs import start_rungs
+from harness.sweep.schedulers import build_scheduler
 from harness.sweep.search import (
     SearchPlan,
-    build_scheduler,
     build_searcher,
     optuna_storage_url,
     plan_search,

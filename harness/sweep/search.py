@@ -1,4 +1,5 @@
-"""How trials are chosen and stopped: one Optuna searcher for every sweep, and the scheduler.
+"""How trials are chosen: one Optuna searcher for every sweep (the schedulers that stop
+them are in harness.sweep.schedulers).
 
 OptunaSearcher is a Ray Tune Searcher over Optuna's public ask-and-tell API: every Ray trial
 is a group of Optuna trials (one when unfused), each asked (`study.ask`, `enqueue_trial`),
@@ -13,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,13 +22,6 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from ray.tune.schedulers import (
-    AsyncHyperBandScheduler,
-    FIFOScheduler,
-    HyperBandScheduler,
-    MedianStoppingRule,
-    TrialScheduler,
-)
 from ray.tune.search import Searcher
 
 from harness import results as rs
@@ -481,32 +474,6 @@ def build_searcher(
     )  # fmt: skip
 
 
-class BaselineASHA(AsyncHyperBandScheduler):
-    """ASHA that never stops the classic baseline (Optuna trial 0 with `baseline: true`).
-
-    The baseline's results still enter every rung it reaches, so the other trials are
-    compared with it there; but it runs to its end, because its full value is what the
-    sweep's summary (and `bench searchers`) measure the search by. Without this, a trial
-    that reaches the first rung before it with a better early value stops it.
-    """
-
-    def __init__(self, *args: Any, keep_baseline: bool = True, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._keep_baseline = keep_baseline
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        action = super().on_trial_result(tune_controller, trial, result)
-        if (
-            action == TrialScheduler.STOP
-            and self._keep_baseline
-            and trial.config.get(NUMBER) == 0
-            and result.get(self._time_attr, 0) < self._max_t
-        ):
-            self._num_stopped -= 1
-            return TrialScheduler.CONTINUE
-        return action
-
-
 def rerun_groups(
     spec: SweepSpec, storage: optuna.storages.BaseStorage, numbers: Sequence[int], size: int
 ) -> list[list[int]]:
@@ -524,58 +491,3 @@ def rerun_groups(
             params["data_seed"] = t.user_attrs["data_seed"]
         members.append((n, params))
     return group_by_shape(spec, members, size)
-
-
-def build_scheduler(spec: SweepSpec, max_t: int, fused: bool = False) -> TrialScheduler:
-    """The spec's early termination for whole trials; groups decide per member inside the
-    trial (harness.sweep.rungs), so Tune's own scheduler is FIFO for them."""
-    if fused:
-        return FIFOScheduler()
-    et = spec.early_terminate
-    metric, mode = spec.metric.name, spec.metric.mode
-    if et.type == "asha":
-        return BaselineASHA(
-            keep_baseline=spec.baseline,
-            time_attr="training_iteration",
-            metric=metric,
-            mode=mode,
-            max_t=max(max_t, spec.grace_period(max_t)),
-            grace_period=spec.grace_period(max_t),
-            reduction_factor=et.reduction_factor,
-        )
-    if et.type == "hyperband":
-        # Asynchronous hyperband (several ASHA brackets); hyperband_sync is Ray's synchronous one
-        return BaselineASHA(
-            keep_baseline=spec.baseline,
-            time_attr="training_iteration",
-            metric=metric,
-            mode=mode,
-            max_t=max_t,
-            grace_period=1,
-            reduction_factor=et.reduction_factor,
-            brackets=max(1, min(3, int(math.log(max(max_t, 1), et.reduction_factor)) + 1)),
-        )
-    if et.type == "hyperband_sync":
-        # Ray's synchronous HyperBand: trials pause at each rung (a checkpoint after every
-        # report lets them go on from there) until the rung is full, then the best go on.
-        return HyperBandScheduler(
-            time_attr="report",
-            metric=metric,
-            mode=mode,
-            max_t=max_t,
-            reduction_factor=et.reduction_factor,
-            stop_last_trials=True,
-        )
-    if et.type == "pbt":
-        from harness.sweep.population import pbt_scheduler
-
-        return pbt_scheduler(spec)
-    if et.type == "median":
-        return MedianStoppingRule(
-            time_attr="training_iteration",
-            metric=metric,
-            mode=mode,
-            grace_period=spec.grace_period(max_t),
-            min_samples_required=3,
-        )
-    return FIFOScheduler()
