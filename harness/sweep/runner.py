@@ -30,6 +30,7 @@ from harness.config import SweepSpec, as_spec
 from harness.data import Dataset, load_dataset
 from harness.errors import UserError
 from harness.lock import LOCK_FILE, FolderLock
+from harness.schema import STATUSES
 from harness.sweep import checkpoints
 from harness.sweep.callback import SweepCallback
 from harness.sweep.console import Console
@@ -235,7 +236,7 @@ def throughput(spec: SweepSpec, rows: Sequence[dict[str, Any]], fit_s: float) ->
     """What sweep.json records of the run's pace: trials finished per hour of Tune's fit, and
     per device-hour (GPU-hours when trials ask for GPUs, else CPU-hours: each group's wall
     time, first member's start to last member's end, times the share it held)."""
-    finished = [r for r in rows if r.get("status") in ("COMPLETED", "PRUNED", "FAILED", "DIVERGED")]
+    finished = [r for r in rows if r.get("status") in STATUSES]
     spans: dict[str, list[float]] = {}
     for r in finished:
         if isinstance(r.get("start_time"), dt.datetime) and isinstance(
@@ -378,7 +379,7 @@ def _stopped(spec: SweepSpec, folder: Path, fault: str, started: float) -> Sweep
     line the command prints."""
     try:
         t = pd.read_parquet(folder / rs.TRIALS_FILE)
-        done = int(t["status"].isin(["COMPLETED", "PRUNED", "FAILED", "DIVERGED"]).sum())
+        done = int(t["status"].isin(STATUSES).sum())
         kept = f"{len(t)} trial(s) in {rs.TRIALS_FILE} as last written ({done} finished)"
         lost = unkept(folder, t.to_dict("records"), spec.keep_best, spec.metric.goal)
         if lost:
