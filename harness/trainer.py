@@ -451,7 +451,7 @@ class Loop:
             why = self._divergence(j, win[j], dev_loss, steps)
             last = bool(why) or self.keeper.exhausted(j, self.step_count) or (
                 self.step_count >= self.total_steps
-            )  # the member ends here whatever the report's verdict: the report says so
+            )  # the loop ends the member at this report (divergence, patience, budget): it says so
             metrics = windows.row(
                 step=self.step_count, report=self.reports, epoch=self.epoch, samples=self.samples, elapsed=elapsed,
                 lr=self.lrs[j], window=win[j], batch_sizes=self.window.batch_sizes,
