@@ -35,6 +35,9 @@ METRIC_KEYS: dict[str, str] = {
 }
 
 LAYERS = "layers"  # report key: {column: [value per layer]} with LAYER_KEYS columns
+# report key (not a column): the loop ends the member at this report (its step budget, its
+# patience or a non-finite value); only the loop knows, so a sweep reads it, never guesses it
+LAST = "last"
 
 # --- one row per (report, layer) ----------------------------------------------------------
 LAYER_KEYS: dict[str, str] = {
@@ -78,4 +81,17 @@ TRIAL_KEYS: dict[str, str] = {
     "group_size": "trials the group started with (1: unfused)",
     "fused": "the group trained as one fused module (false: alone, or members side by side)",
 }
-STATUSES = ("COMPLETED", "PRUNED", "FAILED", "DIVERGED")
+
+
+class Status:
+    """A trial's status: trials.parquet's `status` column and the `status` user attribute of
+    its Optuna trial. Plain strings, so tables and JSON hold them as written."""
+
+    RUNNING = "RUNNING"  # started and not ended (or left by an interrupted run: --resume)
+    COMPLETED = "COMPLETED"  # the loop ran to its end (its own early stop included): tested
+    PRUNED = "PRUNED"  # stopped by early termination or the time budget
+    FAILED = "FAILED"  # raised, or its worker died with no retries left
+    DIVERGED = "DIVERGED"  # a non-finite loss, gradient or dev loss
+
+
+STATUSES = (Status.COMPLETED, Status.PRUNED, Status.FAILED, Status.DIVERGED)  # a trial's ends

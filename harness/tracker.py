@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.schema import LAYERS
+from harness.schema import LAYERS, Status
 from harness.values import finite
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,8 @@ LAYER_SCALARS: dict[str, str] = {
     "vanish_frac": "layer_vanish_frac",
 }
 # a trial's status -> MLflow run status
-MLFLOW_STATUS = {"COMPLETED": "FINISHED", "PRUNED": "KILLED", "FAILED": "FAILED",
-                 "DIVERGED": "FAILED"}  # fmt: skip
+MLFLOW_STATUS = {Status.COMPLETED: "FINISHED", Status.PRUNED: "KILLED", Status.FAILED: "FAILED",
+                 Status.DIVERGED: "FAILED"}  # fmt: skip
 
 
 def scalars(report: Mapping[str, Any]) -> dict[str, float]:

@@ -340,7 +340,7 @@ def run(
         bundle.save(out, cfg, spec, data, tested[0], info)
     else:
         bundle.remove(out)  # an earlier run's model in the same folder is not this run's
-    if summary.status == "COMPLETED":
+    if summary.status == schema.Status.COMPLETED:
         echo(f"Test Loss: {summary.test_loss:>5.2f},  Test Acc: {summary.test_acc:>6.2%},  "
              f"Test Macro F1: {summary.test_f1_macro:.4f}")
         echo("Precision, Recall and F1-Score...")

@@ -543,14 +543,17 @@ class Loop:
             dev_loss, dev_acc = dev_values[2 * j] / self.n_dev, dev_values[2 * j + 1] / self.n_dev
             improved = self.keeper.update(j, dev_loss, dev_acc, self.step_count, params[j])
             g_metrics, g_layers = grads[j]
+            why = self._divergence(j, win[j], dev_loss, steps)
+            last = bool(why) or self.keeper.exhausted(j, self.step_count) or (
+                self.step_count >= self.total_steps
+            )  # the loop ends the member at this report (divergence, patience, budget): it says so
             metrics = windows.row(
                 step=self.step_count, report=self.reports, epoch=self.epoch, samples=self.samples, elapsed=elapsed,
                 lr=self.lrs[j], window=win[j], batch_sizes=self.window.batch_sizes,
                 dev_loss=dev_loss, dev_acc=dev_acc, improved=improved,
                 best_loss=self.keeper.best_loss[j], best_acc=self.keeper.best_acc[j],
-                grad=g_metrics, layers=g_layers,
+                grad=g_metrics, layers=g_layers, last=last,
             )  # fmt: skip
-            why = self._divergence(j, win[j], dev_loss, steps)
             verdict = report(i, metrics) if report is not None else None
             if why:
                 ended[j] = ("DIVERGED", why)

@@ -97,8 +97,9 @@ def row(
     best_acc: float,
     grad: dict[str, Any],
     layers: dict[str, list[Any]],
+    last: bool = False,
 ) -> dict[str, Any]:
-    """One member's report: schema.METRIC_KEYS in order, plus schema.LAYERS.
+    """One member's report: schema.METRIC_KEYS in order, plus schema.LAYERS and schema.LAST.
 
     train_loss is the mean over the window's samples (a short last batch weighs by its size)
     and includes label smoothing; dev_loss is plain cross entropy.
@@ -123,4 +124,5 @@ def row(
     }
     out = {key: metrics[key] for key in schema.METRIC_KEYS}
     out[schema.LAYERS] = layers
+    out[schema.LAST] = last
     return out

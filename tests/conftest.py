@@ -2,7 +2,11 @@
 
 Ray is started at most once per test run (session scope) with 2 CPUs and one *logical*
 GPU, so CPU sweeps and the fractional-GPU scheduling test share it; it is always shut
-down at the end. Tests that need it carry @pytest.mark.ray.
+down at the end. Tests that need it carry @pytest.mark.ray (collection fails otherwise).
+
+Tiers: `python -m pytest` runs everything (CI); `-m "not slow and not ray and not
+subprocess"` the quick unit tests; pytest-timeout stops any test that hangs (pyproject.toml's
+`timeout`, longer for slow and ray tests).
 """
 
 from __future__ import annotations
@@ -39,19 +43,32 @@ def write_tiny_corpus(
     return root
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `cuda` skip themselves where no CUDA device is (CI), so `-m cuda` on a GPU
-    machine runs every one of them."""
-    if not any(item.get_closest_marker("cuda") for item in items):
-        return
-    import torch
+SLOW_TIMEOUT_S = 1200  # a Ray sweep, or a kill and a resume, on a loaded 2-core machine
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tiers: every test that starts Ray (the ray_session fixture) must say so with the
+    `ray` marker (`-m "not ray"` then runs without Ray); tests marked slow or ray get a
+    longer pytest-timeout limit than pyproject.toml's default, unless they set their own.
+    Tests marked `cuda` skip themselves where no CUDA device is (CI), so `-m cuda` on a GPU
+    machine runs every one of them."""
+    if any(item.get_closest_marker("cuda") for item in items):
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason="needs a CUDA device")
+            for item in items:
+                if item.get_closest_marker("cuda"):
+                    item.add_marker(skip)
     for item in items:
-        if item.get_closest_marker("cuda"):
-            item.add_marker(skip)
+        if "ray_session" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "ray"
+        ):
+            raise pytest.UsageError(f"{item.nodeid} starts Ray: mark it @pytest.mark.ray")
+        if item.get_closest_marker("timeout") is None and (
+            item.get_closest_marker("slow") or item.get_closest_marker("ray")
+        ):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ def test_loop_smoke(tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert len(res["rounds"]["train"]) == 2
 
 
+@pytest.mark.subprocess
 def test_dispatcher_errors() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "harness.bench", "lop"], check=False, cwd=REPO, env=env,

@@ -77,6 +77,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
     return out
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sweep_joins_a_two_node_cluster_and_records_the_node(
@@ -93,6 +94,7 @@ def test_sweep_joins_a_two_node_cluster_and_records_the_node(
     assert set(trials["node_ip"]) == {"127.0.0.1"}
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_node_removed_mid_trial_loses_nothing(

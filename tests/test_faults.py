@@ -3,7 +3,8 @@ worker process killed (retried by max_failures), a trial that runs out of memory
 data, the sweep goes on), and Tune's state on a pyarrow filesystem URI (--storage).
 
 The chosen-moment SIGKILL and Ctrl-C cases are in tests/test_sweep.py; here the kill comes
-at a random moment (seed printed; HARNESS_FAULT_SEED=<seed> replays it).
+at a seeded moment: a fixed seed by default (CI sees the same kill every run),
+HARNESS_FAULT_SEED=<seed> replays one, HARNESS_FAULT_SEED=random draws a fresh one (printed).
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ from harness.config import load_spec
 # A trial of a few seconds on the tiny corpus, reports every 20 batches, nothing stopped early.
 LONG = ("train.max_epochs=40", "train.max_steps=300", "train.eval_every=20",
         "early_terminate={type: none}")  # fmt: skip
+
+
+def _fault_seed() -> int:
+    """The seed of a fault's moment: HARNESS_FAULT_SEED (a number, or `random` for a fresh
+    one), else a fixed one."""
+    given = os.environ.get("HARNESS_FAULT_SEED", "0")
+    return random.SystemRandom().randrange(2**32) if given == "random" else int(given)
 
 
 def _cli_args(tiny_corpus: Path, results: Path, *sets: str) -> list[str]:
@@ -146,6 +154,7 @@ def _exactly_once(folder: Path, n: int) -> pd.DataFrame:
     return trials
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_driver_killed_at_a_random_moment_resumes_to_exactly_the_budget(
@@ -154,7 +163,7 @@ def test_driver_killed_at_a_random_moment_resumes_to_exactly_the_budget(
     # One kill by default; HARNESS_FAULT_RUNS=10 gives the reliability figure (10 sweeps,
     # seeds seed..seed+9), HARNESS_FAULT_SPAN the range of the moment in seconds after the
     # first trial started (default 6; a 6-trial sweep here runs about that long after it).
-    first = int(os.environ.get("HARNESS_FAULT_SEED", random.SystemRandom().randrange(2**32)))
+    first = _fault_seed()
     runs = int(os.environ.get("HARNESS_FAULT_RUNS", "1"))
     span = float(os.environ.get("HARNESS_FAULT_SPAN", "6"))
     for seed in range(first, first + runs):
@@ -261,6 +270,7 @@ def test_out_of_memory_is_a_failed_trial_and_the_sweep_goes_on(
     assert st == {16: "COMPLETE", 2**40: "FAIL"}
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_storage_uri_holds_tune_state_and_resume_works(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -317,6 +327,7 @@ def _fill(folder: Path) -> None:
 # --------------------------------------------------------------------- fused groups
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_disk_that_fills_mid_sweep_stops_with_one_line_and_resumes(
@@ -363,12 +374,15 @@ def test_a_disk_that_fills_mid_sweep_stops_with_one_line_and_resumes(
         _exactly_once(folder, 6)
 
 
+@pytest.mark.subprocess
+@pytest.mark.ray
+@pytest.mark.slow
 def test_fused_driver_killed_then_resumed_ends_with_exactly_the_budget(
     tiny_corpus: Path, tmp_path: Path
 ) -> None:
     # Groups of 4 (6 trials: 4 + 2): a SIGKILL at a random moment, then --resume reruns every
     # unfinished member as the same Optuna trial, regrouped by shape and batch order.
-    seed = int(os.environ.get("HARNESS_FAULT_SEED", random.SystemRandom().randrange(2**32)))
+    seed = _fault_seed()
     delay = random.Random(seed).uniform(0.0, 5.0)
     print(f"HARNESS_FAULT_SEED={seed}: SIGKILL {delay:.2f} s after the first trial started")
     folder = tmp_path / "smoke"
@@ -395,6 +409,109 @@ def test_fused_driver_killed_then_resumed_ends_with_exactly_the_budget(
         assert st[row["trial_number"]].user_attrs["data_seed"] == row["param.data_seed"]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_study_that_cannot_be_written_halts_a_fused_sweep(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Study.tell fails after two tells (a full disk under optuna.db): the fused sweep stops
+    # as an unfused one does, with the fault as its one line, and tells Optuna nothing more
+    import optuna
+
+    real, tells = optuna.Study.tell, []
+
+    def tell(self, *args, **kw):
+        tells.append(1)
+        if len(tells) > 2:
+            raise optuna.exceptions.StorageInternalError("database or disk is full")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(optuna.Study, "tell", tell)
+    sets = [f"data.path={tiny_corpus}", "data.name=thucnews", "budget.num_samples=6",
+            "resources.fuse=2", "early_terminate={type: none}"]  # fmt: skip
+    out = sweep.run(load_spec(SMOKE, sets), results_root=tmp_path, console=False)
+    monkeypatch.setattr(optuna.Study, "tell", real)
+    assert out.fault and "cannot write (database or disk is full)" in out.fault, out.fault
+    states = [t.state.name for t in study(tmp_path / "smoke", "smoke").trials]
+    assert states.count("COMPLETE") == 2 and "RUNNING" in states, states
+
+
+# The driver as the command runs it, killed (SIGKILL) the moment a result that ends a
+# group's member reaches the callback, before the callback writes it.
+_KILLED_AT_A_MEMBER_END = """
+import os, signal, sys
+from harness.sweep import main
+from harness.sweep.callback import SweepCallback
+from harness.sweep.keys import FINAL, GROUP
+hook = SweepCallback.on_trial_result
+def killing(self, iteration, trials, trial, result, **info):
+    if any(e.get(FINAL) for e in result.get(GROUP) or ()):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return hook(self, iteration, trials, trial, result, **info)
+SweepCallback.on_trial_result = killing
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_driver_killed_as_a_member_ends_loses_nothing_of_it(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # Tune shows a result to the searcher before the callback writes the tables: the member's
+    # end must not reach Optuna first, or --resume finds it COMPLETE in the study with no
+    # metric, test scores, report rows or kept model (and another trial reported best).
+    folder = tmp_path / "smoke"
+    args = _cli_args(tiny_corpus, tmp_path, "budget.num_samples=4", "resources.fuse=2",
+                     "early_terminate={type: none}", "keep_best=4")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_AT_A_MEMBER_END, *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        proc.wait(timeout=300)
+    finally:
+        _kill_driver_and_its_ray(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert all(t.state.name in ("RUNNING", "WAITING") for t in study(folder, "smoke").trials)
+
+    proc = _start([*args, "--resume"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    trials = _exactly_once(folder, 4)
+    assert trials["metric"].notna().all() and trials["test_acc"].notna().all()
+    from harness import bundle
+
+    assert bundle.kept_models(folder) == sorted(trials["trial_id"])
+
+
+@pytest.mark.subprocess
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_second_ctrl_c_ends_with_the_resume_hint_and_no_traceback(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # the first Ctrl-C asks Tune for an orderly stop; a second cuts it short wherever the
+    # driver is: still one line saying how to go on, exit 130
+    folder = tmp_path / "smoke"
+    args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=2", "resources.fuse=2")
+    proc = _start(args)
+    try:
+        _first_running(proc, folder)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _kill_driver_and_its_ray(proc)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert out.rstrip().splitlines()[-1].endswith("plus --resume"), out
+
+
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sweeps_of_one_name_started_together_run_once(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -430,6 +547,8 @@ def test_sweeps_of_one_name_started_together_run_once(tiny_corpus: Path, tmp_pat
     assert set(trials["trial_id"]) >= {winner.split("--trial ")[1].split()[0]}
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_killed_group_worker_reruns_only_its_unfinished_members(
     ray_session: object, tiny_corpus: Path, tmp_path: Path
 ) -> None:

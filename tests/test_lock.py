@@ -34,6 +34,7 @@ def test_a_held_folder_is_refused_and_free_again_after_release(tmp_path: Path) -
     lock.FolderLock.claim(folder).release()
 
 
+@pytest.mark.subprocess
 def test_a_lock_left_by_a_killed_process_is_no_lock(tmp_path: Path) -> None:
     folder = tmp_path / "smoke"
     code = (

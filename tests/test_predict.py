@@ -83,6 +83,7 @@ def test_a_sweep_folder_means_its_best_kept_trial(sweep_dir: Path) -> None:
     assert load(sweep_dir / "models" / "aaa", device="cpu").predict(["天地"]).shape == (1, 4)
 
 
+@pytest.mark.subprocess
 def test_command_prints_a_table_and_writes_parquet(run_dir: Path, tmp_path: Path) -> None:
     texts = tmp_path / "texts.txt"
     texts.write_text("天地玄黄宇宙\n\n  辰宿列张寒来  \n", encoding="utf-8")

@@ -432,6 +432,7 @@ def test_cli_bad_flag(folder: Path, capsys) -> None:
     assert capsys.readouterr().err.strip() == "error: --top: must be >= 1, got 0"
 
 
+@pytest.mark.subprocess
 def test_not_a_results_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     res = subprocess.run(

@@ -51,6 +51,7 @@ def study(folder: Path, name: str) -> optuna.Study:
 # --------------------------------------------------------------------- the package (no Ray)
 
 
+@pytest.mark.subprocess
 def test_ray_starts_with_the_sweeps_environment() -> None:
     """Whichever module of the package is imported first, Ray is imported after the
     environment it reads at import time is set (harness/sweep/__init__.py)."""
@@ -111,6 +112,7 @@ BAD_SPECS = [
 ]  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_bad_spec_exits_2_before_ray_starts(tmp_path: Path) -> None:
     """The real command: exit status 2, one error line, no traceback, no Ray, no files."""
     spec = tmp_path / "bad.yaml"
@@ -339,6 +341,7 @@ def test_the_api_checks_a_dict_like_a_file(tmp_path: Path) -> None:
     assert raw == {"model": "TextCNN", "paramters": {}} and not list(tmp_path.iterdir())
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(tracker.have_mlflow(), reason="checks the error without mlflow installed")
 def test_mlflow_missing_exits_2_before_ray_starts(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "ml.yaml", mlflow={"tracking_uri": "http://127.0.0.1:5000"})
@@ -397,7 +400,7 @@ def test_a_trial_that_runs_its_budget_is_never_pruned(
 ) -> None:
     # An explicit max_t of 3 reports (15 of smoke's 20 batches) is each trial's budget: a
     # trial that reaches it ends COMPLETED and tested. ASHA (rungs at reports 1 and 2) still
-    # stops trials before it, and never one at its last report (trial.LastReport).
+    # stops trials before it, and never one at its last report (the loop marks it last).
     overrides = [
         "data.name=thucnews",
         f"data.path={tiny_corpus}",
@@ -525,6 +528,7 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(ray_session: object, tmp_pa
         assert all("Ray assigned GPU 0" in e and "CPU" in e for e in trials["error"])
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_interrupted_and_killed_sweeps_resume_to_exactly_the_budget(

@@ -51,6 +51,19 @@ def test_a_resumed_sweep_counts_on_and_an_interrupted_one_says_how_to_go_on() ->
     assert "--resume" in lines[2]
 
 
+def test_a_resume_with_nothing_left_says_no_grouping_of_zero_trials() -> None:
+    from harness.sweep.groups import FusePlan
+
+    spec = load_spec(SMOKE, ["resources.fuse=2"])
+    out = io.StringIO()
+    c = sweep.Console(spec, out=out)
+    cluster = {"cpus": 2, "gpus": 0}
+    c.grouping(FusePlan(2, 2), 0, cluster)  # a finished fused sweep, resumed
+    assert out.getvalue() == ""
+    c.grouping(FusePlan(2, 2), 4, cluster)
+    assert out.getvalue().startswith("  4 trials in groups of up to 2")
+
+
 # --------------------------------------------------------------------- while trials run
 
 REPORT = {"report": 2, "iteration": 10, "epoch": 1, "train_loss": 0.7, "dev_loss": 0.6,

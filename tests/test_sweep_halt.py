@@ -42,6 +42,44 @@ def test_the_line_names_the_path_and_the_cause() -> None:
         )
 
 
+def test_an_os_error_names_its_own_cause_not_one_it_met_on_the_way() -> None:
+    # a table write that fails while a full SQLite study's error is being handled: the
+    # line names the table's cause, not SQLite's
+    db = sqlalchemy.exc.OperationalError(
+        "INSERT ...", {}, sqlite3.OperationalError("database or disk is full")
+    )
+    try:
+        try:
+            raise db
+        except sqlalchemy.exc.OperationalError:
+            raise OSError(errno.ENOSPC, "No space left on device", "/r/smoke/metrics.parquet")
+    except OSError as exc:
+        assert describe("/r/smoke", exc) == (
+            "/r/smoke/metrics.parquet: cannot write (No space left on device)"
+        )
+
+
+def test_the_stop_line_says_which_kept_weights_were_lost(tmp_path: Path) -> None:
+    # two members completed, then the disk filled before their final checkpoint: no model
+    # reached models/, and the line says so (those trials are not trained again)
+    from test_sweep import SMOKE
+
+    from harness.config import load_spec
+    from harness.sweep.runner import _stopped
+
+    writer = rs.ResultsWriter(tmp_path, params=[])
+    for i, (tid, m) in enumerate([("g-0", 0.9), ("g-1", 0.8), ("h-0", None)]):
+        status = "COMPLETED" if m is not None else "RUNNING"
+        writer.set_trial(tid, trial_number=i, status=status, metric=m)
+    writer.flush(force=True)
+    spec = load_spec(SMOKE, ["keep_best=1"])
+    line = _stopped(spec, tmp_path, "x: cannot write (No space left on device)", 0.0).fault
+    assert "not kept: the model of 1 completed trial(s) among the top 1, g-0" in line
+    assert "--resume" in line
+    spec = load_spec(SMOKE, ["keep_best=0"])
+    assert "not kept" not in _stopped(spec, tmp_path, "x", 0.0).fault
+
+
 def test_a_table_that_cannot_be_written_names_itself(readonly_dir: Path) -> None:
     writer = rs.ResultsWriter(readonly_dir)
     writer.set_trial("a", status="RUNNING")

@@ -1,20 +1,21 @@
-"""What harness.sweep relies on inside Ray's OptunaSearch and Optuna, beyond their public API.
+"""What harness.sweep relies on inside Ray and Optuna, beyond their public API.
 
-HonestOptunaSearch reads and writes OptunaSearch's private attributes, and the searcher and
-the resume code reach into Optuna's study and trials. pyproject.toml pins the versions
-this was written against (ray 2.60, optuna 5.0); an upgrade that moves one of these fails
-here, naming it, instead of as an AttributeError in the middle of a sweep.
+The searcher drives Optuna through its public ask-and-tell API; the one private read left,
+reopening an interrupted run's RUNNING trial (harness.sweep.search.running_trial), is
+pinned here with Ray's private pieces the trials and the schedulers use. pyproject.toml pins
+the versions this was written against (ray 2.60, optuna 5.0); an upgrade that moves one of
+these fails here, naming it, instead of as an AttributeError in the middle of a sweep.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 
 from harness import sweep  # noqa: F401 -- sets Ray's environment before ray's import
+from harness.sweep.search import running_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -31,63 +32,26 @@ def need(obj: Any, attr: str, where: str) -> Any:
     return getattr(obj, attr)
 
 
-def space(trial: Any) -> None:
-    trial.suggest_float("x", 0.0, 1.0)
-
-
-@pytest.fixture
-def searcher(tmp_path: Path) -> Any:
-    """A real OptunaSearch over a real SQLite study, as harness.sweep.search builds one."""
-    from ray.tune.search.optuna import OptunaSearch
-
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    sampler = optuna.samplers.TPESampler(seed=0, constant_liar=True)
-    s = OptunaSearch(
-        space=space, metric="acc", mode="max", sampler=sampler, study_name="pins", storage=storage
-    )
-    s.set_search_properties(None, None, {})
-    return s
-
-
-def test_optuna_search_private_attributes(searcher: Any) -> None:
-    where = "ray.tune.search.optuna.OptunaSearch"
-    assert searcher.suggest("t1") is not None
-    study = need(searcher, "_ot_study", where)
-    assert isinstance(study, optuna.Study), f"{where}._ot_study is not an optuna.Study"
-    trials = need(searcher, "_ot_trials", where)
-    assert isinstance(trials, dict) and isinstance(trials.get("t1"), optuna.Trial), (
-        f"{where}._ot_trials no longer maps Tune trial ids to optuna.Trial"
-    )
-    done = need(searcher, "_completed_trials", where)
-    assert isinstance(done, set), f"{where}._completed_trials is not a set"
-    sampler = need(searcher, "_sampler", where)
-    assert isinstance(sampler, optuna.samplers.TPESampler), f"{where}._sampler is not ours"
-    assert need(sampler, "_constant_liar", "optuna.samplers.TPESampler") is True
-
-    # the base class's bookkeeping the subclass mirrors: a told trial joins _completed_trials
-    searcher.on_trial_complete("t1", {"acc": 0.5})
-    assert "t1" in searcher._completed_trials, (
-        f"{where}.on_trial_complete no longer records the trial in _completed_trials"
-    )
-
-
-def test_optuna_study_and_trial_private_attributes(searcher: Any) -> None:
-    searcher.suggest("t1")
-    study, trial = searcher._ot_study, searcher._ot_trials["t1"]
-    storage = need(study, "_storage", "optuna.Study")
-    study_id = need(study, "_study_id", "optuna.Study")
-    trial_id = need(trial, "_trial_id", "optuna.Trial")
-    assert need(trial, "storage", "optuna.Trial") is storage
-    for method in ("get_trial_id_from_study_id_trial_number", "get_trial", "set_trial_user_attr"):
-        need(storage, method, "optuna.storages.BaseStorage")
-    assert storage.get_trial_id_from_study_id_trial_number(study_id, trial.number) == trial_id
-
-    # a rerun of an interrupted trial: the same Optuna trial, opened again by its storage id
-    again = optuna.trial.Trial(study, trial_id)
-    assert again.number == trial.number
-
+def test_an_interrupted_trial_is_reopened_as_the_same_optuna_trial(tmp_path: Any) -> None:
+    # a --resume reruns a RUNNING trial of the first run (another process asked it): it is
+    # reported to and told as that trial, by its storage id (FrozenTrial._trial_id)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = optuna.create_study(study_name="pins", storage=url)
+    asked = first.ask()
+    asked.suggest_float("x", 0.0, 1.0)
+    asked.report(0.25, 1)
+    study = optuna.load_study(study_name="pins", storage=url)  # a later process
     (frozen,) = study.get_trials(deepcopy=False)
-    assert need(frozen, "_trial_id", "optuna.trial.FrozenTrial") == trial_id
+    need(frozen, "_trial_id", "optuna.trial.FrozenTrial")
+    again = running_trial(study, frozen)
+    assert again.number == asked.number and again.params == {"x": frozen.params["x"]}
+    again.report(0.5, 2)
+    again.set_user_attr("status", "COMPLETED")
+    study.tell(again, 0.5)
+    (done,) = study.get_trials(deepcopy=False)
+    assert done.state.name == "COMPLETE" and done.value == 0.5
+    assert done.intermediate_values == {1: 0.25, 2: 0.5}
+    assert done.user_attrs == {"status": "COMPLETED"}
 
 
 def test_tune_storage_private_attributes() -> None:
@@ -118,7 +82,7 @@ def test_enqueued_trials_carry_their_fixed_params(tmp_path: Any) -> None:
 
 
 def test_ray_asha_private_attributes() -> None:
-    """BaselineASHA (harness.sweep.search) reads these to keep the baseline running."""
+    """BaselineASHA (harness.sweep.schedulers) reads these to keep the baseline running."""
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
     where = "ray.tune.schedulers.AsyncHyperBandScheduler"

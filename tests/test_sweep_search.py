@@ -1,4 +1,4 @@
-"""harness.sweep.search: honest reporting to Optuna and the scheduler per early_terminate.
+"""harness.sweep.search: the one Optuna searcher, honest about how every trial ended.
 
 No Ray runs here: the searcher is driven the way Tune drives it (suggest, results,
 completion) against a real Optuna SQLite study.
@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import optuna
-import pytest
 from test_sweep import SMOKE, study, write_spec
 
 from harness import sweep
@@ -71,8 +70,8 @@ def test_honest_search_tells_optuna_how_each_trial_ended(tmp_path: Path) -> None
 
 def test_concurrent_tpe_uses_the_constant_liar(tmp_path: Path) -> None:
     s = searcher(tmp_path)  # smoke.yaml: tpe, 2 at a time
-    assert isinstance(s._sampler, optuna.samplers.TPESampler)
-    assert s._sampler._constant_liar
+    assert isinstance(s.study.sampler, optuna.samplers.TPESampler)
+    assert s.study.sampler._constant_liar
 
 
 def test_a_complete_trial_without_a_finite_objective_is_a_failure(tmp_path: Path) -> None:
@@ -103,22 +102,8 @@ def test_list_choices_reach_trials_as_lists(tmp_path: Path) -> None:
     assert isinstance(stored, str)  # Optuna holds the encoded form
 
 
-@pytest.mark.parametrize("kind", ["asha", "hyperband", "median", "none"])
-def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
-    et = {"type": kind}
-    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate=et))
-    sched = sweep.build_scheduler(spec, max_t=9)
-    expected = {
-        "asha": "AsyncHyperBandScheduler",
-        "hyperband": "AsyncHyperBandScheduler",
-        "median": "MedianStoppingRule",
-        "none": "FIFOScheduler",
-    }[kind]
-    assert expected in [c.__name__ for c in type(sched).__mro__]
-
-
 def test_the_report_a_trial_ended_at_comes_with_its_final_result(tmp_path: Path) -> None:
-    # trial.LastReport holds the loop's last report back from the scheduler; Tune hands the
+    # the report the loop marks last is held back from the scheduler; Tune hands the
     # searcher the final result flattened, the held report under keys.LAST
     s = searcher(tmp_path)
     s.suggest("t")
@@ -221,7 +206,7 @@ def test_interrupted_members_are_regrouped_by_shape_and_batch_order(tmp_path: Pa
     groups = [members(s.suggest(t)) for t in ("a", "b")]
     spec = load_spec(SMOKE, ["budget.num_samples=8"])
     numbers = [g[k]["number"] for g in groups for k in (1, 2, 3)]  # six were interrupted
-    storage = s._ot_study._storage
+    storage = optuna.storages.RDBStorage(sweep.optuna_storage_url(tmp_path))
     regrouped = sweep.search.rerun_groups(spec, storage, numbers, 4)
     assert sorted(n for g in regrouped for n in g) == sorted(numbers)
     shape = {m["number"]: (m["params"]["num_filters"], str(m["params"]["filter_sizes"]))
@@ -241,7 +226,7 @@ def test_fuse_1_is_todays_searcher_and_scheduler(tmp_path: Path) -> None:
     spec = load_spec(SMOKE)
     s = sweep.build_searcher(spec, tmp_path, fuse=FusePlan(1, 1))
     assert type(s) is sweep.HonestOptunaSearch
-    assert isinstance(sweep.build_scheduler(spec, 9), sweep.search.AsyncHyperBandScheduler)
+    assert isinstance(sweep.build_scheduler(spec, 9), sweep.schedulers.AsyncHyperBandScheduler)
     assert type(sweep.build_scheduler(spec, 9, fused=True)).__name__ == "FIFOScheduler"
 
 
@@ -262,8 +247,8 @@ def test_auto_runs_the_baseline_then_draws_around_it(tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path / "s.yaml", method="auto"))
     choice = spec.choice()
     assert choice.method == "tpe" and choice.prior_draws == 2
-    assert isinstance(s._sampler, optuna.samplers.TPESampler)
-    assert s._sampler._multivariate and s._sampler._group and s._sampler._constant_liar
+    assert isinstance(s.study.sampler, optuna.samplers.TPESampler)
+    assert s.study.sampler._multivariate and s.study.sampler._group and s.study.sampler._constant_liar
     first = [s.suggest(f"t{i}")[sweep.PARAMS] for i in range(3)]
     assert first == [spec.baseline_params(), *spec.prior_points(choice)]
 
@@ -289,53 +274,9 @@ def test_resume_keeps_the_sampler_auto_chose(tmp_path: Path) -> None:
     again = sweep.plan_search(more, tmp_path, resume=True)
     assert again.choice == plan.choice
     resumed = sweep.build_searcher(more, tmp_path, resume=True, plan=again)
-    assert isinstance(resumed._sampler, optuna.samplers.GPSampler)
-    assert isinstance(sweep.build_searcher(more, tmp_path, resume=True)._sampler,
+    assert isinstance(resumed.study.sampler, optuna.samplers.GPSampler)
+    assert isinstance(sweep.build_searcher(more, tmp_path, resume=True).study.sampler,
                       optuna.samplers.GPSampler)  # fmt: skip
-
-
-def test_asha_first_rung_follows_the_grace_rule(tmp_path: Path) -> None:
-    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate={"type": "asha"}))
-    assert spec.early_terminate.grace_period is None
-    assert spec.grace_period(54) == 6 and spec.grace_period(4) == 1  # max_t / 3**2, >= 1
-    sched = sweep.build_scheduler(spec, max_t=54)
-    assert sched._brackets[0]._rungs[-1][0] == 6  # the first milestone
-    explicit = load_spec(write_spec(tmp_path / "e.yaml", early_terminate={"type": "asha",
-                                                                          "grace_period": 2}))  # fmt: skip
-    assert explicit.grace_period(54) == 2
-
-
-def test_asha_compares_with_the_baseline_but_never_stops_it(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from ray.tune.schedulers import TrialScheduler
-
-    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate={"type": "asha",
-                                                                      "reduction_factor": 3}))  # fmt: skip
-    sched = sweep.build_scheduler(spec, max_t=10)  # grace 1: rungs at 1, 3 (9 is the last eval)
-
-    def trial(number: int) -> SimpleNamespace:
-        t = SimpleNamespace(trial_id=f"t{number}", config={sweep.NUMBER: number})
-        sched.on_trial_add(None, t)
-        return t
-
-    def report(t: SimpleNamespace, it: int, acc: float) -> str:
-        return sched.on_trial_result(None, t, {"training_iteration": it, "best_dev_acc": acc})
-
-    first, base, third = trial(1), trial(0), trial(2)
-    assert report(first, 1, 0.8) == TrialScheduler.CONTINUE  # alone at the rung
-    assert report(base, 1, 0.5) == TrialScheduler.CONTINUE  # below the cutoff, kept anyway
-    assert report(third, 1, 0.6) == TrialScheduler.STOP  # the baseline's 0.5 is in the rung
-    assert report(base, 3, 0.7) == TrialScheduler.CONTINUE
-    assert sched._num_stopped == 1
-    off = sweep.build_scheduler(
-        load_spec(write_spec(tmp_path / "o.yaml", baseline=False,
-                             early_terminate={"type": "asha", "reduction_factor": 3})), 10
-    )  # fmt: skip
-    sched = off
-    first, zero = trial(1), trial(0)
-    report(first, 1, 0.8)
-    assert report(zero, 1, 0.5) == TrialScheduler.STOP  # baseline off: trial 0 is any trial
 
 
 def test_auto_s_draws_around_the_baseline_join_groups_of_their_shape(tmp_path: Path) -> None:
@@ -355,3 +296,65 @@ def test_auto_s_draws_around_the_baseline_join_groups_of_their_shape(tmp_path: P
     for g in groups:
         assert len({(m["params"]["num_filters"], str(m["params"]["filter_sizes"])) for m in g}) == 1
     assert sum(len(g) > 1 for g in groups[:2]) >= 1  # a draw of the baseline's shape joined it
+
+
+def _end(k: int, value: float = 0.8) -> dict:
+    return {sweep.MEMBER: k, sweep.FINAL: True, sweep.STATUS: "COMPLETED", "best_dev_acc": value}
+
+
+def test_a_member_s_end_reaches_optuna_after_the_tables(tmp_path: Path) -> None:
+    # Tune calls on_trial_result before the callbacks that write the tables: a member's end
+    # is told at the searcher's next call, so a driver killed in between leaves it RUNNING
+    # in the study (--resume reads it from the tables), never COMPLETE with no row.
+    s = group_searcher(tmp_path, 2, 4, "early_terminate={type: none}")
+    s.suggest("g")
+    s.on_trial_result("g", {sweep.GROUP: [_end(0, 0.7), _end(1, 0.6)], sweep.FINAL: True})
+    assert [t.state.name for t in study(tmp_path, "smoke").trials] == ["RUNNING", "RUNNING"]
+    s.on_trial_complete("g", {sweep.GROUP: [_end(0, 0.7), _end(1, 0.6)], sweep.FINAL: True})
+    trials = study(tmp_path, "smoke").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.value for t in trials] == [0.7, 0.6]
+    s.suggest("h")  # a member that ended mid-group is told at the next call of any kind
+    s.on_trial_result("h", {sweep.GROUP: [_end(0)]})
+    assert study(tmp_path, "smoke").trials[2].state.name == "RUNNING"
+    s.suggest("i")
+    assert study(tmp_path, "smoke").trials[2].state.name == "COMPLETE"
+
+
+def test_a_storage_fault_in_a_fused_sweep_halts_it(tmp_path: Path, monkeypatch) -> None:
+    # the study stops taking tells after two: the searcher records the fault (the run stops,
+    # as an unfused one does), tells nothing more and asks for no new group
+    s = group_searcher(tmp_path, 2, 6, "early_terminate={type: none}")
+    s.halt = sweep.search.Halt()
+    tells = {"n": 0}
+    real = optuna.Study.tell
+
+    def tell(self, *args, **kw):
+        tells["n"] += 1
+        if tells["n"] > 2:
+            raise optuna.exceptions.StorageInternalError("database or disk is full")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(optuna.Study, "tell", tell)
+    for g in ("a", "b"):
+        s.suggest(g)
+        s.on_trial_result(g, {sweep.GROUP: [_end(0), _end(1)], sweep.FINAL: True})
+        s.on_trial_complete(g, {sweep.GROUP: [_end(0), _end(1)], sweep.FINAL: True})
+    assert s.halt.stop_all() and "disk is full" in s.halt.fault
+    assert s.suggest("c") is None  # no new group after the fault
+    monkeypatch.setattr(optuna.Study, "tell", real)
+    states = [t.state.name for t in study(tmp_path, "smoke").trials]
+    assert states == ["COMPLETE", "COMPLETE", "RUNNING", "RUNNING"]  # --resume reruns these
+
+
+def test_a_fused_grid_runs_every_point_once_whatever_the_group_size(tmp_path: Path) -> None:
+    # 9 points, groups of up to 8: a group holds only points of one num_filters (a shape
+    # setting), so it stops at 3 rather than repeating them
+    grid = "parameters={learning_rate: {values: [0.001, 0.003, 0.01]}, num_filters: {values: [4, 8, 16]}}"
+    s = group_searcher(tmp_path, 8, 9, "method=grid", "baseline=false", grid)
+    groups = []
+    while (config := s.suggest(f"g{len(groups)}")) != "FINISHED":
+        groups.append(members(config))
+    points = [(m["params"]["learning_rate"], m["params"]["num_filters"]) for g in groups for m in g]
+    assert len(points) == 9 and len(set(points)) == 9
+    assert [len(g) for g in groups] == [3, 3, 3]

@@ -15,7 +15,7 @@ from harness.config import load_spec
 from harness.data import DataSpec, load_dataset
 from harness.models import build_model
 from harness.predict import load
-from harness.sweep.shelf import ModelShelf
+from harness.sweep.shelf import ModelShelf, unkept
 from harness.trialconfig import resolve
 
 
@@ -63,6 +63,16 @@ def test_a_crash_leftover_is_cleared_and_keep_zero_keeps_nothing(model_dir, tmp_
     assert not list((tmp_path / rs.MODELS_DIR).iterdir())
     rows = [{"trial_id": "a", "status": "COMPLETED", "metric": 1.0}]
     assert shelf.offer("a", model_dir, rows) is False and shelf.kept() == []
+
+
+def test_the_top_trials_with_no_kept_model_are_named(model_dir: Path, tmp_path: Path) -> None:
+    # what a fault's stop line says was not kept: top keep_best completed trials whose
+    # weights never reached the shelf
+    rows = [{"trial_id": t, "trial_number": i, "status": "COMPLETED", "metric": m}
+            for i, (t, m) in enumerate([("a", 0.9), ("b", 0.8), ("c", 0.7)])]  # fmt: skip
+    ModelShelf(tmp_path, keep=2, goal="maximize").offer("b", model_dir, rows)
+    assert unkept(tmp_path, rows, 2, "maximize") == ["a"]
+    assert unkept(tmp_path, rows, 0, "maximize") == []
 
 
 @pytest.mark.ray

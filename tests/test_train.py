@@ -41,6 +41,7 @@ def _check_outputs(out: Path, reports: int) -> dict:
     return summary
 
 
+@pytest.mark.subprocess
 def test_end_to_end_subprocess(tiny_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = _cli("--model", "TextCNN", "--data", f"thucnews:{tiny_corpus}", *TINY,
@@ -54,6 +55,7 @@ def test_end_to_end_subprocess(tiny_corpus: Path, tmp_path: Path) -> None:
     assert summary["data"]["name"] == "thucnews" and summary["device"] == "cpu"
 
 
+@pytest.mark.subprocess
 def test_bad_set_is_one_line_exit_2(tiny_corpus: Path, tmp_path: Path) -> None:
     proc = _cli("--data", f"thucnews:{tiny_corpus}", "--set", "learning_rat=0.1", "--out", str(tmp_path))
     assert proc.returncode == 2
@@ -139,6 +141,7 @@ def _on_a_terminal(args: list[str], timeout: float = 300) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.subprocess
 def test_a_terminal_gets_a_bar_per_epoch(tiny_corpus: Path, tmp_path: Path) -> None:
     """On a terminal: a tqdm bar per epoch (samples/s, ETA), the classic lines above it."""
     args = ["--data", f"thucnews:{tiny_corpus}", *TINY, "--set", "max_steps=12", "--epochs", "2",
@@ -151,6 +154,7 @@ def test_a_terminal_gets_a_bar_per_epoch(tiny_corpus: Path, tmp_path: Path) -> N
     assert "Test Acc:" in text
 
 
+@pytest.mark.subprocess
 def test_piped_output_is_the_classic_lines_only(tiny_corpus: Path, tmp_path: Path) -> None:
     proc = _cli("--data", f"thucnews:{tiny_corpus}", *TINY, "--set", "data.pad_size=16",
                 "--device", "cpu", "--out", str(tmp_path / "run"), "--no-tensorboard")
@@ -207,6 +211,7 @@ def test_replay_takes_either_name_of_a_trial(tiny_corpus: Path, tmp_path: Path, 
     assert summary["config"]["learning_rate"] == 0.004 and summary["config"]["filter_sizes"] == [3, 4]
 
 
+@pytest.mark.subprocess
 def test_replay_of_an_unknown_trial_names_the_known_ones(tiny_corpus: Path, tmp_path: Path) -> None:
     _one_trial_sweep(tmp_path / "sweep", tiny_corpus)
     proc = _cli("--replay", str(tmp_path / "sweep"), "--trial", "#7", "--out", str(tmp_path / "r"))

@@ -86,7 +86,7 @@ def test_learns_separable_task_and_reports_schema(built, data) -> None:
     assert "gamma" in s.report_text and len(s.confusion) == 3 and sum(map(sum, s.confusion)) == 150
     assert [r["iteration"] for r in reports] == [*range(10, 57, 10), 57]
     for r in reports:
-        assert set(r) == set(schema.METRIC_KEYS) | {schema.LAYERS}
+        assert set(r) == set(schema.METRIC_KEYS) | {schema.LAYERS, schema.LAST}
         assert set(r[schema.LAYERS]) == set(schema.LAYER_KEYS)
         assert r[schema.LAYERS]["layer"] == ["embedding.weight", "fc.weight", "fc.bias"]
         assert all(len(v) == 3 for v in r[schema.LAYERS].values())
@@ -316,3 +316,49 @@ def test_a_group_out_of_device_memory_before_its_first_report_trains_as_halves(d
     alone = []
     trainer.train(cfgs[2], data, alone.append, device="cpu")
     assert [r["dev_loss"] for r in alone] == pytest.approx([r["dev_loss"] for r in reports[2]])
+
+
+# --------------------------------------------------------------------- the last report
+# For every way a member ends (its step budget, max_steps, its patience, divergence) the
+# loop marks exactly the report it ends at `last` (schema.LAST): a sweep holds that report
+# back from the scheduler and never guesses the loop's rules itself.
+
+
+def _marks(c, ds, scramble_after: int | None = None, model=None) -> tuple[list[bool], object]:
+    marks: list[bool] = []
+    gen = torch.Generator().manual_seed(1)
+
+    def report(m: dict) -> None:
+        marks.append(m[schema.LAST])
+        if scramble_after is not None and m["iteration"] >= scramble_after:
+            with torch.no_grad():  # the dev loss never improves again: patience runs out
+                for p in model[-1].parameters():
+                    p.copy_(torch.randn(p.shape, generator=gen) * 3)
+
+    summary = trainer.train(c, ds, report, device="cpu")
+    return marks, summary
+
+
+@pytest.mark.parametrize(
+    "flat",
+    [
+        {},  # the whole budget: 3 epochs, the last report at the epochs' end (57)
+        {"max_steps": 23, "eval_every": 5},  # a cap that is not a multiple of eval_every
+        {"max_steps": 20, "eval_every": 5},  # one that is
+    ],
+)
+def test_the_loop_marks_the_last_report_of_a_full_run(built, data, flat) -> None:
+    marks, s = _marks(cfg(**flat), data)
+    assert s.status == "COMPLETED" and not s.stopped_early
+    assert marks == [False] * (len(marks) - 1) + [True]
+
+
+def test_the_loop_marks_the_last_report_when_patience_runs_out(built, data) -> None:
+    marks, s = _marks(cfg(require_improvement=30, max_epochs=20), data, 20, built)
+    assert s.stopped_early and s.iterations == 50
+    assert marks == [False] * (len(marks) - 1) + [True]
+
+
+def test_the_loop_marks_the_last_report_of_a_diverged_trial(built, data) -> None:
+    marks, s = _marks(cfg(optimizer="sgd", learning_rate=1e6, max_epochs=20), data)
+    assert s.status == "DIVERGED" and marks == [True]

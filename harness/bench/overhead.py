@@ -30,6 +30,7 @@ import yaml
 from harness.config import SweepSpec, load_spec
 from harness.errors import UserError
 from harness.files import write_text
+from harness.schema import Status
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "search_spaces" / "textcnn.yaml"
 
@@ -87,7 +88,7 @@ def run_sweep_command(spec_path: str, overrides: Sequence[str], results: Path) -
     if proc.returncode != 0:
         raise UserError(f"the sweep failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     trials = pd.read_parquet(results / "overhead" / "trials.parquet")
-    if set(trials["status"]) != {"COMPLETED"}:
+    if set(trials["status"]) != {Status.COMPLETED}:
         raise UserError(f"not every trial completed: {trials['status'].tolist()}")
     start = trials["start_time"].map(lambda t: t.timestamp())
     end = trials["end_time"].map(lambda t: t.timestamp())

@@ -40,6 +40,7 @@ import pandas as pd
 from harness.errors import UserError, did_you_mean, exit_on_user_error
 from harness.files import write_text, write_with
 from harness.models import MODELS
+from harness.schema import Status
 from harness.trialconfig import TrialConfig, resolve, setting_names
 from harness.values import finite, fmt
 
@@ -163,9 +164,8 @@ def train_one(
     try:
         s = train(cfg, data, report, device=device, threads=threads)
     except Exception as exc:  # noqa: BLE001 -- a failed model is data
-        row.update(
-            status="FAILED", error=f"{type(exc).__name__}: {exc}", wall_s=time.perf_counter() - t0
-        )
+        error = f"{type(exc).__name__}: {exc}"
+        row.update(status=Status.FAILED, error=error, wall_s=time.perf_counter() - t0)
         echo(traceback.format_exc(limit=5).rstrip())
         return row
     finally:
@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         echo=lambda s: print(s, flush=True))  # fmt: skip
         row["config"] = json.dumps(json_safe(cfg.to_flat()), sort_keys=True)
         rows.append(row)
-        if row["status"] == "FAILED":
+        if row["status"] == Status.FAILED:
             print(f"  {m}: FAILED: {row['error']}", flush=True)
         else:
             print(
@@ -387,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     write_text(out / INFO_FILE, json.dumps(json_safe(info), indent=2, ensure_ascii=False) + "\n")
     print(f"results: {out / ZOO_FILE}, {out / TABLE_FILE}")
-    return 0 if all(r["status"] != "FAILED" for r in rows) else 1
+    return 0 if all(r["status"] != Status.FAILED for r in rows) else 1
 
 
 if __name__ == "__main__":

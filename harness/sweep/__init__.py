@@ -15,7 +15,8 @@ was COMPLETE. Here the trial's last result carries a `final` flag only when the 
 to its end (its own early stopping included); a trial whose last result lacks it was
 stopped from outside and reaches Optuna as PRUNED, with every evaluation's metric as an
 intermediate value at its report index (`report`). A trial that raised is FAIL (error in a user
-attribute), a diverged one FAIL with its reason.
+attribute), a diverged one FAIL with its reason. One searcher (search.OptunaSearcher, over
+Optuna's public ask and tell) does this for every sweep, fused or not.
 
 Fused sweeps (resources.fuse > 1): a Ray trial is a group of Optuna trials trained as one
 (harness.trainer's Loop); the searcher fills each group with trials of one shape, every
@@ -24,8 +25,9 @@ and ends as its own trial, with its own rows.
 
 One concept per module:
   keys.py         the keys a trial's results carry besides the metrics
-  search.py       the honest Optuna searcher (and GroupSearch, which fills fused groups)
-                  and the early-termination scheduler
+  search.py       the one Optuna searcher (ask and tell; a trial is a group of one or
+                  more Optuna trials)
+  schedulers.py   the early-termination scheduler per early_terminate
   groups.py       resources.fuse: how many trials a group holds, which trials may share one
   rungs.py        early termination of a group's members: Ray's rules, one shared record
   trial.py        what runs inside a Ray trial (one trial, or a group of them)
@@ -83,10 +85,11 @@ from harness.sweep.keys import (
 from harness.sweep.ray_session import check_fits, check_reachable, init_ray
 from harness.sweep.resume import ResumePlan, plan_resume
 from harness.sweep.runner import SweepOutcome, run
+from harness.sweep.schedulers import build_scheduler
 from harness.sweep.search import (
     GroupSearch,
     HonestOptunaSearch,
-    build_scheduler,
+    OptunaSearcher,
     build_searcher,
     optuna_storage_url,
     plan_search,
@@ -107,6 +110,7 @@ __all__ = [
     "Console",
     "GroupSearch",
     "HonestOptunaSearch",
+    "OptunaSearcher",
     "ResumePlan",
     "SweepCallback",
     "SweepOutcome",

@@ -16,7 +16,7 @@ from ray import tune
 
 from harness import results as rs
 from harness.config import SweepSpec
-from harness.schema import LAYERS, METRIC_KEYS
+from harness.schema import LAYERS, METRIC_KEYS, Status
 from harness.sweep import checkpoints
 from harness.sweep.console import Console
 from harness.sweep.halt import Halt, guarded
@@ -96,7 +96,7 @@ class SweepCallback(tune.Callback):
             self.writer.set_trial(
                 trial.trial_id,
                 trial_number=trial.config.get(NUMBER),
-                status="RUNNING",
+                status=Status.RUNNING,
                 params=self._params(trial),
                 group_id=trial.trial_id,
                 group_member=0,
@@ -116,7 +116,7 @@ class SweepCallback(tune.Callback):
                 self.writer.set_trial(
                     mid,
                     trial_number=m["number"],
-                    status="RUNNING",
+                    status=Status.RUNNING,
                     params=m["params"],
                     group_id=trial.trial_id,
                     group_member=m["member"],
@@ -184,7 +184,8 @@ class SweepCallback(tune.Callback):
         self._start_row(trial)
         if MEMBERS in trial.config:
             self._group_result(trial, result)
-            self.writer.flush()
+            ended = any(e.get(FINAL) for e in result.get(GROUP) or ())
+            self.writer.flush(force=ended)  # as below: a member's end on disk before Optuna's
             return
         if result.get(INFO):
             self._where(tid, result[INFO])
@@ -194,8 +195,9 @@ class SweepCallback(tune.Callback):
             self._final(tid, result)
         elif "iteration" in result:
             self._evaluation(tid, trial.config.get(NUMBER), result)
-        # a trial's end is on disk before Optuna hears of it (Tune tells the searcher after
-        # the callbacks): a driver killed between the two resumes from the tables
+        # a trial's end is on disk before Optuna hears of it (Tune shows the searcher a result
+        # before the callbacks; the searcher tells an end at its next call): a driver killed
+        # between the two resumes from the tables
         self.writer.flush(force=bool(result.get(FINAL)))
 
     def _where(self, tid: str, extra: Mapping[str, Any], timeline: bool = True) -> None:
@@ -248,7 +250,7 @@ class SweepCallback(tune.Callback):
         if result.get("traceback"):
             log.warning("trial %s failed:\n%s", tid, result["traceback"])
         s = result.get(SUMMARY) or {}
-        status = result.get(STATUS, "COMPLETED")
+        status = result.get(STATUS, Status.COMPLETED)
         fields: dict[str, Any] = {"status": status, "error": result.get(ERROR) or None}
         if s:
             fields.update(
@@ -262,7 +264,7 @@ class SweepCallback(tune.Callback):
                 device=s.get("device"),
                 fused=s.get("fused"),
             )
-            if status == "COMPLETED":
+            if status == Status.COMPLETED:
                 fields.update(
                     test_acc=s.get("test_acc"),
                     test_loss=s.get("test_loss"),
@@ -270,21 +272,21 @@ class SweepCallback(tune.Callback):
                     metric=result.get(self.metric),
                     confusion=json.dumps(s["confusion"]) if s.get("confusion") else None,
                 )
-        if status not in ("COMPLETED", "PRUNED"):  # a pruned member keeps its last value
+        if status not in (Status.COMPLETED, Status.PRUNED):  # a pruned member keeps its last value
             fields["metric"] = None
         self.writer.set_trial(tid, **fields)
 
     def _end(self, trial: Any, status: str | None = None, error: str | None = None) -> None:
         tid = trial.trial_id
         if MEMBERS in trial.config:
-            self._end_group(trial, status or "PRUNED", error)
+            self._end_group(trial, status or Status.PRUNED, error)
             return
         if tid in self._done:
             return
         if status is None:
             last = trial.last_result or {}
             row = self.writer.trial_row(tid)
-            status = "PRUNED" if not last.get(FINAL) else row.get("status", "COMPLETED")
+            status = Status.PRUNED if not last.get(FINAL) else row.get("status", Status.COMPLETED)
         self._close(tid, status, error=error, params=self._params(trial))
 
     def _close(
@@ -299,12 +301,12 @@ class SweepCallback(tune.Callback):
             return
         self._done.add(tid)
         row = self.writer.trial_row(tid)
-        status = status or "COMPLETED"
+        status = status or Status.COMPLETED
         fields: dict[str, Any] = {"status": status, "end_time": dt.datetime.now(dt.timezone.utc)}
         if error:
             fields["error"] = error
             fields["metric"] = None
-        if status == "PRUNED" and not row.get("error"):
+        if status == Status.PRUNED and not row.get("error"):
             fields["error"] = None
         self.writer.set_trial(tid, params=dict(params or {}), **fields)
         self.trackers.end(tid, status)
@@ -340,7 +342,7 @@ class SweepCallback(tune.Callback):
 
     @guarded("folder")
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, status="FAILED", error=_ray_error_text(trial))
+        self._end(trial, status=Status.FAILED, error=_ray_error_text(trial))
         self._drop_checkpoints(trial)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:

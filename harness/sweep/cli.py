@@ -48,21 +48,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     args = _parser().parse_args(argv)
     spec = load_spec(args.spec, args.overrides)
-    out = run(
-        spec,
-        results_root=args.results,
-        address=args.address,
-        storage=args.storage,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        command=[
-            sys.executable,
-            "-m",
-            "harness.sweep",
-            *(argv if argv is not None else sys.argv[1:]),
-        ],
-        started=started,
-    )
+    try:
+        out = run(
+            spec,
+            results_root=args.results,
+            address=args.address,
+            storage=args.storage,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            command=[
+                sys.executable,
+                "-m",
+                "harness.sweep",
+                *(argv if argv is not None else sys.argv[1:]),
+            ],
+            started=started,
+        )
+    except KeyboardInterrupt:  # a second Ctrl-C cut Tune's orderly stop short
+        print(
+            "interrupted: the sweep stopped before its end; continue with the same command "
+            "plus --resume",
+            flush=True,
+        )
+        return 130
     if out.fault:  # the record could not be written mid-run: what was kept, how to go on
         print(f"error: {out.fault}", file=sys.stderr)
         return 1

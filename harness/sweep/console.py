@@ -161,6 +161,8 @@ class Console:
         """How trials are grouped (resources.fuse): '8 trials in 2 groups of 4 on 1 GPU'.
         Unfused, nothing to say: each trial runs alone, as a sweep always did."""
         r = self.spec.resources
+        if trials <= 0:  # a resume with nothing left to run: the resuming line said so
+            return
         if not fuse.fused:
             return
         groups = fuse.groups(trials)

@@ -30,7 +30,11 @@ def describe(where: str, exc: BaseException, doing: str = "write") -> str:
     """'<path>: cannot <doing> (<cause>)' with the cause at the bottom of the chain, e.g.
     'No space left on device' or 'database or disk is full'."""
     cause: BaseException = exc
-    while cause.__cause__ is not None or cause.__context__ is not None:
+    # an OSError names its own cause: what it met while handling another error (a full
+    # SQLite study, say) is not why this write failed
+    while not (isinstance(cause, OSError) and cause.strerror) and (
+        cause.__cause__ is not None or cause.__context__ is not None
+    ):
         cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
     if isinstance(cause, OSError) and cause.strerror:
         text = cause.strerror

@@ -5,7 +5,7 @@ Ray's PopulationBasedTraining takes no search algorithm (it raises for any Searc
 
 - Before Tune starts, the sweep's Optuna sampler draws the whole population,
   `budget.num_samples` parameter sets (the baseline first with `baseline: true`), through the
-  same HonestOptunaSearch a normal sweep uses. They are all drawn before any result exists,
+  same OptunaSearcher a normal sweep uses. They are all drawn before any result exists,
   so TPE and GP fall back to their independent start-up draws, QMC and grid keep their
   sequence.
 - Tune runs that fixed population (a grid over the drawn configs). Every
@@ -40,7 +40,7 @@ from ray.tune.schedulers import PopulationBasedTraining
 from harness.config import SweepSpec
 from harness.space import ParamSpec, thaw
 from harness.sweep.keys import NUMBER, PARAMS, RESTORE
-from harness.sweep.search import HonestOptunaSearch
+from harness.sweep.search import OptunaSearcher
 
 log = logging.getLogger(__name__)
 
@@ -91,30 +91,32 @@ class Population:
     --resume first), as Tune's param_space: a grid over the Optuna numbers, each giving its
     drawn parameters (and checkpoint to go on from); `recorder` reports back to the searcher."""
 
-    def __init__(self, searcher: HonestOptunaSearch, size: int) -> None:
+    def __init__(self, searcher: OptunaSearcher, size: int) -> None:
         drawn: dict[int, dict[str, Any]] = {}
+        names: dict[int, str] = {}  # number -> the placeholder it was drawn as
         for i in range(size):
             config = searcher.suggest(_PLACEHOLDER.format(i))
-            if config is None:
+            if not isinstance(config, dict):  # FINISHED (a spent budget), or halted
                 break
             drawn[config[NUMBER]] = config
+            names[config[NUMBER]] = _PLACEHOLDER.format(i)
         self.size = len(drawn)
         self.param_space = {
             NUMBER: tune.grid_search(list(drawn)),
             PARAMS: tune.sample_from(lambda config: drawn[config[NUMBER]][PARAMS]),
             RESTORE: tune.sample_from(lambda config: drawn[config[NUMBER]].get(RESTORE)),
         }
-        self.recorder = PopulationRecorder(searcher)
+        self.recorder = PopulationRecorder(searcher, names)
 
 
 class PopulationRecorder(tune.Callback):
     """Tells the searcher what Tune's searcher slot would have: each trial's results and
     end, under the placeholder name its Optuna trial was drawn with."""
 
-    def __init__(self, searcher: HonestOptunaSearch) -> None:
+    def __init__(self, searcher: OptunaSearcher, by_number: Mapping[int, str]) -> None:
         self.searcher = searcher
         self.names: dict[str, str] = {}  # Ray trial id -> placeholder
-        self._by_number = {n: name for name, n in searcher._number.items()}  # number -> name
+        self._by_number = dict(by_number)  # number -> placeholder
 
     def _name(self, trial: Any) -> str | None:
         name = self.names.get(trial.trial_id)
@@ -123,7 +125,9 @@ class PopulationRecorder(tune.Callback):
             if name is None:
                 return None
             self.names[trial.trial_id] = name
-            self.searcher._ot_trials[name].set_user_attr("ray_trial_id", trial.trial_id)
+            ot_trial = self.searcher.trial(name)
+            if ot_trial is not None:
+                ot_trial.set_user_attr("ray_trial_id", trial.trial_id)
         return name
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -140,7 +144,7 @@ class PopulationRecorder(tune.Callback):
         name = self._name(trial)
         if name is None:
             return
-        ot_trial = self.searcher._ot_trials.get(name)
+        ot_trial = self.searcher.trial(name)
         if ot_trial is not None:
             params: Mapping[str, Any] = trial.config.get(PARAMS, {})
             ot_trial.set_user_attr("pbt_params", {k: v for k, v in params.items()})

@@ -24,14 +24,15 @@ from harness import results as rs
 from harness import warmstart
 from harness.config import SweepSpec
 from harness.errors import UserError
+from harness.schema import Status
 from harness.sweep import checkpoints
-from harness.sweep.search import optuna_storage_url
+from harness.sweep.search import optuna_storage_url, running_trial
 from harness.values import finite
 
 if TYPE_CHECKING:
     from harness.sweep.console import Console
 
-_STATE_STATUS = {"COMPLETE": "COMPLETED", "PRUNED": "PRUNED", "FAIL": "FAILED"}
+_STATE_STATUS = {"COMPLETE": Status.COMPLETED, "PRUNED": Status.PRUNED, "FAIL": Status.FAILED}
 
 
 @dataclass
@@ -101,19 +102,20 @@ def plan_resume(
             known.add(tid)
         if t.state.is_finished():
             plan.finished += 1
-            if tid and row.get("status") in (None, "RUNNING"):
+            if tid and row.get("status") in (None, Status.RUNNING):
                 writer.set_trial(
                     tid,
                     trial_number=t.number,
-                    status=t.user_attrs.get("status") or _STATE_STATUS.get(t.state.name, "FAILED"),
+                    status=t.user_attrs.get("status")
+                    or _STATE_STATUS.get(t.state.name, Status.FAILED),
                 )
             continue
         if t.state == TrialState.WAITING:
             continue  # enqueued (the baseline) but never started: study.ask() hands it out
         status = row.get("status")
-        if status == "COMPLETED" and single and finite(row.get("metric")):
+        if status == Status.COMPLETED and single and finite(row.get("metric")):
             study.tell(t.number, float(row["metric"]))
-        elif status in ("FAILED", "DIVERGED"):
+        elif status in (Status.FAILED, Status.DIVERGED):
             study.tell(t.number, state=TrialState.FAIL)
         else:
             plan.rerun.append(t.number)
@@ -130,7 +132,7 @@ def plan_resume(
             continue
         plan.finished += 1
     for tid in writer.trial_ids():  # rows Optuna never heard of: a start cut short
-        if tid not in known and writer.trial_row(tid).get("status") == "RUNNING":
+        if tid not in known and writer.trial_row(tid).get("status") == Status.RUNNING:
             writer.drop_trial(tid)
             plan.dropped.append(tid)
     writer.flush(force=True)
@@ -162,7 +164,7 @@ def settle_unfinished(
     """Trials Tune left running when it stopped: past the time budget they were stopped
     from outside (PRUNED, told so); otherwise the sweep was interrupted and they stay
     RUNNING for --resume. Returns how many were left for --resume."""
-    running = [r for r in writer.rows() if r.get("status") == "RUNNING"]
+    running = [r for r in writer.rows() if r.get("status") == Status.RUNNING]
     study = optuna.load_study(study_name=spec.name, storage=optuna_storage_url(folder))
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     rows = {r.get("trial_number") for r in writer.rows()}
@@ -173,17 +175,21 @@ def settle_unfinished(
     if not budget or fit_seconds < budget * 0.98:
         return len(running) + len(unstarted)
     for t in unstarted:  # the time budget ran out before they started
-        study._storage.set_trial_user_attr(t._trial_id, "reason", "never started: time budget")
+        running_trial(study, t).set_user_attr("reason", "never started: time budget")
         study.tell(t.number, state=TrialState.FAIL)
     now = dt.datetime.now(dt.timezone.utc)
     for r in running:
         t = by_number.get(r.get("trial_number"))
         if t is not None and not t.state.is_finished():
-            study._storage.set_trial_user_attr(t._trial_id, "status", "PRUNED")
-            study._storage.set_trial_user_attr(t._trial_id, "reason", "budget.time_budget_s")
+            pruned = running_trial(study, t)
+            pruned.set_user_attr("status", Status.PRUNED)
+            pruned.set_user_attr("reason", "budget.time_budget_s")
             study.tell(t.number, state=TrialState.PRUNED)
         writer.set_trial(
-            r["trial_id"], status="PRUNED", error="stopped by budget.time_budget_s", end_time=now
+            r["trial_id"],
+            status=Status.PRUNED,
+            error="stopped by budget.time_budget_s",
+            end_time=now,
         )
         if console is not None:
             console.trial_line(writer.trial_row(r["trial_id"]))

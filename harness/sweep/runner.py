@@ -31,6 +31,7 @@ from harness.data import load_dataset
 from harness.errors import UserError
 from harness.files import shown
 from harness.lock import LOCK_FILE, FolderLock
+from harness.schema import STATUSES
 from harness.sweep import checkpoints
 from harness.sweep.callback import SweepCallback
 from harness.sweep.console import Console
@@ -47,13 +48,14 @@ from harness.sweep.ray_session import (
 )
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
 from harness.sweep.rungs import start_rungs
+from harness.sweep.schedulers import build_scheduler
 from harness.sweep.search import (
     SearchPlan,
-    build_scheduler,
     build_searcher,
     optuna_storage_url,
     plan_search,
 )
+from harness.sweep.shelf import unkept
 from harness.sweep.trial import trainable, trial_name
 from harness.tracker import Trackers
 
@@ -149,7 +151,7 @@ def run(
             trainable(spec, data, rungs), tune_config, run_config, remaining, started, halt, space
         )
         if halt.fault:
-            return _stopped(folder, halt.fault, started)
+            return _stopped(spec, folder, halt.fault, started)
         left = settle_unfinished(spec, folder, writer, fit_s, console)
         outcome = _finish(spec, folder, writer, console, started, left)
         info["throughput"] = throughput(spec, outcome.rows, fit_s)
@@ -245,7 +247,7 @@ def throughput(spec: SweepSpec, rows: Sequence[dict[str, Any]], fit_s: float) ->
     """What sweep.json records of the run's pace: trials finished per hour of Tune's fit, and
     per device-hour (GPU-hours when trials ask for GPUs, else CPU-hours: each group's wall
     time, first member's start to last member's end, times the share it held)."""
-    finished = [r for r in rows if r.get("status") in ("COMPLETED", "PRUNED", "FAILED", "DIVERGED")]
+    finished = [r for r in rows if r.get("status") in STATUSES]
     spans: dict[str, list[float]] = {}
     for r in finished:
         if isinstance(r.get("start_time"), dt.datetime) and isinstance(
@@ -382,13 +384,20 @@ def _writing(path: Path, make: Callable[[], T], doing: str = "write") -> T:
         raise UserError(describe(str(path), exc, doing)) from None
 
 
-def _stopped(folder: Path, fault: str, started: float) -> SweepOutcome:
-    """A fault mid-run: what the folder keeps (the tables as last written, the study), and
-    how to go on, as the one line the command prints."""
+def _stopped(spec: SweepSpec, folder: Path, fault: str, started: float) -> SweepOutcome:
+    """A fault mid-run: what the folder keeps (the tables as last written, the study, and
+    which of the top keep_best trials lost their weights), and how to go on, as the one
+    line the command prints."""
     try:
-        t = pd.read_parquet(folder / rs.TRIALS_FILE, columns=["status"])
-        done = int(t["status"].isin(["COMPLETED", "PRUNED", "FAILED", "DIVERGED"]).sum())
+        t = pd.read_parquet(folder / rs.TRIALS_FILE)
+        done = int(t["status"].isin(STATUSES).sum())
         kept = f"{len(t)} trial(s) in {rs.TRIALS_FILE} as last written ({done} finished)"
+        lost = unkept(folder, t.to_dict("records"), spec.keep_best, spec.metric.goal)
+        if lost:
+            kept += (
+                f" (not kept: the model of {len(lost)} completed trial(s) among the top "
+                f"{spec.keep_best}, {', '.join(lost)}: their weights were lost)"
+            )
     except Exception:  # noqa: BLE001 -- no table written yet, or unreadable: say so
         kept = f"no readable {rs.TRIALS_FILE}"
     line = (

@@ -1,8 +1,12 @@
-"""How trials are chosen and stopped: the honest Optuna searcher and the scheduler.
+"""How trials are chosen: one Optuna searcher for every sweep (the schedulers that stop
+them are in harness.sweep.schedulers).
 
-HonestOptunaSearch tells Optuna how each trial really ended (see the package docstring);
-it relies on private attributes of Ray's OptunaSearch and of Optuna, pinned in
-pyproject.toml and checked by tests/test_sweep_pins.py.
+OptunaSearcher is a Ray Tune Searcher over Optuna's public ask-and-tell API: every Ray trial
+is a group of Optuna trials (one when unfused), each asked (`study.ask`, `enqueue_trial`),
+reported (`Trial.report`) and told how it ended (`study.tell`) the same way, through one
+outcome-to-state mapping (`verdict`) and one fault policy (storage faults halt the sweep,
+harness.sweep.halt). The one private read of Optuna, reopening a RUNNING trial of an
+interrupted run, is `running_trial`, pinned by tests/test_sweep_pins.py.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,20 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
-from ray.tune.schedulers import (
-    AsyncHyperBandScheduler,
-    FIFOScheduler,
-    HyperBandScheduler,
-    MedianStoppingRule,
-    TrialScheduler,
-)
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from harness import results as rs
 from harness import space, warmstart
 from harness.config import SweepSpec
+from harness.schema import Status
 from harness.sweep.groups import FusePlan, group_by_shape, shape_names
 from harness.sweep.halt import STORAGE_FAULTS, Halt, guarded
 from harness.sweep.keys import (
@@ -52,219 +48,169 @@ from harness.values import finite
 log = logging.getLogger(__name__)
 
 
-class HonestOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna how each trial really ended (see the package docstring)."""
+def running_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
+    """A RUNNING trial of the study (an interrupted run's) as a Trial to report to and tell.
 
-    def __init__(
-        self,
-        *args: Any,
-        metric_names: Sequence[str],
-        parameters: Mapping[str, Any],
-        rerun: Sequence[int] = (),
-        restore: Mapping[int, dict] | None = None,
-        halt: Halt | None = None,
-        db: str = "",
-        **kw: Any,
-    ) -> None:
-        super().__init__(*args, **kw)
-        self.halt, self.db = halt, db  # the study cannot be written: the run stops (halt.py)
-        self._metric_names = list(metric_names)
-        self._parameters = dict(parameters)
-        self._rerun = list(rerun)  # numbers of interrupted Optuna trials, handed out first
-        self._restore = dict(restore or {})  # number -> the checkpoint its rerun goes on from
-        self._reported: dict[str, set[int]] = {}
-        self._number: dict[str, int] = {}
+    Optuna's public API hands out a Trial only from `study.ask()`; one asked by an earlier
+    process is reopened by its storage id, which only FrozenTrial's private `_trial_id`
+    holds. The one private read of Optuna in the sweep (tests/test_sweep_pins.py)."""
+    return optuna.trial.Trial(study, frozen._trial_id)
 
-    def _resume_trial(self, trial_id: str, number: int) -> dict:
-        """An interrupted trial runs again as the same Optuna trial (same number, params)."""
-        study = self._ot_study
-        storage_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        ot_trial = optuna.trial.Trial(study, storage_id)
-        self._ot_trials[trial_id] = ot_trial
-        ot_trial.set_user_attr("ray_trial_id", trial_id)
-        self._number[trial_id] = number
-        params = space.decode(self._parameters, study._storage.get_trial(storage_id).params)
-        config = {PARAMS: params, NUMBER: number}
-        if number in self._restore:
-            config[RESTORE] = self._restore[number]
-        return config
 
-    @guarded("db")
-    def suggest(self, trial_id: str) -> dict | None:
-        if self._rerun and trial_id not in self._ot_trials:
-            return self._resume_trial(trial_id, self._rerun.pop(0))
-        params = super().suggest(trial_id)
-        if params is None:
-            return None
-        ot_trial = self._ot_trials[trial_id]
-        ot_trial.set_user_attr("ray_trial_id", trial_id)
-        self._number[trial_id] = ot_trial.number
-        return {PARAMS: params, NUMBER: ot_trial.number}
+def verdict(
+    entry: Mapping[str, Any], metric_names: Sequence[str]
+) -> tuple[TrialState, list[float] | None, str, str]:
+    """How a trial ended, as Optuna's state: (state, objective values when COMPLETE, status
+    for its user attribute, reason or '').
 
-    def _intermediate(
-        self, trial_id: str, result: Mapping[str, Any], ot_trial: optuna.Trial | None = None
-    ) -> None:
-        """Report one evaluation's metric at its report index (single objective only) to
-        `ot_trial` (default: the Ray trial's own; a group member passes its own).
-
-        The step is the 1-based `report` (as the schedulers' training_iteration), not the
-        batch count: where batch_size is searched, trials at the same step have seen the
-        same number of evaluations, and a small-batch trial does not look further along."""
-        if len(self._metric_names) > 1 or result.get(FINAL):
-            return
-        value, step = result.get(self._metric_names[0]), result.get("report")
-        if value is None or step is None or not finite(value):
-            return
-        done = self._reported.setdefault(trial_id, set())
-        if int(step) in done:
-            return
-        done.add(int(step))
-        ot_trial = ot_trial or self._ot_trials[trial_id]
-        if int(step) in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
-            return  # a rerun of an interrupted trial: the first run's value stands
-        ot_trial.report(float(value), int(step))
-
-    def _finished_in_study(self, ot_trial: optuna.Trial) -> bool:
-        return ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
-
-    @guarded("db")
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._intermediate(trial_id, result)
-
-    @guarded("db")
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        ot_trial = self._ot_trials[trial_id]
-        if self._finished_in_study(ot_trial):
-            self._completed_trials.add(trial_id)
-            return
-        state, values = self._verdict(trial_id, ot_trial, result or {}, error)
-        try:
-            if state == TrialState.COMPLETE:
-                out = values if len(values) > 1 else values[0]
-                self._ot_study.tell(ot_trial, out, state=state)
-            else:
-                self._ot_study.tell(ot_trial, state=state)
-        except STORAGE_FAULTS:
-            raise  # the study cannot be written: halt (see guarded)
-        except Exception as exc:  # noqa: BLE001 -- a bad tell must not end the sweep
-            log.warning("optuna tell for %s failed: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
-
-    def _verdict(
-        self, trial_id: str, ot_trial: optuna.Trial, result: Mapping[str, Any], error: bool
-    ) -> tuple[TrialState, list | None]:
-        """How a trial ended, as Optuna's state (and objective values when COMPLETE); the
-        status and reason go to the trial's user attributes on the way."""
-        if error:
-            ot_trial.set_user_attr("status", "FAILED")
-            return TrialState.FAIL, None
-        if not result.get(FINAL):
-            # Stopped from outside (scheduler, time budget): the result that triggered the
-            # stop never reached on_trial_result, so record it before pruning.
-            self._intermediate(trial_id, result)
-            ot_trial.set_user_attr("status", "PRUNED")
-            return TrialState.PRUNED, None
-        held = (
-            result.get(LAST)
-            or {  # Tune hands the searcher flattened results
-                k[len(LAST) + 1 :]: v for k, v in result.items() if k.startswith(LAST + "/")
-            }
-        )
-        if held:  # the report the trial ended at came with its final result (trial.LastReport)
-            self._intermediate(trial_id, held)
-        status = result.get(STATUS, "COMPLETED")
-        ot_trial.set_user_attr("status", status)
-        if status != "COMPLETED":
-            ot_trial.set_user_attr("reason", str(result.get(ERROR, ""))[:1000])
-            return TrialState.FAIL, None
-        values = [result.get(m) for m in self._metric_names]
+    - no final flag: stopped from outside (a scheduler, the time budget) -> PRUNED;
+    - the loop ran to its end (its own early stop included) -> COMPLETE with the kept
+      weights' objective(s), or FAIL when one is not a finite number;
+    - pruned inside its group (harness.sweep.rungs) -> PRUNED;
+    - raised, diverged, or its worker died -> FAIL with the reason."""
+    status = str(entry.get(STATUS) or (Status.COMPLETED if entry.get(FINAL) else Status.PRUNED))
+    if status == Status.PRUNED:
+        return TrialState.PRUNED, None, status, ""
+    if status == Status.COMPLETED:
+        values = [entry.get(m) for m in metric_names]
         if all(v is not None and finite(v) for v in values):
-            return TrialState.COMPLETE, values
-        ot_trial.set_user_attr("reason", "objective is not a finite number")
-        return TrialState.FAIL, None
+            return TrialState.COMPLETE, [float(v) for v in values], status, ""
+        return TrialState.FAIL, None, status, "objective is not a finite number"
+    return TrialState.FAIL, None, status, str(entry.get(ERROR) or "")[:1000]
 
 
-class GroupSearch(HonestOptunaSearch):
-    """Each Ray trial a group of Optuna trials (resources.fuse > 1), each member told to
-    Optuna as honestly as a whole trial is.
+class OptunaSearcher(Searcher):
+    """Ray Tune's searcher slot, filled with Optuna's ask and tell (see the module docstring).
 
-    A group's first member is asked from the whole space (the queued baseline first); the
-    others are asked with its shape settings fixed (`study.enqueue_trial` of those values,
-    then `ask()`: the sampler chooses only the fusible values, and TPE's constant liar sees
-    the members already running). `method: grid` walks the grid itself (seeded order),
-    enqueueing whole points whose shape values match. Every member has its own number,
-    params, intermediate values (step = report index) and state; its trial id is
-    `<group's Ray trial id>-<member index>` (user attribute ray_trial_id, with group_id and
-    data_seed, the group's batch order, which its params carry too so that a member reruns
-    alone). `num_samples` counts members: the searcher says FINISHED when all are asked.
+    Each Ray trial is a group of `size` Optuna trials (resources.fuse; 1: a plain trial,
+    whose config is {params, number}). A group's first member is asked from the whole space
+    (the queued baseline first); the others are asked with its shape settings fixed
+    (`study.enqueue_trial` of those values, then `ask()`: the sampler chooses only the
+    fusible values, and TPE's constant liar sees the members already running). A fused
+    `method: grid` walks the grid itself (seeded order), enqueueing whole points whose shape
+    values match. Every member has its own number, params, intermediate values (step =
+    report index) and state; in a group its trial id is `<group's Ray trial id>-<member
+    index>` (user attribute ray_trial_id, with group_id and data_seed, the group's batch
+    order, which its params carry too so that a member reruns alone). `new` counts the
+    members still to ask (None: Tune's num_samples bounds the trials); interrupted trials
+    (`rerun`, Optuna numbers in groups) are handed out first, as the same Optuna trials.
+
+    Record order: tables first, then Optuna. Tune calls a searcher's on_trial_result
+    before the callbacks that write the tables, so a trial's end is told at this
+    searcher's next call (`_tell_ended`), when the tables hold it; a driver killed in
+    between leaves the trial RUNNING in the study and --resume reads its end from the
+    tables. A storage fault halts the sweep (`guarded`); nothing more is told after it.
     """
 
     def __init__(
         self,
-        *args: Any,
+        study: optuna.Study,
         spec: SweepSpec,
-        size: int,
-        new: int,
-        rerun_groups: Sequence[Sequence[int]] = (),
+        *,
+        size: int = 1,
+        fused: bool = False,
+        new: int | None = None,
+        rerun: Sequence[Sequence[int]] = (),
+        restore: Mapping[int, dict] | None = None,
         rungs: Any = None,
-        **kw: Any,
+        halt: Halt | None = None,
+        db: str = "",
     ) -> None:
-        super().__init__(*args, **kw)
+        many = len(spec.metrics) > 1
+        super().__init__(
+            metric=[m.name for m in spec.metrics] if many else spec.metric.name,
+            mode=[m.mode for m in spec.metrics] if many else spec.metric.mode,
+        )
+        self.study = study
+        self.halt, self.db = halt, db  # the study cannot be written: the run stops (halt.py)
         self._spec = spec
-        self._size = size
-        self._new = new  # members still to ask
-        self._rerun_groups = [list(g) for g in rerun_groups]  # interrupted trials, regrouped
+        self._metric_names = [m.name for m in spec.metrics]
+        self._parameters = dict(spec.parameters)
         self._shape = shape_names(spec)
+        self._size = size
+        self._fused = fused
+        self._new = new
+        self._rerun = [list(g) for g in rerun]  # interrupted trials, grouped
+        self._restore = dict(restore or {})  # number -> the checkpoint its rerun goes on from
         self._rungs = rungs  # harness.sweep.rungs actor: members that ended
         self._groups: dict[str, list[dict[str, Any]]] = {}  # Ray trial id -> its members
-        self._members: dict[str, optuna.Trial] = {}  # member trial id -> Optuna trial
+        self._members: dict[str, optuna.Trial] = {}  # member id -> its Optuna trial
+        self._reported: dict[str, set[int]] = {}  # member id -> steps reported
+        self._ended: dict[str, Mapping[str, Any]] = {}  # ends the tables hold, to tell
         self._told: set[str] = set()
         self._grid_points: list[dict[str, Any]] | None = None
+        self._grid_pass = 0  # runs of each grid point before the group being filled
 
-    # ------------------------------------------------------------------ filling groups
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        return True  # the spec made this searcher whole; Tune's param_space stays empty
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Nothing: the study in optuna.db is this searcher's record, written as trials
+        end, and --resume rebuilds the searcher from it (Tune's own restore is not used)."""
+
+    def trial(self, name: str) -> optuna.Trial | None:
+        """The Optuna trial a Ray trial id (or member id) was asked as."""
+        return self._members.get(name)
+
+    # ------------------------------------------------------------------ asking
+
+    @guarded("db")
+    def suggest(self, trial_id: str) -> dict | str | None:
+        self._tell_ended()
         if trial_id not in self._groups:
-            if self._rerun_groups:
-                numbers = self._rerun_groups.pop(0)
+            if self._rerun:
+                numbers = self._rerun.pop(0)
                 members = [self._resume_member(trial_id, k, n) for k, n in enumerate(numbers)]
-            elif self._new > 0:
-                members = self._ask_group(trial_id, min(self._size, self._new))
-                self._new -= len(members)
+            elif self._new is None or self._new > 0:
+                n = self._size if self._new is None else min(self._size, self._new)
+                members = self._ask_group(trial_id, n)
+                self._new = None if self._new is None else self._new - len(members)
             else:
                 return Searcher.FINISHED
             self._groups[trial_id] = members
-        return {MEMBERS: [dict(m) for m in self._groups[trial_id]]}
+        members = self._groups[trial_id]
+        if self._fused:
+            return {MEMBERS: [dict(m) for m in members]}
+        (m,) = members
+        config = {PARAMS: dict(m["params"]), NUMBER: m["number"]}
+        if m["number"] in self._restore:
+            config[RESTORE] = self._restore[m["number"]]
+        return config
+
+    def _mid(self, trial_id: str, k: int) -> str:
+        """A member's row id: the Ray trial's own id when unfused."""
+        return member_id(trial_id, k) if self._fused else trial_id
 
     def _register(
         self, trial_id: str, k: int, ot_trial: optuna.Trial, params: dict[str, Any]
     ) -> dict[str, Any]:
-        mid = member_id(trial_id, k)
+        mid = self._mid(trial_id, k)
         self._members[mid] = ot_trial
         ot_trial.set_user_attr("ray_trial_id", mid)
-        ot_trial.set_user_attr("group_id", trial_id)
-        if params.get("data_seed") is not None:
-            ot_trial.set_user_attr("data_seed", params["data_seed"])
+        if self._fused:
+            ot_trial.set_user_attr("group_id", trial_id)
+            if params.get("data_seed") is not None:
+                ot_trial.set_user_attr("data_seed", params["data_seed"])
         return {"member": k, "number": ot_trial.number, "params": params}
 
     def _resume_member(self, trial_id: str, k: int, number: int) -> dict[str, Any]:
-        """An interrupted trial runs again as the same Optuna trial, with its batch order."""
-        study = self._ot_study
-        storage_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        frozen = study._storage.get_trial(storage_id)
+        """An interrupted trial runs again as the same Optuna trial (same number, params,
+        batch order); the first run's intermediate values stand."""
+        (frozen,) = [t for t in self.study.get_trials(deepcopy=False) if t.number == number]
         params = space.decode(self._parameters, frozen.params)
         if frozen.user_attrs.get("data_seed") is not None:
             params["data_seed"] = frozen.user_attrs["data_seed"]
-        return self._register(trial_id, k, optuna.trial.Trial(study, storage_id), params)
+        self._reported[self._mid(trial_id, k)] = set(frozen.intermediate_values)
+        return self._register(trial_id, k, running_trial(self.study, frozen), params)
 
     def _ask_group(self, trial_id: str, n: int) -> list[dict[str, Any]]:
-        first = self._ask(self._grid_point({}) if self._spec.method == "grid" else None)
+        grid = self._fused and self._spec.method == "grid"
+        first = self._ask(self._grid_point({}, first=True) if grid else None)
         params0 = space.suggest(first, self._parameters)
+        if not self._fused:
+            return [self._register(trial_id, 0, first, params0)]
         try:
             seed: int | None = self._spec.trial_config(params0).train.batch_seed
         except Exception:  # noqa: BLE001 -- a bad value: this member fails alone, in its trial
@@ -284,15 +230,15 @@ class GroupSearch(HonestOptunaSearch):
             out.append(self._register(trial_id, k, ot_trial, params))
         return out
 
-    def _waiting(self) -> list[optuna.trial.FrozenTrial]:
-        return self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    def _waiting(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
     def _ask(self, point: dict[str, Any] | None) -> optuna.Trial:
         """study.ask(), after enqueueing `point` unless an earlier queued trial (the baseline)
         is waiting: ask() hands that out first."""
         if point is not None and not self._waiting():
-            self._ot_study.enqueue_trial(point)
-        return self._ot_study.ask()
+            self.study.enqueue_trial(point)
+        return self.study.ask()
 
     def _ask_like(self, fixed: dict[str, Any]) -> optuna.Trial | None:
         """A member with the group's shape values (None: no such trial can be asked now)."""
@@ -300,7 +246,7 @@ class GroupSearch(HonestOptunaSearch):
         if waiting:  # ask() hands out the first queued trial (the baseline, auto's draws)
             queued = waiting[0].system_attrs.get("fixed_params") or {}
             if all(queued.get(n) == v for n, v in fixed.items()):
-                return self._ot_study.ask()  # of this group's shape: it joins
+                return self.study.ask()  # of this group's shape: it joins
             return None
         if self._spec.method == "grid":
             point = self._grid_point(fixed)
@@ -309,78 +255,126 @@ class GroupSearch(HonestOptunaSearch):
             return self._ask(point)
         return self._ask(fixed or None)
 
-    def _grid_point(self, fixed: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The next grid point (seeded order) with the `fixed` values, the least-run first."""
+    def _grid_point(self, fixed: Mapping[str, Any], first: bool = False) -> dict[str, Any] | None:
+        """The next grid point (seeded order) with the `fixed` values: for a group's `first`
+        member the least-run point, for the others only points run no more
+        often than the first was (None: none left), so a grid of N points in a budget of N
+        runs every point exactly once whatever the group size."""
         if self._grid_points is None:
             grid = space.grid(self._parameters)
             names = list(grid)
             self._grid_points = [dict(zip(names, c)) for c in itertools.product(*grid.values())]
             random.Random(self._spec.seed).shuffle(self._grid_points)
         runs: dict[str, int] = {}
-        for t in self._ot_study.get_trials(deepcopy=False):
+        for t in self.study.get_trials(deepcopy=False):
             p = t.params or t.system_attrs.get("fixed_params") or {}
             k = json.dumps(p, sort_keys=True, default=str)
             runs[k] = runs.get(k, 0) + 1
-        matching = [p for p in self._grid_points if all(p.get(n) == v for n, v in fixed.items())]
-        if not matching:
-            return None
-        return min(matching, key=lambda p: runs.get(json.dumps(p, sort_keys=True, default=str), 0))
+
+        def ran(p: dict[str, Any]) -> int:
+            return runs.get(json.dumps(p, sort_keys=True, default=str), 0)
+
+        if first:
+            point = min(self._grid_points, key=ran)
+            self._grid_pass = ran(point)
+            return point
+        matching = [
+            p
+            for p in self._grid_points
+            if ran(p) <= self._grid_pass and all(p.get(n) == v for n, v in fixed.items())
+        ]
+        return matching[0] if matching else None
 
     # ------------------------------------------------------------------ results
 
+    @guarded("db")
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._groups:
-            self._group_entries(trial_id, result)
-        else:
-            super().on_trial_result(trial_id, result)
+        self._tell_ended()  # the callbacks have written the results before this one
+        self._take(trial_id, result, ends=self._fused)
 
+    @guarded("db")
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        self._tell_ended()
         if trial_id not in self._groups:
-            super().on_trial_complete(trial_id, result, error)
             return
-        self._group_entries(trial_id, result or {})
-        for m in self._groups[trial_id]:  # members the group never ended: stopped from outside
-            mid = member_id(trial_id, m["member"])
+        # Stopped from outside (scheduler, time budget): the result that triggered the stop
+        # never reached on_trial_result, so it is recorded before the members left are told
+        self._take(trial_id, result or {})
+        self._tell_ended()  # Tune calls this after the callbacks saw the trial's last result
+        for m in self._groups[trial_id]:  # members the trial never ended
+            mid = self._mid(trial_id, m["member"])
             if mid not in self._told:
-                self._tell(mid, {STATUS: "FAILED" if error else "PRUNED"})
+                self._tell(mid, {STATUS: Status.FAILED if error else Status.PRUNED})
 
-    def _group_entries(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        for entry in result.get(GROUP) or ():
-            mid = member_id(trial_id, int(entry[MEMBER]))
-            if mid not in self._members or mid in self._told:
+    def _entries(self, trial_id: str, result: Mapping[str, Any]) -> list[tuple[str, Mapping]]:
+        """(member id, report or end) of each entry a result brings: a group's GROUP entries,
+        or a plain trial's result, after the report the loop marked last, which comes
+        inside its final result (keys.LAST; Tune hands the searcher results flattened)."""
+        if self._fused:
+            return [(member_id(trial_id, int(e[MEMBER])), e) for e in result.get(GROUP) or ()]
+        held = result.get(LAST) or {
+            k[len(LAST) + 1 :]: v for k, v in result.items() if k.startswith(LAST + "/")
+        }
+        return ([(trial_id, held)] if held else []) + [(trial_id, result)]
+
+    def _take(self, trial_id: str, result: Mapping[str, Any], ends: bool = True) -> None:
+        """A result's reports (Optuna's intermediate values) and, with `ends`, the ends it
+        brings, to tell once the tables hold them. A plain trial's end is taken from the
+        result Tune completes it with (on_trial_complete, which Tune calls after the
+        callbacks), as before there was one searcher; a group member's from the result
+        that ends it."""
+        for mid, entry in self._entries(trial_id, result):
+            if mid not in self._members or mid in self._told or mid in self._ended:
                 continue
-            if entry.get(FINAL):
-                self._tell(mid, entry)
-            else:
-                self._intermediate(mid, entry, self._members[mid])
+            if not entry.get(FINAL):
+                self._intermediate(mid, entry)
+            elif ends:
+                self._ended[mid] = entry  # told once the tables hold it (_tell_ended)
+
+    def _intermediate(self, mid: str, report: Mapping[str, Any]) -> None:
+        """One evaluation's metric at its report index (single objective only).
+
+        The step is the 1-based `report` (as the schedulers' training_iteration), not the
+        batch count: where batch_size is searched, trials at the same step have seen the
+        same number of evaluations, and a small-batch trial does not look further along."""
+        if len(self._metric_names) > 1:
+            return
+        value, step = report.get(self._metric_names[0]), report.get("report")
+        if value is None or step is None or not finite(value):
+            return
+        done = self._reported.setdefault(mid, set())
+        if int(step) not in done:
+            done.add(int(step))
+            self._members[mid].report(float(value), int(step))
+
+    def _tell_ended(self) -> None:
+        """Tell Optuna the ends earlier results brought (the callbacks have written them to
+        the tables since)."""
+        while self._ended:
+            mid = next(iter(self._ended))
+            self._tell(mid, self._ended[mid])
+            del self._ended[mid]
 
     def _tell(self, mid: str, entry: Mapping[str, Any]) -> None:
-        """A member's end as Optuna's state: COMPLETE with its objective(s), PRUNED (stopped
-        by early termination or from outside), FAIL (raised or diverged, reason attached)."""
+        """A trial's end to Optuna (verdict), and to the members' record (rungs)."""
         ot_trial = self._members[mid]
         self._told.add(mid)
-        if not self._finished_in_study(ot_trial):
-            status = str(entry.get(STATUS) or "FAILED")
+        state, values, status, reason = verdict(entry, self._metric_names)
+        try:
             ot_trial.set_user_attr("status", status)
-            values = [entry.get(m) for m in self._metric_names]
-            state = TrialState.FAIL
-            if status == "PRUNED":
-                state = TrialState.PRUNED
-            elif status == "COMPLETED" and all(v is not None and finite(v) for v in values):
-                state = TrialState.COMPLETE
-            elif status == "COMPLETED":
-                ot_trial.set_user_attr("reason", "objective is not a finite number")
-            elif entry.get(ERROR):
-                ot_trial.set_user_attr("reason", str(entry.get(ERROR))[:1000])
-            try:
-                if state == TrialState.COMPLETE:
-                    self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
-                else:
-                    self._ot_study.tell(ot_trial, state=state)
-            except Exception as exc:  # noqa: BLE001 -- a bad tell must not end the sweep
-                log.warning("optuna tell for %s failed: %s", mid, exc)
+            if reason:
+                ot_trial.set_user_attr("reason", reason)
+            out = values if values is None or len(values) > 1 else values[0]
+            self.study.tell(ot_trial, out, state=state, skip_if_finished=True)
+        except STORAGE_FAULTS:
+            self._told.discard(mid)  # RUNNING in the study: --resume reads the tables
+            raise  # the study cannot be written: halt (see guarded)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # told already (a --resume told it from the tables)
+        except Exception as exc:  # noqa: BLE001 -- a bad tell must not end the sweep
+            log.warning("optuna tell for %s failed: %s", mid, exc)
         if self._rungs is not None:  # a retried group leaves this member out
             import ray
 
@@ -388,6 +382,10 @@ class GroupSearch(HonestOptunaSearch):
                 ray.get(self._rungs.end.remote(ot_trial.number), timeout=30)
             except Exception as exc:  # noqa: BLE001 -- at worst the member runs again
                 log.warning("could not record the end of %s: %s", mid, exc)
+
+
+# Earlier names of the one searcher (bench and tests import them)
+HonestOptunaSearch = GroupSearch = OptunaSearcher
 
 
 def optuna_storage_url(folder: Path) -> str:
@@ -434,18 +432,15 @@ def build_searcher(
     new: int | None = None,
     rungs: Any = None,
     plan: SearchPlan | None = None,
-) -> HonestOptunaSearch:
-    """The searcher of a sweep (auto's choice and warm start from `plan`); with `fuse`
-    planning groups, a GroupSearch that asks `new` members besides the interrupted ones
-    (`rerun`), and tells `rungs` which ended."""
+) -> OptunaSearcher:
+    """The searcher of a sweep over its study in results/<name>/optuna.db (auto's choice and
+    warm start from `plan`; the baseline, and auto's draws, queued first): it hands out the
+    interrupted trials `rerun` first (grouped by shape when `fuse` plans groups), then asks
+    `new` more (None: as many as Tune asks for), and tells `rungs` which members ended."""
     plan = plan or plan_search(spec, folder, resume)
     storage = optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
     )
-    points = None  # on resume the baseline (and auto's draws) are in the study already
-    if spec.baseline and not resume:
-        first = [spec.baseline_params(), *spec.prior_points(plan.choice)]
-        points = [space.encode(spec.parameters, p) for p in first]
     sampler = spec.sampler(plan.choice)
     if resume and spec.method not in ("grid", "qmc"):
         # A sampler seeded as before would draw the first run's values again; grid and QMC
@@ -456,59 +451,27 @@ def build_searcher(
         sampler = space.sampler(
             spec.method, spec.seed + done, spec.parameters, spec.budget.num_samples, plan.choice
         )
-    many = len(spec.metrics) > 1
-    common: dict[str, Any] = {
-        "space": space.define_by_run(spec.parameters),
-        "metric": [m.name for m in spec.metrics] if many else spec.metric.name,
-        "mode": [m.mode for m in spec.metrics] if many else spec.metric.mode,
-        "points_to_evaluate": points or None,
-        "study_name": spec.name,
-        "storage": storage,
-        "metric_names": [m.name for m in spec.metrics],
-        "parameters": spec.parameters,
-        "halt": halt,
-        "db": str(folder / rs.OPTUNA_FILE),
-    }
-    searcher: HonestOptunaSearch
-    if fuse is not None and fuse.fused:
-        if spec.method == "grid":  # GroupSearch walks the grid and enqueues whole points
-            sampler = optuna.samplers.RandomSampler(seed=spec.seed)
-        searcher = GroupSearch(
-            **common, sampler=sampler, spec=spec, size=fuse.size,
-            new=len(rerun) if new is None else new,
-            rerun_groups=rerun_groups(spec, storage, rerun, fuse.size), rungs=rungs,
-        )  # fmt: skip
-    else:
-        searcher = HonestOptunaSearch(**common, sampler=sampler, rerun=rerun, restore=restore)
+    fused = fuse is not None and fuse.fused
+    if fused and spec.method == "grid":  # the searcher walks the grid and enqueues points
+        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+    study = optuna.create_study(
+        study_name=spec.name, storage=storage, sampler=sampler,
+        pruner=optuna.pruners.NopPruner(), directions=[m.goal for m in spec.metrics],
+        load_if_exists=True,
+    )  # fmt: skip
+    if spec.baseline and not resume:  # on resume the baseline is in the study already
+        for p in [spec.baseline_params(), *spec.prior_points(plan.choice)]:
+            study.enqueue_trial(space.encode(spec.parameters, p))
     if plan.warm is not None:  # after the baseline: it keeps trial number 0
-        warmstart.add(searcher._ot_study, plan.warm)
-    return searcher
-
-
-class BaselineASHA(AsyncHyperBandScheduler):
-    """ASHA that never stops the classic baseline (Optuna trial 0 with `baseline: true`).
-
-    The baseline's results still enter every rung it reaches, so the other trials are
-    compared with it there; but it runs to its end, because its full value is what the
-    sweep's summary (and `bench searchers`) measure the search by. Without this, a trial
-    that reaches the first rung before it with a better early value stops it.
-    """
-
-    def __init__(self, *args: Any, keep_baseline: bool = True, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._keep_baseline = keep_baseline
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        action = super().on_trial_result(tune_controller, trial, result)
-        if (
-            action == TrialScheduler.STOP
-            and self._keep_baseline
-            and trial.config.get(NUMBER) == 0
-            and result.get(self._time_attr, 0) < self._max_t
-        ):
-            self._num_stopped -= 1
-            return TrialScheduler.CONTINUE
-        return action
+        warmstart.add(study, plan.warm)
+    size = fuse.size if fused and fuse is not None else 1
+    groups = rerun_groups(spec, storage, rerun, size) if fused else [[n] for n in rerun]
+    if fused and new is None:
+        new = len(rerun)
+    return OptunaSearcher(
+        study, spec, size=size, fused=fused, new=new, rerun=groups, restore=restore,
+        rungs=rungs, halt=halt, db=str(folder / rs.OPTUNA_FILE),
+    )  # fmt: skip
 
 
 def rerun_groups(
@@ -528,58 +491,3 @@ def rerun_groups(
             params["data_seed"] = t.user_attrs["data_seed"]
         members.append((n, params))
     return group_by_shape(spec, members, size)
-
-
-def build_scheduler(spec: SweepSpec, max_t: int, fused: bool = False) -> TrialScheduler:
-    """The spec's early termination for whole trials; groups decide per member inside the
-    trial (harness.sweep.rungs), so Tune's own scheduler is FIFO for them."""
-    if fused:
-        return FIFOScheduler()
-    et = spec.early_terminate
-    metric, mode = spec.metric.name, spec.metric.mode
-    if et.type == "asha":
-        return BaselineASHA(
-            keep_baseline=spec.baseline,
-            time_attr="training_iteration",
-            metric=metric,
-            mode=mode,
-            max_t=max(max_t, spec.grace_period(max_t)),
-            grace_period=spec.grace_period(max_t),
-            reduction_factor=et.reduction_factor,
-        )
-    if et.type == "hyperband":
-        # Asynchronous hyperband (several ASHA brackets); hyperband_sync is Ray's synchronous one
-        return BaselineASHA(
-            keep_baseline=spec.baseline,
-            time_attr="training_iteration",
-            metric=metric,
-            mode=mode,
-            max_t=max_t,
-            grace_period=1,
-            reduction_factor=et.reduction_factor,
-            brackets=max(1, min(3, int(math.log(max(max_t, 1), et.reduction_factor)) + 1)),
-        )
-    if et.type == "hyperband_sync":
-        # Ray's synchronous HyperBand: trials pause at each rung (a checkpoint after every
-        # report lets them go on from there) until the rung is full, then the best go on.
-        return HyperBandScheduler(
-            time_attr="report",
-            metric=metric,
-            mode=mode,
-            max_t=max_t,
-            reduction_factor=et.reduction_factor,
-            stop_last_trials=True,
-        )
-    if et.type == "pbt":
-        from harness.sweep.population import pbt_scheduler
-
-        return pbt_scheduler(spec)
-    if et.type == "median":
-        return MedianStoppingRule(
-            time_attr="training_iteration",
-            metric=metric,
-            mode=mode,
-            grace_period=spec.grace_period(max_t),
-            min_samples_required=3,
-        )
-    return FIFOScheduler()

@@ -85,3 +85,14 @@ class ModelShelf:
             return
         shutil.rmtree(old, ignore_errors=True)
         log.info("removed the kept model of trial %s (out of the top %d)", folder.name, self.keep)
+
+
+def unkept(
+    folder: str | os.PathLike, rows: Sequence[Mapping[str, Any]], keep: int, goal: str
+) -> list[str]:
+    """Trials of the top `keep` (by `goal`) with no model on the shelf: their weights never
+    reached it (a fault stopped the sweep first, or the final checkpoint failed), and a
+    --resume does not train a finished trial again."""
+    top = ranking(rows, goal)[: max(int(keep), 0)]
+    kept = set(bundle.kept_models(folder))
+    return [t for t in top if t not in kept]

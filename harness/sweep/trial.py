@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray import tune
 
-from harness import bundle
+from harness import bundle, schema
 from harness.config import SweepSpec
 from harness.data import Dataset
+from harness.schema import Status
 from harness.sweep import checkpoints
 from harness.sweep.keys import (
     ERROR,
@@ -38,7 +39,6 @@ from harness.sweep.keys import (
     member_id,
 )
 from harness.trialconfig import TrialConfig, replace_train
-from harness.values import finite
 
 if TYPE_CHECKING:  # the loop (torch) is imported inside the trial, where it runs
     from harness.trainer import TrialSummary
@@ -115,8 +115,12 @@ class TuneSide:
     """The trial's results to Tune: one per evaluation, sent at once, except
     - the result a checkpoint follows: it waits for that checkpoint and both travel as one
       result (so the schedulers, which count results, see one per evaluation);
-    - the report the loop ends the trial at (LastReport): held back, it travels inside the
-      trial's final result (keys.LAST), so no scheduler stops a trial at its last report."""
+    - the report the loop marks its last (schema.LAST: its budget, patience or divergence
+      ends the trial there): held back, it travels inside the trial's final result
+      (keys.LAST), so no scheduler stops a trial at its last report. Why: a trial stopped
+      at a report it is shown (ASHA at a rung or at max_t) is PRUNED, untested, though it
+      ran its whole budget; so a trial that ran its budget always ends COMPLETED (or
+      DIVERGED)."""
 
     def __init__(self, info: dict[str, Any], interval: int, lineage: list[str]) -> None:
         self.info = info
@@ -124,7 +128,6 @@ class TuneSide:
         self.lineage = lineage  # other trials' checkpoints this one went on from (PBT)
         self.last: dict[str, Any] = {}
         self.pending: dict[str, Any] | None = None
-        self.is_last: LastReport | None = None
         self.held: dict[str, Any] | None = None
 
     def report(self, metrics: dict[str, Any]) -> None:
@@ -132,10 +135,7 @@ class TuneSide:
         if not self.last:
             out[INFO] = self.info
         self.last.update(metrics)
-        if self.held is not None:  # held back, yet the loop went on: send it now, late but not lost
-            held, self.held = self.held, None
-            tune.report(held)
-        if self.is_last is not None and self.is_last(metrics):
+        if metrics.get(schema.LAST):
             self.held = out
         elif self.interval and metrics["report"] % self.interval == 0:
             self.pending = out  # checkpoint() sends it, or flush() when the loop ends here
@@ -218,7 +218,6 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         cfg = trial_config(job.spec, params)
         per_epoch = math.ceil(len(data.train_y) / cfg.train.batch_size)
         side.interval = cfg.train.checkpoint_interval(per_epoch) if reachable else 0
-        side.is_last = LastReport(cfg, int(data.train_x.shape[0]))
         summary = train(
             cfg, data, side.report, device=device, threads=max(1, round(job.cpu)),
             checkpoint=side.checkpoint if side.interval else None,
@@ -228,7 +227,7 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         side.flush()
         outcome.update(_finished(job.spec, summary, shown, note))
     except Exception as exc:  # noqa: BLE001 -- a failed trial is data, not a crash
-        outcome[STATUS] = "FAILED"
+        outcome[STATUS] = Status.FAILED
         outcome[ERROR] = "; ".join(x for x in (note, f"{type(exc).__name__}: {exc}".strip()) if x)
         outcome["traceback"] = traceback.format_exc(limit=20)
     except BaseException as exc:  # noqa: BLE001 -- Ray's stop (SystemExit), an interrupt
@@ -236,12 +235,12 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     _free_device_memory()  # the exception (and the frames holding the model) is gone now
     if stop is not None:
         raise stop
-    if outcome.get(STATUS) == "FAILED":
+    if outcome.get(STATUS) == Status.FAILED:
         side.flush()  # a report whose checkpoint failed still counts
     if side.held is not None:
         outcome[LAST] = side.held
     last = side.last
-    if outcome.get(STATUS) == "COMPLETED":  # metrics not in the summary: the last report's
+    if outcome.get(STATUS) == Status.COMPLETED:  # metrics not in the summary: the last report's
         for m in job.spec.metrics:
             if outcome.get(m.name) is None:
                 outcome[m.name] = last.get(m.name)
@@ -253,7 +252,7 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
             worst = -math.inf if m.mode == "max" else math.inf
             outcome[m.name] = last.get(m.name, worst)
     models = {}
-    if kept and cfg is not None and summary is not None and outcome.get(STATUS) == "COMPLETED":
+    if kept and cfg is not None and summary is not None and outcome.get(STATUS) == Status.COMPLETED:
         models[trial_id] = (cfg, kept[0], bundle.scores(summary))
     report_final(outcome, models, job, data)
 
@@ -300,32 +299,6 @@ def _report_again(restored: checkpoints.Restored) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-class LastReport:
-    """Whether the loop ends a trial at this report, by the loop's own rules (harness.trainer:
-    its step budget, its patience, a non-finite loss or gradient), from the report alone.
-
-    Why: a scheduler may stop a trial at any report it is shown (ASHA at a rung or at
-    max_t), and a trial stopped there is PRUNED, untested, though it had run its whole
-    budget. So the report the loop ends at is held back and reaches Tune inside the trial's
-    final result (keys.LAST): a trial that ran its budget always ends COMPLETED (or
-    DIVERGED). Should this guess a report last that is not, the report is sent at the next.
-    """
-
-    def __init__(self, cfg: TrialConfig, n_train: int) -> None:
-        tc = cfg.train
-        steps = math.ceil(n_train / tc.batch_size) * tc.max_epochs
-        self.total_steps = min(steps, tc.max_steps) if tc.max_steps else steps
-        self.patience = tc.require_improvement
-        self.best_it = 0
-
-    def __call__(self, metrics: dict[str, Any]) -> bool:
-        step = int(metrics["iteration"])
-        if metrics.get("improved"):
-            self.best_it = step
-        diverged = bool(metrics.get("grad_nonfinite")) or not finite(metrics.get("dev_loss"))
-        return diverged or step >= self.total_steps or step - self.best_it >= self.patience
-
-
 def _finished(spec: SweepSpec, summary: TrialSummary, shown: str, note: str) -> dict[str, Any]:
     """The last result of a trial whose loop ran to its end: its summary, status and, when
     it completed, each objective's value for the kept weights."""
@@ -336,7 +309,7 @@ def _finished(spec: SweepSpec, summary: TrialSummary, shown: str, note: str) -> 
         STATUS: summary.status,
         ERROR: "; ".join(x for x in (note, summary.reason) if x),
     }
-    if summary.status == "COMPLETED":
+    if summary.status == Status.COMPLETED:
         for m in spec.metrics:
             out[m.name] = s.get(_FINAL_FROM_SUMMARY.get(m.name, ""), None)
     return out
@@ -373,11 +346,11 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
 
     def failed(m: dict[str, Any], exc: BaseException, tb: str = "") -> dict[str, Any]:
         why = _join(note, f"{type(exc).__name__}: {exc}".strip())
-        return {MEMBER: m["member"], FINAL: True, STATUS: "FAILED", ERROR: why, "traceback": tb}
+        return {MEMBER: m["member"], FINAL: True, STATUS: Status.FAILED, ERROR: why,
+                "traceback": tb}  # fmt: skip
 
     live, cfgs, bad = _group_configs(job.spec, members)
     entries.extend(failed(m, exc, tb) for m, exc, tb in bad)
-    total = LastReport(cfgs[0], int(data.train_x.shape[0])).total_steps if cfgs else 0
     running = list(range(len(live)))  # the members alive at the last evaluation
 
     def report(i: int, metrics: dict[str, Any]) -> str | None:
@@ -390,14 +363,14 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         stop = ray.get(job.rungs.decide.remote(m["number"], metrics.get("report"), value))
         # at the group's last report the member has trained to its end: recorded, not stopped
         # (as Ray's ASHA records an unfused trial's last result when it completes)
-        return trainer.PRUNE if stop and int(metrics["iteration"]) < total else None
+        return trainer.PRUNE if stop and not metrics.get(schema.LAST) else None
 
     def ended(indices: list[int], summaries: list[Any]) -> None:
         for i in indices:
             entry = {MEMBER: live[i]["member"], FINAL: True}
             entry.update(_finished(job.spec, summaries[i], shown, note))
             for m in job.spec.metrics:  # metrics not in the summary: the last report's
-                if entry[STATUS] == "COMPLETED" and entry.get(m.name) is None:
+                if entry[STATUS] == Status.COMPLETED and entry.get(m.name) is None:
                     entry[m.name] = last.get(i, {}).get(m.name)
             entries.append(entry)
 
@@ -439,7 +412,7 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     models = {
         member_id(group_id, live[i]["member"]): (cfgs[i], w, bundle.scores(summaries[i]))
         for i, w in kept.items()
-        if summaries[i].status == "COMPLETED"
+        if summaries[i].status == Status.COMPLETED
     }
     report_final(out, models, job, data)
 
