@@ -28,12 +28,11 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import yaml
 
-from harness import space, warmstart
+from harness import space
 from harness.data import DataSpec
 from harness.errors import UserError, did_you_mean
 from harness.models import MODELS
@@ -50,6 +49,9 @@ from harness.trialconfig import (
 )
 from harness.values import finite, show
 
+if TYPE_CHECKING:  # imported where used: harness.bench.record reads specs without optuna
+    import optuna
+
 METHODS = ("auto", "tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
 DEFAULT_METHOD = "auto"
 GOALS = ("maximize", "minimize")
@@ -63,8 +65,14 @@ TERMINATORS: dict[str, tuple[str, ...]] = {
     "asha": ("grace_period", "reduction_factor", "max_t"),
     "hyperband": ("reduction_factor", "max_t"),
     "hyperband_sync": ("reduction_factor", "max_t"),
-    "pbt": ("perturbation_interval", "burn_in_period", "quantile_fraction",
-            "resample_probability", "mutations", "synch"),
+    "pbt": (
+        "perturbation_interval",
+        "burn_in_period",
+        "quantile_fraction",
+        "resample_probability",
+        "mutations",
+        "synch",
+    ),
     "median": ("grace_period",),
     "none": (),
 }
@@ -707,6 +715,8 @@ def _build(raw: dict, p: _Problems, default_name: str) -> SweepSpec | None:
         n = space.grid_size(parameters) + int(baseline) if method == "grid" else DEFAULT_NUM_SAMPLES
         spec = dataclasses.replace(spec, budget=dataclasses.replace(budget, num_samples=n))
     for i, folder in enumerate(spec.warm_start):  # the earlier sweeps fit this space?
+        from harness import warmstart
+
         for line in warmstart.problems(spec, Path(folder)):
             p.add(f"warm_start[{i}]", line)
     return None if p.items else spec
@@ -895,7 +905,11 @@ def _early_terminate(raw: Any, method: Any, p: _Problems) -> EarlyTerminate | No
                 p.add(path, "expected true or false", value)
             values[key] = value
         elif key == "mutations":
-            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(v, str) for v in value)
+            ):
                 p.add(path, "expected a non-empty list of parameter names", value)
             else:
                 values[key] = tuple(value)
@@ -977,9 +991,11 @@ def _fuse(p: _Problems, path: str, value: Any) -> int | str | None:
     """resources.fuse: a whole number >= 1, or auto."""
     if value == "auto":
         return "auto"
-    if isinstance(value, bool) or not (
-        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    ) or value < 1:
+    if (
+        isinstance(value, bool)
+        or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+        or value < 1
+    ):
         p.add(path, "must be a whole number >= 1 (trials per group) or auto", value)
         return None
     return int(value)
