@@ -65,14 +65,8 @@ TERMINATORS: dict[str, tuple[str, ...]] = {
     "asha": ("grace_period", "reduction_factor", "max_t"),
     "hyperband": ("reduction_factor", "max_t"),
     "hyperband_sync": ("reduction_factor", "max_t"),
-    "pbt": (
-        "perturbation_interval",
-        "burn_in_period",
-        "quantile_fraction",
-        "resample_probability",
-        "mutations",
-        "synch",
-    ),
+    "pbt": ("perturbation_interval", "burn_in_period", "quantile_fraction",
+            "resample_probability", "mutations", "synch"),
     "median": ("grace_period",),
     "none": (),
 }
@@ -905,11 +899,7 @@ def _early_terminate(raw: Any, method: Any, p: _Problems) -> EarlyTerminate | No
                 p.add(path, "expected true or false", value)
             values[key] = value
         elif key == "mutations":
-            if (
-                not isinstance(value, list)
-                or not value
-                or not all(isinstance(v, str) for v in value)
-            ):
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
                 p.add(path, "expected a non-empty list of parameter names", value)
             else:
                 values[key] = tuple(value)
@@ -991,11 +981,9 @@ def _fuse(p: _Problems, path: str, value: Any) -> int | str | None:
     """resources.fuse: a whole number >= 1, or auto."""
     if value == "auto":
         return "auto"
-    if (
-        isinstance(value, bool)
-        or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
-        or value < 1
-    ):
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    ) or value < 1:
         p.add(path, "must be a whole number >= 1 (trials per group) or auto", value)
         return None
     return int(value)
