@@ -676,3 +676,27 @@ def searchers_final(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> F
     ax.set_xlabel(f"final best {metric} (dots: seeds; bar: IQM and 95% bootstrap band)")
     ax.grid(alpha=0.3, axis="x")
     return fig
+
+
+def replay_regret(summary: pd.DataFrame, table: str, metric: str) -> Figure:
+    """`bench searchers --replay`: IQM final regret with its 95% bootstrap band per
+    combination, one marker per budget (log x: regrets span decades)."""
+    combos = list(dict.fromkeys(summary["combo"]))
+    fig, ax = _figure(figsize=(7, 0.32 * len(combos) + 1.6))
+    markers = "osD^v"
+    for k, (budget, s) in enumerate(summary.groupby("budget", sort=True)):
+        y = np.array([combos.index(c) for c in s["combo"]]) + 0.18 * (k - 0.5)
+        floor = 1e-4
+        mid = np.maximum(s["iqm_regret"].to_numpy(float), floor)
+        lo = np.maximum(s["ci_lo"].to_numpy(float), floor)
+        hi = np.maximum(s["ci_hi"].to_numpy(float), floor)
+        ax.errorbar(mid, y, xerr=[mid - lo, hi - mid], fmt=markers[k % len(markers)], ms=4,
+                    capsize=2, lw=1, label=f"{budget} trials")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(combos)), combos, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"final regret in {metric} (IQM over seeds, 95% bootstrap band; log)")
+    ax.set_title(f"replayed on {table}", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    _legend(ax, fontsize=7)
+    return fig

@@ -402,6 +402,8 @@ class SearchPlan:
 
     choice: space.Choice | None = None
     warm: warmstart.WarmTrials | None = None
+    # harness.bench.blackbox.Restriction: sample only a table's recorded configurations
+    restrict: Any = None
 
     def record(self) -> dict | None:
         """sweep.json's "search" entry."""
@@ -434,18 +436,22 @@ def build_searcher(
     new: int | None = None,
     rungs: Any = None,
     plan: SearchPlan | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> HonestOptunaSearch:
     """The searcher of a sweep (auto's choice and warm start from `plan`); with `fuse`
     planning groups, a GroupSearch that asks `new` members besides the interrupted ones
-    (`rerun`), and tells `rungs` which ended."""
+    (`rerun`), and tells `rungs` which ended. `storage`: the study's (default: the folder's
+    optuna.db; the replay passes Optuna's in-memory storage)."""
     plan = plan or plan_search(spec, folder, resume)
-    storage = optuna.storages.RDBStorage(
+    storage = storage or optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
     )
     points = None  # on resume the baseline (and auto's draws) are in the study already
     if spec.baseline and not resume:
         first = [spec.baseline_params(), *spec.prior_points(plan.choice)]
         points = [space.encode(spec.parameters, p) for p in first]
+        if plan.restrict is not None:
+            points = plan.restrict.points(points)
     sampler = spec.sampler(plan.choice)
     if resume and spec.method not in ("grid", "qmc"):
         # A sampler seeded as before would draw the first run's values again; grid and QMC
@@ -456,6 +462,8 @@ def build_searcher(
         sampler = space.sampler(
             spec.method, spec.seed + done, spec.parameters, spec.budget.num_samples, plan.choice
         )
+    if plan.restrict is not None:
+        sampler = plan.restrict.sampler(sampler)
     many = len(spec.metrics) > 1
     common: dict[str, Any] = {
         "space": space.define_by_run(spec.parameters),

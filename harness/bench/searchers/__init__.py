@@ -50,7 +50,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+
+import pandas as pd
 
 from harness.bench.searchers.driver import RUNS_DIR, run_all
 from harness.bench.searchers.planning import (
@@ -90,7 +93,7 @@ from harness.bench.searchers.tables import (
 )
 from harness.config import METHODS, TERMINATORS
 from harness.errors import UserError, exit_on_user_error
-from harness.files import write_text
+from harness.files import write_text, write_with
 
 DEFAULT_METHODS = ("auto", "tpe", "gp", "random", "qmc")
 DEFAULT_EARLY_TERMINATE = ("asha", "none")
@@ -114,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("spec", help="search-space file, e.g. search_spaces/textcnn.yaml")
+    p.add_argument("spec", nargs="?",
+                   help="search-space file, e.g. search_spaces/textcnn.yaml (not with --replay)")  # fmt: skip
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma list of {'|'.join(m for m in METHODS if m != 'nsga2')} "
                    f"(default {','.join(DEFAULT_METHODS)})")  # fmt: skip
@@ -134,7 +138,96 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rerun every run (default: finished runs of the same spec are reused, "
                    "interrupted ones resumed)")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="each sweep's own console output")
+    r = p.add_argument_group("replay (--replay TABLE: no training; see harness.bench.searchers.replay)")
+    r.add_argument("--replay", action="append", default=[], metavar="TABLE",
+                   help="a table (a finished sweep or `bench record` folder, or a packed .npz) "
+                   "to replay the searchers against instead of running sweeps (repeatable)")  # fmt: skip
+    r.add_argument("--fuse", default="1,8",
+                   help="replay: comma list of group sizes (resources.fuse; default 1,8)")
+    r.add_argument("--budgets", default="16,64",
+                   help="replay: comma list of trial budgets (num_samples; default 16,64)")
+    r.add_argument("--method-seeds", default="", metavar="METHOD=N,...",
+                   help="replay: fewer (or more) seeds for named methods, e.g. gp=10 "
+                   "(GPSampler's suggestions take 0.5-3 s each on a busy 2-core machine)")  # fmt: skip
+    r.add_argument("--concurrent", type=int,
+                   help="replay: simulated workers (default: the table's budget.max_concurrent)")
     return p
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--{what}: expected a comma list of whole numbers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise UserError(f"--{what}: expected whole numbers >= 1, got {text!r}")
+    return list(dict.fromkeys(vals))
+
+
+def _method_seeds(text: str, methods: Sequence[str], default: int) -> dict[str, int]:
+    out = dict.fromkeys(methods, default)
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, _, n = item.partition("=")
+        if name not in out or not n.strip().isdigit() or int(n) < 1:
+            raise UserError(
+                f"--method-seeds: expected METHOD=N with METHOD one of --methods, got {item!r}"
+            )
+        out[name] = int(n)
+    return out
+
+
+def main_replay(args: argparse.Namespace, argv: Sequence[str], methods: list[str],
+                ets: list[str]) -> int:  # fmt: skip
+    """`--replay`: every combination on every table, many seeds, no training."""
+    import time
+
+    from harness.bench.blackbox import Blackbox
+    from harness.bench.searchers import judgement
+
+    if args.spec or args.sets:
+        raise UserError("--replay: the table's own spec is replayed; give no SPEC and no --set")
+    if args.concurrent is not None and args.concurrent < 1:
+        raise UserError(f"--concurrent: must be >= 1, got {args.concurrent}")
+    fuses = _ints(args.fuse, "fuse")
+    budgets = _ints(args.budgets, "budgets")
+    seeds = _method_seeds(args.method_seeds, methods, args.seeds)
+    tables = {Path(t).name.removesuffix(".npz"): Blackbox.load(t) for t in args.replay}
+    out = Path(args.out) if args.out else Path("results") / "searchers-replay"
+    summaries: dict[str, pd.DataFrame] = {}
+    t0 = time.time()
+    for name, table in tables.items():
+        b = table.baseline()
+        print(
+            f"replay {name}: {len(table)} recorded configurations of {table.spec.model} on "
+            f"{table.spec.data.name}; best {table.spec.metric.name} {table.optimum():.4f}, the "
+            f"classic baseline's {'-' if b is None else f'{table.final[b]:.4f}'}; "
+            f"{args.concurrent or table.spec.budget.max_concurrent} simulated workers",
+            flush=True,
+        )
+        trials, scores, summary = judgement.judge(
+            table, methods, ets, fuses, budgets, seeds.__getitem__,
+            max_concurrent=args.concurrent, echo=lambda s: print(s, flush=True),
+        )  # fmt: skip
+        summaries[name] = summary
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        write_with(folder / "replay.parquet", partial(trials.to_parquet, index=False))
+        write_with(folder / "scores.parquet", partial(scores.to_parquet, index=False))
+        write_with(folder / "judgement.parquet", partial(summary.to_parquet, index=False))
+        from harness import plots
+
+        plots.save(plots.replay_regret(summary, name, table.spec.metric.name),
+                   folder / "regret.png")  # fmt: skip
+        print(judgement.summary_text(summary, table.spec.metric.name), flush=True)
+    line = judgement.verdict_line(summaries)
+    command = [sys.executable, "-m", "harness.bench", "searchers", *argv]
+    write_text(out / "judgement.json", json.dumps(
+        {"command": command, "seconds": round(time.time() - t0, 1),
+         "load_average": list(os.getloadavg()), "tables": judgement.verdict(summaries)},
+        indent=2) + "\n")  # fmt: skip
+    print(f"{time.time() - t0:.0f} s; tables and figures in {out}/<table>/")
+    print(line)
+    return 0
 
 
 @exit_on_user_error
@@ -145,6 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ets = _split_list(args.early_terminate, "early-terminate", list(TERMINATORS))
     if args.seeds < 1:
         raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
+    if args.replay:
+        bad = [e for e in ets if e not in ("asha", "none")]
+        if bad:
+            raise UserError(f"--early-terminate: the replay runs asha and none, not {bad[0]}")
+        return main_replay(args, argv, methods, ets)
+    if not args.spec:
+        raise UserError("give a SPEC file to sweep, or --replay TABLE")
     if not args.tolerance >= 0:
         raise UserError(f"--tolerance: must be >= 0, got {args.tolerance}")
     base = base_spec(args.spec, args.sets)
