@@ -83,7 +83,7 @@ def run(
 
     `spec` is a SweepSpec, a sweep file or a dict of what such a file holds (checked the same
     way), with `overrides` as `--set` gives them. UserErrors come before Ray starts.
-    `restrict` (a harness.bench.blackbox.Restriction) samples only a table's recorded
+    `restrict` (a harness.bench.searchers.restriction.Restriction) samples only a table's recorded
     configurations, as `bench searchers --replay` does (tests compare the two)."""
     started = time.time() if started is None else started
     spec = as_spec(spec, overrides)

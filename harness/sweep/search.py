@@ -402,7 +402,7 @@ class SearchPlan:
 
     choice: space.Choice | None = None
     warm: warmstart.WarmTrials | None = None
-    # harness.bench.blackbox.Restriction: sample only a table's recorded configurations
+    # harness.bench.searchers.restriction.Restriction: sample only a table's recorded configurations
     restrict: Any = None
 
     def record(self) -> dict | None:

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.bench.blackbox import Blackbox, Restriction
+from harness.bench.blackbox import Blackbox
 from harness.bench.searchers.replay import ReplayKey, replay
+from harness.bench.searchers.restriction import Restriction
 from harness.bench.searchers.statistics import best_so_far, bootstrap_band, iqm
 
 

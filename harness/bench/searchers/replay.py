@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.bench.blackbox import Blackbox, Restriction
+from harness.bench.blackbox import Blackbox
+from harness.bench.searchers.restriction import Restriction
 from harness.config import SweepSpec, as_spec
 
 log = logging.getLogger(__name__)
