@@ -123,3 +123,5 @@ def test_replay_is_faithful_to_a_real_sweep(
     done = real["status"] == "COMPLETED"
     assert np.allclose(real.loc[done, "metric"].astype(float),
                        table.final[np.array(real_rows)[done.to_numpy()]])  # fmt: skip
+    again = Blackbox.from_folder(outcome.folder)  # a finished sweep is a table too
+    assert len(again) == int(done.sum()) and again.max_t == table.max_t
