@@ -79,6 +79,7 @@ def test_judgement_last_line_is_one_json_object(
     [
         (["--replay", "nowhere"], "no such folder"),
         (["x.yaml", "--replay", "nowhere"], "give no SPEC"),
+        (["--replay", "t", "--set", "train.max_steps=3"], "only early_terminate"),
         (["--replay", "t", "--early-terminate", "median"], "asha and none"),
         (["--replay", "t", "--method-seeds", "cmaes=3"], "METHOD=N"),
         (["--replay", "t", "--budgets", "0"], "--budgets"),

@@ -184,14 +184,26 @@ def main_replay(args: argparse.Namespace, argv: Sequence[str], methods: list[str
     from harness.bench.blackbox import Blackbox
     from harness.bench.searchers import judgement
 
-    if args.spec or args.sets:
-        raise UserError("--replay: the table's own spec is replayed; give no SPEC and no --set")
+    if args.spec:
+        raise UserError("--replay: the table's own spec is replayed; give no SPEC")
+    for item in args.sets:  # settings a table can answer: the scheduler's and the workers'
+        key = item.partition("=")[0].strip()
+        if not (key.startswith("early_terminate.") or key == "budget.max_concurrent"):
+            raise UserError(
+                f"--set {item}: with --replay only early_terminate.* and budget.max_concurrent "
+                "can change (the table answers for its own space and training)"
+            )
     if args.concurrent is not None and args.concurrent < 1:
         raise UserError(f"--concurrent: must be >= 1, got {args.concurrent}")
     fuses = _ints(args.fuse, "fuse")
     budgets = _ints(args.budgets, "budgets")
     seeds = _method_seeds(args.method_seeds, methods, args.seeds)
     tables = {Path(t).name.removesuffix(".npz"): Blackbox.load(t) for t in args.replay}
+    if args.sets:
+        from harness.config import as_spec
+
+        for table in tables.values():
+            table.spec = as_spec(table.spec, args.sets)
     out = Path(args.out) if args.out else Path("results") / "searchers-replay"
     summaries: dict[str, pd.DataFrame] = {}
     t0 = time.time()
