@@ -50,6 +50,7 @@ from harness.sweep.keys import (
 from harness.values import finite
 
 log = logging.getLogger(__name__)
+GROW = 4  # a fused group holds at most 1/GROW of the trials ended so far (GroupSearch._cap)
 
 
 class HonestOptunaSearch(OptunaSearch):
@@ -234,12 +235,25 @@ class GroupSearch(HonestOptunaSearch):
                 numbers = self._rerun_groups.pop(0)
                 members = [self._resume_member(trial_id, k, n) for k, n in enumerate(numbers)]
             elif self._new > 0:
-                members = self._ask_group(trial_id, min(self._size, self._new))
+                members = self._ask_group(trial_id, min(self._size, self._new, self._cap()))
                 self._new -= len(members)
             else:
                 return Searcher.FINISHED
             self._groups[trial_id] = members
         return {MEMBERS: [dict(m) for m in self._groups[trial_id]]}
+
+    def _cap(self) -> int:
+        """Groups grow as the search learns: a group holds at most a quarter of the trials
+        that have ended (at least 1). A group shares its shape settings and is asked before
+        any of its members reports, so 64 trials in groups of 8 make only 8 shape choices,
+        most of them blind; replayed on the THUCNews table (README, "Replayed search
+        benchmarks") that cost auto's fused search most of its edge, and growing groups won
+        it back. Random and QMC learn nothing from results: their groups are full."""
+        if self._spec.method in ("random", "qmc", "grid"):
+            return self._size
+        ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        done = len(self._ot_study.get_trials(deepcopy=False, states=ended))
+        return max(1, math.ceil(done / GROW))
 
     def _register(
         self, trial_id: str, k: int, ot_trial: optuna.Trial, params: dict[str, Any]
