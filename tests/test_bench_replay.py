@@ -93,9 +93,9 @@ def test_replay_user_errors(argv: list[str], needle: str, capsys: pytest.Capture
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.parametrize("method, fuse", [("auto", 1), ("tpe", 2)])
+@pytest.mark.parametrize("method, fuse, budget", [("auto", 1, 7), ("tpe", 2, 8)])
 def test_replay_is_faithful_to_a_real_sweep(
-    ray_session: object, table: Blackbox, tmp_path: Path, method: str, fuse: int
+    ray_session: object, table: Blackbox, tmp_path: Path, method: str, fuse: int, budget: int
 ) -> None:
     """The real sweep (Ray, Optuna's SQLite study), restricted to the table, and its replay
     reach the same configurations in the same order, and stop the same trials at the same
@@ -103,7 +103,7 @@ def test_replay_is_faithful_to_a_real_sweep(
     from harness import results as rs
     from harness import sweep
 
-    key = ReplayKey(method, "asha", fuse, 7, 1)
+    key = ReplayKey(method, "asha", fuse, budget, 1)  # 8 trials in groups of 2: they grow
     spec = replay_spec(table, key, max_concurrent=1)
     restriction = Restriction(table)
     outcome = sweep.run(spec, results_root=tmp_path, console=False, shutdown=False,
@@ -120,6 +120,9 @@ def test_replay_is_faithful_to_a_real_sweep(
     assert sim["row"].tolist() == real_rows
     assert sim["status"].tolist() == real["status"].tolist()
     assert "PRUNED" in set(sim["status"]) and "COMPLETED" in set(sim["status"])  # ASHA acted
+    if fuse > 1:  # the first group a single trial (none ended yet), later ones full
+        sizes = sim.sort_values("number").groupby("group", sort=False)["group_size"].first()
+        assert sizes.iloc[0] == 1 and sizes.max() == fuse
     assert sim["reports"].tolist() == [int(reports[t]) for t in real["trial_id"]]
     done = real["status"] == "COMPLETED"
     assert np.allclose(real.loc[done, "metric"].astype(float),

@@ -372,8 +372,7 @@ def test_fused_driver_killed_then_resumed_ends_with_exactly_the_budget(
     delay = random.Random(seed).uniform(0.0, 5.0)
     print(f"HARNESS_FAULT_SEED={seed}: SIGKILL {delay:.2f} s after the first trial started")
     folder = tmp_path / "smoke"
-    args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=6", "resources.fuse=4",
-                     "method=random")  # full groups (a model-based searcher's grow as trials end)
+    args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=6", "resources.fuse=4")
     proc = _start(args)
     try:
         _first_running(proc, folder)

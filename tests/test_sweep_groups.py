@@ -107,8 +107,7 @@ def test_fused_sweep_of_8_in_groups_of_4_with_asha(
     # that cannot learn next to one that can: ASHA stops members inside their groups. One
     # group at a time: ASHA's decisions depend on the order reports arrive in (Ray's too),
     # and the baseline (lr 1e-3) reporting first makes a stop certain.
-    # method random: groups stay full (a model-based searcher's groups grow as trials end)
-    overrides = _sets(tiny_corpus, "train.max_epochs=3", "resources.fuse=4", "method=random",
+    overrides = _sets(tiny_corpus, "train.max_epochs=3", "resources.fuse=4",
                       "budget.num_samples=8", "budget.max_concurrent=1",
                       "parameters.learning_rate={values: [1.0e-3, 1.0e-9]}")  # fmt: skip
     args = [str(SMOKE), *(x for o in overrides for x in ("--set", o)), "--results", str(tmp_path)]
