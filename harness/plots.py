@@ -603,3 +603,100 @@ def anytime(curves: dict[str, pd.DataFrame], metric: str) -> Figure:
     _legend(ax, fontsize=7)
     ax.set_title("best so far against compute", fontsize=9)
     return fig
+
+
+# ------------------------------------------------------------------------------------------
+# search benchmarks (harness.bench.searchers)
+
+
+def searchers_anytime(
+    c: Any, metric: str, target: float, tolerance_floor: float, title: str,
+    xlabel: str = "cumulative trial-seconds",
+) -> Figure:
+    """`bench searchers`: best so far (top) and regret (bottom, symlog) against seconds, per
+    combination the IQM over seeds with its bootstrap band (c: tables.Curves)."""
+    fig, axes = _figure(2, 1, (7, 6.4), squeeze=False)
+    ax, axr = axes[:, 0]
+    colors = _combo_colors(list(c.best))
+    for combo, (mid, lo, hi) in c.best.items():
+        color = colors[combo]
+        ls = "--" if combo.endswith("+none") else "-"
+        ax.plot(c.x, mid, ls, color=color, lw=1.4, label=combo, drawstyle="steps-post")
+        ax.fill_between(c.x, lo, hi, color=color, alpha=0.15, step="post", lw=0)
+        _end_dot(ax, c.x, mid, c.end_s[combo], color)
+        rmid, rlo, rhi = c.regret[combo]
+        axr.plot(c.x, rmid, ls, color=color, lw=1.4, label=combo, drawstyle="steps-post")
+        axr.fill_between(c.x, rlo, rhi, color=color, alpha=0.15, step="post", lw=0)
+        _end_dot(axr, c.x, rmid, c.end_s[combo], color)
+    ax.axhline(target, color="k", lw=0.8, ls=":", label="target")
+    ax.set_ylabel(f"best {metric} (IQM over seeds)")
+    ax.set_title(title, fontsize=9)
+    axr.set_yscale("symlog", linthresh=tolerance_floor)
+    axr.set_ylabel("regret to best found")
+    axr.set_xlabel(xlabel)
+    for a in (ax, axr):
+        a.grid(alpha=0.3)
+        a.set_xlim(left=0)
+    _legend(ax, fontsize=7, loc="lower right")
+    return fig
+
+
+def _end_dot(ax: Any, x: np.ndarray, y: np.ndarray, end: float, color: str) -> None:
+    i = min(int(np.searchsorted(x, end, side="right")) - 1, len(x) - 1)
+    if i >= 0 and math.isfinite(y[i]):
+        ax.plot([end], [y[i]], "o", color=color, ms=4)
+
+
+def _combo_colors(combos: list[str]) -> dict[str, str]:
+    """One color per method (solid with early termination, dashed without)."""
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+               "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]  # fmt: skip
+    methods = list(dict.fromkeys(c.split("+")[0] for c in combos))
+    return {c: palette[methods.index(c.split("+")[0]) % len(palette)] for c in combos}
+
+
+def searchers_final(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> Figure:
+    """`bench searchers`: each seed's final best (dots, one marker per seed) and the IQM with
+    its band per combination."""
+    fig, ax = _figure(figsize=(7, 0.45 * len(summary) + 1.4))
+    finals = runs.groupby(["combo", "seed"], sort=False)["best_so_far"].last().reset_index()
+    order = list(summary["combo"])
+    markers = "osD^v<>p*h"
+    seeds = sorted(finals["seed"].unique())
+    for i, combo in enumerate(order):
+        f = finals[finals["combo"] == combo]
+        for _, r in f.iterrows():
+            m = markers[seeds.index(r["seed"]) % len(markers)]
+            ax.plot(r["best_so_far"], i, m, color="tab:gray", ms=4, alpha=0.8)
+        s = summary[summary["combo"] == combo].iloc[0]
+        ax.plot([s.final_best_lo, s.final_best_hi], [i, i], "-", color="tab:blue", lw=3, alpha=0.5)
+        ax.plot([s.final_best_iqm], [i], "|", color="tab:blue", ms=14, mew=2)
+    ax.set_yticks(range(len(order)), order, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"final best {metric} (dots: seeds; bar: IQM and 95% bootstrap band)")
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
+def replay_regret(summary: pd.DataFrame, table: str, metric: str) -> Figure:
+    """`bench searchers --replay`: IQM final regret with its 95% bootstrap band per
+    combination, one marker per budget (log x: regrets span decades)."""
+    combos = list(dict.fromkeys(summary["combo"]))
+    fig, ax = _figure(figsize=(7, 0.32 * len(combos) + 1.6))
+    markers = "osD^v"
+    for k, (budget, s) in enumerate(summary.groupby("budget", sort=True)):
+        y = np.array([combos.index(c) for c in s["combo"]]) + 0.18 * (k - 0.5)
+        floor = 1e-4
+        mid = np.maximum(s["iqm_regret"].to_numpy(float), floor)
+        lo = np.maximum(s["ci_lo"].to_numpy(float), floor)
+        hi = np.maximum(s["ci_hi"].to_numpy(float), floor)
+        ax.errorbar(mid, y, xerr=[mid - lo, hi - mid], fmt=markers[k % len(markers)], ms=4,
+                    capsize=2, lw=1, label=f"{budget} trials")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(combos)), combos, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"final regret in {metric} (IQM over seeds, 95% bootstrap band; log)")
+    ax.set_title(f"replayed on {table}", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    _legend(ax, fontsize=7)
+    return fig

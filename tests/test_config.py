@@ -712,6 +712,8 @@ def test_asha_without_grace_period_takes_the_rule_and_round_trips(tmp_path):
     assert doc["early_terminate"]["grace_period"] is None and "warm_start" not in doc
     again = load_spec(write(tmp_path, yaml.safe_dump(doc), "again.yaml"))
     assert again.to_dict() == doc and again.grace_period(27) == 3
+    # the rule rounds a ninth of max_t up: not judged before a ninth of the trial (README)
+    assert again.grace_period(11) == 2 and again.grace_period(4) == 1
 
 
 def test_auto_is_the_default_method_and_chooses_from_the_spec(tmp_path):

@@ -46,7 +46,7 @@ def test_asha_compares_with_the_baseline_but_never_stops_it(tmp_path: Path) -> N
 
     spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate={"type": "asha",
                                                                       "reduction_factor": 3}))  # fmt: skip
-    sched = sweep.build_scheduler(spec, max_t=10)  # grace 1: rungs at 1, 3 (9 is the last eval)
+    sched = sweep.build_scheduler(spec, max_t=9)  # grace 1: rungs at 1, 3 (9 is max_t)
 
     def trial(number: int) -> SimpleNamespace:
         t = SimpleNamespace(trial_id=f"t{number}", config={sweep.NUMBER: number})
@@ -64,7 +64,7 @@ def test_asha_compares_with_the_baseline_but_never_stops_it(tmp_path: Path) -> N
     assert sched._num_stopped == 1
     off = sweep.build_scheduler(
         load_spec(write_spec(tmp_path / "o.yaml", baseline=False,
-                             early_terminate={"type": "asha", "reduction_factor": 3})), 10
+                             early_terminate={"type": "asha", "reduction_factor": 3})), 9
     )  # fmt: skip
     sched = off
     first, zero = trial(1), trial(0)

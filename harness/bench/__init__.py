@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m harness.bench gpu|fuse|loop|overhead|searchers|zoo`.
+"""Benchmarks: `python -m harness.bench gpu|fuse|loop|overhead|record|searchers|zoo`.
 
 Each subcommand lives in its own module here (`harness.bench.<name>`) with a
 `main(argv)`; `__main__` only dispatches, so one benchmark's imports (Ray, Optuna)
@@ -10,6 +10,7 @@ SUBCOMMANDS: dict[str, str] = {
     "fuse": "N trials trained as one fused group against N runs in turn",
     "loop": "training/evaluation samples/s of one model, with and without gradient statistics",
     "overhead": "what the sweep machinery costs per trial",
+    "record": "record a table of learning curves for `searchers --replay`",
     "searchers": "search methods compared on the same budget",
     "zoo": "every model of the zoo on one data set",
 }

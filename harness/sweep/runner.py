@@ -86,11 +86,14 @@ def run(
     command: Sequence[str] | None = None,
     started: float | None = None,
     shutdown: bool = True,
+    restrict: Any = None,
 ) -> SweepOutcome:
     """Run one sweep to its end; returns the outcome (folder, the trials' rows, times).
 
     `spec` is a SweepSpec, a sweep file or a dict of what such a file holds (checked the same
-    way), with `overrides` as `--set` gives them. UserErrors come before Ray starts."""
+    way), with `overrides` as `--set` gives them. UserErrors come before Ray starts.
+    `restrict` (a harness.bench.searchers.restriction.Restriction) samples only a table's recorded
+    configurations, as `bench searchers --replay` does (tests compare the two)."""
     started = time.time() if started is None else started
     spec = as_spec(spec, overrides)
     warmstart.check_target(spec, Path(results_root) / spec.name)
@@ -112,6 +115,7 @@ def run(
         if resume:
             check_same_spec(folder, spec)
         search = plan_search(spec, folder, resume)  # auto's choice, warm-start trials
+        search.restrict = restrict
         logs = LogRoute(folder)
         trackers = Trackers.for_sweep(spec, folder)
         writer, plan = _writing(folder, lambda: _open_tables(spec, folder, resume, storage), "use")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from harness.sweep.keys import (
 from harness.values import finite
 
 log = logging.getLogger(__name__)
+GROW = 4  # a fused group holds at most 1/GROW of the trials ended so far (GroupSearch._cap)
 
 
 def running_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
@@ -165,7 +167,7 @@ class OptunaSearcher(Searcher):
                 members = [self._resume_member(trial_id, k, n) for k, n in enumerate(numbers)]
             elif self._new is None or self._new > 0:
                 n = self._size if self._new is None else min(self._size, self._new)
-                members = self._ask_group(trial_id, n)
+                members = self._ask_group(trial_id, min(n, self._cap()))
                 self._new = None if self._new is None else self._new - len(members)
             else:
                 return Searcher.FINISHED
@@ -182,6 +184,23 @@ class OptunaSearcher(Searcher):
     def _mid(self, trial_id: str, k: int) -> str:
         """A member's row id: the Ray trial's own id when unfused."""
         return member_id(trial_id, k) if self._fused else trial_id
+
+    def _cap(self) -> int:
+        """Groups grow as the search learns: a group holds at most a quarter of the trials
+        that have ended (at least 1). A group shares its shape settings and is asked before
+        any of its members reports, so 64 trials in groups of 8 make only 8 shape choices,
+        most of them blind; replayed on the THUCNews table (README, "Replayed search
+        benchmarks") that cost auto's fused search most of its edge, and growing groups won
+        it back. Random and QMC learn nothing from results, and a budget of fewer than
+        GROW full groups would hardly fuse at all (at 16 trials in groups of 8 the replay
+        found no loss to win back): their groups are full."""
+        if self._spec.method in ("random", "qmc", "grid"):
+            return self._size
+        if self._spec.budget.num_samples < GROW * self._size:
+            return self._size
+        ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        done = len(self.study.get_trials(deepcopy=False, states=ended))
+        return max(1, math.ceil(done / GROW))
 
     def _register(
         self, trial_id: str, k: int, ot_trial: optuna.Trial, params: dict[str, Any]
@@ -400,6 +419,8 @@ class SearchPlan:
 
     choice: space.Choice | None = None
     warm: warmstart.WarmTrials | None = None
+    # harness.bench.searchers.restriction.Restriction: sample only a table's recorded configurations
+    restrict: Any = None
 
     def record(self) -> dict | None:
         """sweep.json's "search" entry."""
@@ -432,15 +453,23 @@ def build_searcher(
     new: int | None = None,
     rungs: Any = None,
     plan: SearchPlan | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> OptunaSearcher:
-    """The searcher of a sweep over its study in results/<name>/optuna.db (auto's choice and
-    warm start from `plan`; the baseline, and auto's draws, queued first): it hands out the
-    interrupted trials `rerun` first (grouped by shape when `fuse` plans groups), then asks
-    `new` more (None: as many as Tune asks for), and tells `rungs` which members ended."""
+    """The searcher of a sweep over its study (auto's choice and warm start from `plan`; the
+    baseline, and auto's draws, queued first): it hands out the interrupted trials `rerun`
+    first (grouped by shape when `fuse` plans groups), then asks `new` more (None: as many
+    as Tune asks for), and tells `rungs` which members ended. `storage`: the study's
+    (default: the folder's optuna.db; the replay passes Optuna's in-memory storage)."""
     plan = plan or plan_search(spec, folder, resume)
-    storage = optuna.storages.RDBStorage(
+    storage = storage or optuna.storages.RDBStorage(
         optuna_storage_url(folder), engine_kwargs={"connect_args": {"timeout": 60}}
     )
+    first: list[dict[str, Any]] = []  # on resume the baseline (and auto's draws) are in the study
+    if spec.baseline and not resume:
+        first = [space.encode(spec.parameters, p)
+                 for p in [spec.baseline_params(), *spec.prior_points(plan.choice)]]  # fmt: skip
+        if plan.restrict is not None:
+            first = plan.restrict.points(first)
     sampler = spec.sampler(plan.choice)
     if resume and spec.method not in ("grid", "qmc"):
         # A sampler seeded as before would draw the first run's values again; grid and QMC
@@ -451,6 +480,8 @@ def build_searcher(
         sampler = space.sampler(
             spec.method, spec.seed + done, spec.parameters, spec.budget.num_samples, plan.choice
         )
+    if plan.restrict is not None:
+        sampler = plan.restrict.sampler(sampler)
     fused = fuse is not None and fuse.fused
     if fused and spec.method == "grid":  # the searcher walks the grid and enqueues points
         sampler = optuna.samplers.RandomSampler(seed=spec.seed)
@@ -459,9 +490,8 @@ def build_searcher(
         pruner=optuna.pruners.NopPruner(), directions=[m.goal for m in spec.metrics],
         load_if_exists=True,
     )  # fmt: skip
-    if spec.baseline and not resume:  # on resume the baseline is in the study already
-        for p in [spec.baseline_params(), *spec.prior_points(plan.choice)]:
-            study.enqueue_trial(space.encode(spec.parameters, p))
+    for point in first:
+        study.enqueue_trial(point)
     if plan.warm is not None:  # after the baseline: it keeps trial number 0
         warmstart.add(study, plan.warm)
     size = fuse.size if fused and fuse is not None else 1
