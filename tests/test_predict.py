@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import user_error
 
 from harness import bundle
 from harness import results as rs
@@ -108,12 +109,7 @@ def test_command_table(run_dir: Path, capsys) -> None:
 
 
 def _error(capsys, *argv: str) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        main(list(argv))
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    return err
+    return user_error(capsys, main, *argv)
 
 
 def test_bad_input_is_one_line_exit_2(

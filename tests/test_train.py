@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import user_error
 
 from harness import schema, trainer
 from harness.errors import UserError
@@ -220,12 +221,7 @@ def test_replay_of_an_unknown_trial_names_the_known_ones(tiny_corpus: Path, tmp_
 
 
 def _error(capsys, *argv: str) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        main(list(argv))
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    return err
+    return user_error(capsys, main, *argv)
 
 
 def test_an_unusable_out_is_one_line_before_any_work(tmp_path: Path, capsys) -> None:
