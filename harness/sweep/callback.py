@@ -343,6 +343,22 @@ class SweepCallback(tune.Callback):
         self._end(trial, status="FAILED", error=_ray_error_text(trial))
         self._drop_checkpoints(trial)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A trial whose worker died (its node lost, max_failures) runs again: say so, and
+        from where, when it happens (its row's error column says so when it ends)."""
+        if self.console is None:
+            return
+        row = self.writer.trial_row(trial.trial_id)
+        where = f" on {row['node_ip']}" if row.get("node_ip") else ""
+        start = "its last checkpoint" if trial.checkpoint is not None else "the start"
+        why = _ray_error_text(trial)
+        why = why if len(why) <= 100 else why[:99].rsplit(" ", 1)[0] + " ..."
+        self.console.print(
+            f"  trial {rs.trial_name(row or {'trial_id': trial.trial_id})}: its worker{where} "
+            f"was lost ({why}); retried from {start} "
+            f"(failure {trial.num_failures} of max_failures {self.spec.max_failures})"
+        )
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """The console's live block or progress line; and while trials wait for resources with
         none running (a cluster no node of which can hold a trial), a short line every

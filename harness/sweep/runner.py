@@ -3,7 +3,8 @@
 The steps, in order: claim the folder, load the data, check what can be checked before
 Ray starts (address, resume spec), route Ray's logs, open the tables (and plan a resume),
 start or join Ray, record sweep.json, announce, let Tune fit, settle what it left
-running, summarise. Every user error comes before Ray starts.
+running, summarise. Every user error comes before Ray starts, but one: a joined cluster
+whose nodes cannot all see Tune's storage (asked of the nodes, before any trial runs).
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from harness.sweep.groups import FusePlan, gpu_memory, plan_fuse
 from harness.sweep.halt import STORAGE_FAULTS, Halt, caused_by_storage, describe
 from harness.sweep.population import Population
 from harness.sweep.provenance import sweep_info
-from harness.sweep.ray_session import LogRoute, check_fits, check_reachable, init_ray
+from harness.sweep.ray_session import (
+    LogRoute,
+    check_fits,
+    check_reachable,
+    check_storage,
+    init_ray,
+)
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
 from harness.sweep.rungs import start_rungs
 from harness.sweep.search import (
@@ -109,6 +116,8 @@ def run(
         cluster = init_ray(address, spec)
         log.info("timeline: ray ready at %.2f s", time.time() - started)
         check_fits(spec, cluster, console)
+        where = storage or spec.storage
+        check_storage(where or str(folder / rs.RAY_DIR), bool(where), cluster)
         max_t = spec.max_t(int(data.train_x.shape[0]))
         fuse = plan_fuse(spec, data, lambda: gpu_memory(spec.resources.gpu))
         info = sweep_info(spec, data, cluster, max_t, command, started, folder if resume else None)
