@@ -252,7 +252,9 @@ class ResultsWriter:
         self._dirty: set[str] = set()
         self._max_write_share = max_write_share
         self._next_write = 0.0
+        self._dirty_since: dict[str, float] = {}  # table -> when its oldest unwritten change came
         self.write_seconds = 0.0
+        self.max_stale_s = 0.0  # the longest a change waited to be written
 
     # -- loading (resume) ------------------------------------------------------------------
     @classmethod
@@ -289,7 +291,13 @@ class ResultsWriter:
                 col = layers.get(k)
                 lrow[k] = col[i] if col is not None and i < len(col) else None
             self.layers.put(trial_id, (iteration, name), lrow)
-        self._dirty.update(("metrics", "layers"))
+        self._mark("metrics", "layers")
+
+    def _mark(self, *tables: str) -> None:
+        now = time.monotonic()
+        for name in tables:
+            self._dirty_since.setdefault(name, now)
+        self._dirty.update(tables)
 
     def set_trial(self, trial_id: str, **fields: Any) -> None:
         """Create or update a trial's row; `params={...}` become param.<name> columns."""
@@ -302,7 +310,7 @@ class ResultsWriter:
         for name, v in params.items():
             current[PARAM_PREFIX + name] = param_value(v)
         self._put_trial_row(current)
-        self._dirty.add("trials")
+        self._mark("trials")
 
     def _put_trial_row(self, row: dict[str, Any]) -> None:
         tid = row["trial_id"]
@@ -317,7 +325,7 @@ class ResultsWriter:
                 table._cache.pop(trial_id, None)
         if trial_id in self._order:
             self._order.remove(trial_id)
-        self._dirty.update(("trials", "metrics", "layers"))
+        self._mark("trials", "metrics", "layers")
 
     def has_report(self, trial_id: str, iteration: int) -> bool:
         return iteration in self.metrics.rows.get(trial_id, {})
@@ -379,6 +387,10 @@ class ResultsWriter:
                     except OSError as exc:  # name the table (pyarrow names none)
                         why = os.strerror(exc.errno) if exc.errno else str(exc)
                         raise OSError(exc.errno, why, str(self.folder / file)) from exc
+        for name in todo:
+            since = self._dirty_since.pop(name, None)
+            if since is not None:
+                self.max_stale_s = max(self.max_stale_s, time.monotonic() - since)
         self._dirty -= todo
         spent = time.monotonic() - t0
         self.write_seconds += spent

@@ -150,6 +150,10 @@ def run(
         left = settle_unfinished(spec, folder, writer, fit_s, console)
         outcome = _finish(spec, folder, writer, console, started, left)
         info["throughput"] = throughput(spec, outcome.rows, fit_s)
+        info["throughput"].update(
+            table_write_s=round(writer.write_seconds, 3),
+            tables_max_stale_s=round(writer.max_stale_s, 3),
+        )
         writer.write_sweep_info(info)
         return outcome
     finally:
