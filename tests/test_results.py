@@ -108,6 +108,35 @@ def test_rows_are_ordered_by_trial_number(tmp_path: Path) -> None:
     ]
 
 
+def test_blocks_of_trials_keep_rows_keys_and_order(tmp_path: Path, monkeypatch) -> None:
+    """The tables are joined from cached blocks of trials (a 5,000-trial sweep does not
+    re-join every trial at each write): a change in an old block, a dropped trial and a
+    trial renumbered later all come out as if written from scratch."""
+    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    w = rs.ResultsWriter(tmp_path, params=["lr"])
+    for i in (4, 0, 3, 1, 2):  # first seen out of number order, across three blocks
+        w.set_trial(f"t{i}", trial_number=i, status="RUNNING", params={"lr": i / 10})
+        w.add_report(f"t{i}", report(10))
+    w.flush(force=True)
+    w.set_trial("t4", status="COMPLETED", metric=0.4)  # in the first block
+    w.add_report("t0", report(20))
+    w.drop_trial("t3")
+    w.set_trial("new", status="RUNNING")  # no number yet: last
+    w.flush(force=True)
+    trials = pd.read_parquet(tmp_path / rs.TRIALS_FILE)
+    assert trials["trial_id"].tolist() == ["t0", "t1", "t2", "t4", "new"]
+    assert trials.set_index("trial_id").loc["t4", "status"] == "COMPLETED"
+    assert trials["param.lr"].tolist()[:4] == [0.0, 0.1, 0.2, 0.4]
+    metrics = pd.read_parquet(tmp_path / rs.METRICS_FILE)
+    assert sorted(zip(metrics["trial_id"], metrics["iteration"])) == [
+        ("t0", 10), ("t0", 20), ("t1", 10), ("t2", 10), ("t4", 10)]  # fmt: skip
+    w.set_trial("new", trial_number=5)
+    w.flush(force=True)
+    assert [r["trial_id"] for r in w.rows()] == ["t0", "t1", "t2", "t4", "new"]
+    assert pd.read_parquet(tmp_path / rs.TRIALS_FILE)["trial_id"].tolist()[-1] == "new"
+    assert 0 <= w.max_stale_s < 60 and w.write_seconds > 0
+
+
 def test_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path, monkeypatch) -> None:
     w = rs.ResultsWriter(tmp_path)
     fill(w)

@@ -58,6 +58,7 @@ class SweepCallback(tune.Callback):
         self.halt = halt  # a table that cannot be written stops the run (harness.sweep.halt)
         self.replaced = dict(replaced or {})  # resume: Optuna number -> old trial id (rows)
         self._waiting: tuple[float, float] | None = None  # (since, last line) with none running
+        self._looked = 0.0  # when on_step_end last counted the waiting trials
         self.writer = writer
         self.console = console
         self.trackers = trackers or Trackers()
@@ -312,7 +313,8 @@ class SweepCallback(tune.Callback):
         self.writer.flush()  # the reports too, when their turn has come
         if self.console is not None:
             self.console.trial_line(self.writer.trial_row(tid))
-            self.console.maybe_table(self.writer.rows())
+            if self.console.finished % self.console.table_every == 0:  # rows only when it prints
+                self.console.maybe_table(self.writer.rows())
 
     @guarded("folder")
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -366,11 +368,14 @@ class SweepCallback(tune.Callback):
         if self.console is None:
             return
         self.console.tick()  # the live block, or a plain progress line now and then
+        now = time.monotonic()
+        if now - self._looked < min(1.0, self.console.wait_every / 2):  # Tune steps often, and
+            return  # `trials` holds every trial so far: a count per step grew with the sweep
+        self._looked = now
         pending = sum(t.status == "PENDING" for t in trials)
         if not pending or any(t.status == "RUNNING" for t in trials):
             self._waiting = None
             return
-        now = time.monotonic()
         since, said = self._waiting or (now, now)
         if now - said >= self.console.wait_every:
             self.console.waiting(pending, now - since)
