@@ -124,7 +124,6 @@ def _cell(value: Any, typ: pa.DataType) -> Any:
     return value
 
 
-
 class _KeyedTable:
     """Rows grouped by trial and keyed by (trial_id, key), with Arrow tables cached per trial
     and per block of BLOCK trials (in the order trials were first seen).

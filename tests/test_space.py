@@ -256,8 +256,9 @@ def test_auto_keeps_tpe_to_recent_and_best_trials_for_large_budgets(monkeypatch)
     assert isinstance(c.sampler(0, 5000), space.WindowedTPESampler)
     assert "over the last 500 finished trials and the best 100 before" in c.describe()
     assert space.Choice.from_dict(json.loads(json.dumps(c.to_dict()))) == c
-    assert not space.Choice.from_dict({k: v for k, v in c.to_dict().items()
-                                       if k != "window"}).window  # an older sweep.json
+    assert not space.Choice.from_dict(
+        {k: v for k, v in c.to_dict().items() if k != "window"}
+    ).window  # an older sweep.json
 
     monkeypatch.setattr(space, "TPE_RECENT", 4)
     monkeypatch.setattr(space, "TPE_BEST", 2)
