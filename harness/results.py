@@ -16,6 +16,7 @@ This module does not import Ray: `load()` is for notebooks and the report.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import os
@@ -408,7 +409,10 @@ class ResultsWriter:
             self._ids = [t for _, t in sorted(enumerate(self._order), key=key)]
         return list(self._ids)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, copy: bool = True) -> list[dict[str, Any]]:
+        """Every trial's row, by trial number; copy=False: the writer's own (read them only)."""
+        if not copy:
+            return [self.trials.rows[t][0] for t in self.trial_ids()]
         return [self.trial_row(t) for t in self.trial_ids()]
 
     def trial_row(self, trial_id: str) -> dict[str, Any]:
@@ -546,10 +550,11 @@ def find_trial(results: SweepResults, ref: str | int) -> str:
     raise UserError(f"{results.path}: no trial {text!r} (trials: {known or 'none'})")
 
 
-def ranking(rows: Sequence[Mapping[str, Any]], goal: str) -> list[str]:
+def ranking(rows: Sequence[Mapping[str, Any]], goal: str, top: int | None = None) -> list[str]:
     """Trial ids of the COMPLETED trials with a finite objective (`metric`), best first for
     `goal` (maximize | minimize); ties go to the earlier Optuna trial. What keep_best keeps
-    and what `harness.predict` calls the best trial."""
+    and what `harness.predict` calls the best trial. `top`: only the first `top` (a partial
+    sort: the shelf asks at every trial's end)."""
     done = [r for r in rows if r.get("status") == "COMPLETED" and finite(r.get("metric"))]
     sign = -1.0 if goal == "maximize" else 1.0
 
@@ -557,7 +562,8 @@ def ranking(rows: Sequence[Mapping[str, Any]], goal: str) -> list[str]:
         number = r.get("trial_number")
         return (sign * float(r["metric"]), float(number) if finite(number) else math.inf)
 
-    return [str(r["trial_id"]) for r in sorted(done, key=key)]
+    best = sorted(done, key=key) if top is None else heapq.nsmallest(top, done, key=key)
+    return [str(r["trial_id"]) for r in best]
 
 
 def trial_params(results: SweepResults, trial_id: str) -> dict[str, Any]:

@@ -328,7 +328,7 @@ class SweepCallback(tune.Callback):
         in the top keep_best (the trial's final result, with its objective, came first)."""
         with checkpoints.final_models(checkpoint) as models:
             for row_id, folder in models.items():
-                self.shelf.offer(row_id, folder, self.writer.rows())
+                self.shelf.offer(row_id, folder, self.writer.rows(copy=False))
 
     def _drop_checkpoints(self, trial: Any) -> None:
         """An ended trial's checkpoints go (with PBT at the end of the sweep)."""
