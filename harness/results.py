@@ -20,8 +20,10 @@ import heapq
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -146,6 +148,7 @@ class _KeyedTable:
         self._blocks: dict[int, list[str]] = {}  # block -> its trials, first seen first
         self._block_cache: dict[int, pa.Table] = {}
         self._seen = 0
+        self.changed: set[int] = set()  # blocks changed since their part was last written
 
     def put(self, trial_id: str, key: Any, row: dict[str, Any]) -> None:
         if trial_id not in self.rows:
@@ -156,6 +159,7 @@ class _KeyedTable:
         self.rows.setdefault(trial_id, {})[key] = row
         self._cache.pop(trial_id, None)
         self._block_cache.pop(self._block_of[trial_id], None)
+        self.changed.add(self._block_of[trial_id])
 
     def drop(self, trial_id: str) -> bool:
         """Forget a trial's rows; True if it had any."""
@@ -165,7 +169,19 @@ class _KeyedTable:
         block = self._block_of.pop(trial_id)
         self._blocks[block].remove(trial_id)
         self._block_cache.pop(block, None)
+        self.changed.add(block)
         return True
+
+    def blocks(self) -> list[int]:
+        return sorted(self._blocks)
+
+    def block(self, block: int) -> pa.Table:
+        """One block's rows (a schema-only table once all its trials were dropped)."""
+        table = self._block_table(block)
+        if table is None:
+            return self.schema.empty_table()
+        names = [f.name for f in self.schema]
+        return table.select(names + [n for n in table.column_names if n not in names])
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -218,6 +234,44 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pa.concat_tables(_as_text_where_mixed(tables), promote_options="permissive")
+
+
+def part_name(block: int) -> str:
+    return f"part-{block:06d}.parquet"
+
+
+def _write_parts(path: Path, keyed: _KeyedTable, whole: bool = False) -> None:
+    """metrics.parquet/ and grad_layers.parquet/ are folders of Parquet files, one per block
+    of trials (_KeyedTable.BLOCK, in the order trials were first seen), that pandas reads as
+    one table (`pd.read_parquet(folder / "metrics.parquet")`). Only the parts whose trials
+    changed are rewritten, each atomically (harness.files; its hidden temporary files are
+    not part of the table), and every row of a trial lives in one part: a reader sees each
+    trial's rows of one moment. A new table, an older sweep's single file, or (`whole`) one
+    reopened for a resume, whose blocks may fall differently now, is written whole into a
+    hidden folder that then takes its place."""
+    if path.is_dir() and not whole:
+        for block in sorted(keyed.changed):
+            write_with(path / part_name(block), partial(pq.write_table, keyed.block(block)))
+        keyed.changed.clear()
+        return
+    tag = uuid.uuid4().hex[:8]
+    new = path.with_name(f".{path.name}.new-{tag}")
+    new.mkdir()
+    try:
+        for block in keyed.blocks() or [0]:
+            write_with(new / part_name(block), partial(pq.write_table, keyed.block(block)))
+        old = path.with_name(f".{path.name}.old-{tag}")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(new, path)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists():
+        old.unlink()
+    keyed.changed.clear()
 
 
 def _by_number(table: pa.Table) -> pa.Table:
@@ -295,6 +349,8 @@ class ResultsWriter:
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        for left in self.folder.glob(".*.parquet.new-*"):  # a crash mid-way: never published
+            shutil.rmtree(left, ignore_errors=True)
         self.trials = _KeyedTable(TRIALS_SCHEMA, [PARAM_PREFIX + p for p in params])
         self.metrics = _KeyedTable(METRICS_SCHEMA)
         self.layers = _KeyedTable(LAYERS_SCHEMA)
@@ -306,6 +362,7 @@ class ResultsWriter:
         self._dirty_since: dict[str, float] = {}  # table -> when its oldest unwritten change came
         self.write_seconds = 0.0
         self.max_stale_s = 0.0  # the longest a change waited to be written
+        self._whole: set[str] = set()  # tables to write whole at their next write (reopened)
 
     # -- loading (resume) ------------------------------------------------------------------
     @classmethod
@@ -326,6 +383,7 @@ class ResultsWriter:
         if paths["layers"].exists():
             for row in _read_rows(paths["layers"]):
                 writer.layers.put(row["trial_id"], (row["iteration"], row["layer"]), row)
+        writer._whole = {"metrics", "layers"}  # its blocks need not match the parts there
         return writer
 
     # -- rows ------------------------------------------------------------------------------
@@ -437,11 +495,14 @@ class ResultsWriter:
             for name, file in (("trials", TRIALS_FILE), ("metrics", METRICS_FILE),
                                ("layers", LAYERS_FILE)):  # fmt: skip
                 if name in todo:
-                    table = getattr(self, name).table()
-                    if name == "trials":
-                        table = _by_number(table)
                     try:
-                        write_with(self.folder / file, partial(pq.write_table, table))
+                        if name == "trials":
+                            table = _by_number(self.trials.table())
+                            write_with(self.folder / file, partial(pq.write_table, table))
+                        else:
+                            whole = name in self._whole
+                            _write_parts(self.folder / file, getattr(self, name), whole)
+                            self._whole.discard(name)
                     except OSError as exc:  # name the table (pyarrow names none)
                         why = os.strerror(exc.errno) if exc.errno else str(exc)
                         raise OSError(exc.errno, why, str(self.folder / file)) from exc

@@ -137,6 +137,45 @@ def test_blocks_of_trials_keep_rows_keys_and_order(tmp_path: Path, monkeypatch) 
     assert 0 <= w.max_stale_s < 60 and w.write_seconds > 0
 
 
+def test_reports_are_parts_of_one_dataset_rewritten_by_block(tmp_path: Path, monkeypatch) -> None:
+    """metrics.parquet/ and grad_layers.parquet/ hold one part per block of trials: a change
+    rewrites its block's part only; a reopened writer (resume) and an older sweep's single
+    file are rewritten whole, never leaving a trial's rows in two parts."""
+    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    w = rs.ResultsWriter(tmp_path)
+    for i in range(5):
+        w.set_trial(f"t{i}", trial_number=i)
+        w.add_report(f"t{i}", report(10))
+    w.flush(force=True)
+    parts = sorted(p.name for p in (tmp_path / rs.METRICS_FILE).iterdir())
+    assert parts == ["part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]
+    assert sorted(p.name for p in (tmp_path / rs.LAYERS_FILE).iterdir()) == parts
+    first = (tmp_path / rs.METRICS_FILE / parts[0]).stat().st_ino
+    w.add_report("t4", report(20))  # the last block only
+    w.flush(force=True)
+    assert (tmp_path / rs.METRICS_FILE / parts[0]).stat().st_ino == first
+    assert len(pd.read_parquet(tmp_path / rs.METRICS_FILE)) == 6
+
+    w = rs.ResultsWriter.open(tmp_path)
+    w.drop_trial("t0")  # blocks now fall differently: t1, t2 | t3, t4
+    w.add_report("t1", report(20))
+    w.flush(force=True)
+    metrics = pd.read_parquet(tmp_path / rs.METRICS_FILE)
+    assert sorted(zip(metrics["trial_id"], metrics["iteration"])) == [
+        ("t1", 10), ("t1", 20), ("t2", 10), ("t3", 10), ("t4", 10), ("t4", 20)]  # fmt: skip
+    assert len(pd.read_parquet(tmp_path / rs.LAYERS_FILE)) == 2 * 6
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] in ([], [".tables.lock"])
+
+    old = tmp_path / "old"  # an older sweep's folder: one file per table
+    old.mkdir()
+    metrics.to_parquet(old / rs.METRICS_FILE)
+    w = rs.ResultsWriter.open(old)
+    w.set_trial("t9", trial_number=9)
+    w.add_report("t9", report(10))
+    w.flush(force=True)
+    assert (old / rs.METRICS_FILE).is_dir() and len(pd.read_parquet(old / rs.METRICS_FILE)) == 7
+
+
 def test_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path, monkeypatch) -> None:
     w = rs.ResultsWriter(tmp_path)
     fill(w)
