@@ -171,10 +171,14 @@ def check_storage(storage: str, given: bool, cluster: Mapping[str, Any]) -> None
         n for n in ray.nodes()
         if n.get("Alive") and any(n.get("Resources", {}).get(r, 0) > 0 for r in ("CPU", "GPU"))
     ]  # fmt: skip
+    what = "--storage" if given else "Tune's storage (the default, results/<name>/ray)"
     folder = Path(storage).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
     probe = folder / f".harness-probe-{uuid.uuid4().hex[:12]}"
-    probe.write_text("a file the sweep's driver wrote; every node should see it\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("a file the sweep's driver wrote; every node should see it\n")
+    except OSError as exc:
+        raise UserError(f"{what} {folder}: cannot write there ({exc.strerror or exc})") from None
     try:
         asked = {
             n["NodeManagerAddress"]: _sees.options(
@@ -192,7 +196,6 @@ def check_storage(storage: str, given: bool, cluster: Mapping[str, Any]) -> None
     finally:
         probe.unlink(missing_ok=True)
     if blind:
-        what = "--storage" if given else "Tune's storage (the default, results/<name>/ray)"
         raise UserError(
             f"{what} {folder}: node(s) {', '.join(sorted(blind))} cannot see this folder; on a "
             "cluster, trials keep their checkpoints and send their kept models through it, so "
