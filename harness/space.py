@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import heapq
 import json
 import math
 import statistics
@@ -28,7 +27,6 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.trial import TrialState
 
 DISTRIBUTIONS = (
     "constant",
@@ -342,14 +340,6 @@ AUTO = "auto"
 # few, and past about a hundred TPE has the data it needs (a judgement, not measured here).
 GP_MAX_TRIALS = 100
 PRIOR_DRAWS = 4  # at most this many start-up trials drawn around the classic values
-# TPE builds its densities from every finished trial at each suggestion, so its cost grows
-# with the study (measured: about 25 ms a suggestion at 100 trials, 140 ms at 1,000). For
-# larger budgets `auto` gives it the most recent TPE_RECENT finished trials and the best
-# TPE_BEST of the older ones (running trials too, for the constant liar): identical to plain
-# TPE up to TPE_RECENT + TPE_BEST finished trials, and flat in cost after that. Its effect
-# on search quality past that point is a judgement, not measured here.
-TPE_RECENT = 500
-TPE_BEST = 100
 
 
 @dataclass(frozen=True)
@@ -361,7 +351,6 @@ class Choice:
     startup: int  # trials before the model takes over (baseline and prior draws included)
     prior_draws: int  # trials drawn around the classic values, run right after the baseline
     why: str  # one line for the console
-    window: bool = False  # TPE over the recent and the best trials (TPE_RECENT, TPE_BEST)
 
     def sampler(self, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
         samplers = optuna.samplers
@@ -371,14 +360,14 @@ class Choice:
             return samplers.NSGAIISampler(seed=seed, population_size=self.startup)
         with warnings.catch_warnings():  # group is "experimental": noise for users
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return (WindowedTPESampler if self.window else samplers.TPESampler)(
+            return samplers.TPESampler(
                 seed=seed, n_startup_trials=self.startup, multivariate=True, group=True,
                 constant_liar=True,
             )  # fmt: skip
 
     def describe(self) -> str:
         settings = {
-            "tpe": "TPE, multivariate + group, constant liar" + self._window_text(),
+            "tpe": "TPE, multivariate + group, constant liar",
             "gp": "Gaussian process (GPSampler)",
             "nsga2": f"NSGA-II, population {self.startup}",
         }[self.method]
@@ -389,66 +378,13 @@ class Choice:
             start += f" (the baseline and {self.prior_draws} drawn around the classic values)"
         return f"auto chose {settings}, {start}: {self.why}"
 
-    def _window_text(self) -> str:
-        if not self.window:
-            return ""
-        return f", over the last {TPE_RECENT} finished trials and the best {TPE_BEST} before"
-
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "startup": self.startup,
-                "prior_draws": self.prior_draws, "why": self.why, "window": self.window}  # fmt: skip
+                "prior_draws": self.prior_draws, "why": self.why}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Choice:
-        return cls(str(d["method"]), int(d["startup"]), int(d["prior_draws"]), str(d["why"]),
-                   bool(d.get("window", False)))  # fmt: skip
-
-
-class WindowedTPESampler(optuna.samplers.TPESampler):
-    """TPE that models the most recent TPE_RECENT finished trials and the best TPE_BEST of
-    the older ones (and every running trial): a suggestion's cost stops growing with the
-    study. Only the trials TPE reads are narrowed (Study._get_trials, through a view)."""
-
-    def sample_relative(
-        self, study: optuna.Study, trial: Any, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return super().sample_relative(_RecentAndBest(study), trial, search_space)
-
-    def sample_independent(
-        self, study: optuna.Study, trial: Any, param_name: str, param_distribution: Any
-    ) -> Any:
-        view = _RecentAndBest(study)
-        return super().sample_independent(view, trial, param_name, param_distribution)
-
-
-class _RecentAndBest:
-    """A study as WindowedTPESampler's TPE sees it; everything but _get_trials is the study's."""
-
-    def __init__(self, study: optuna.Study) -> None:
-        self._study = study
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False):
-        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return recent_and_best(trials, self._study.direction)
-
-
-def recent_and_best(trials: list[Any], direction: Any) -> list[Any]:
-    """The last TPE_RECENT finished trials (by number), the best TPE_BEST COMPLETE ones
-    before them, and every unfinished one, in trial-number order."""
-    done = [t for t in trials if t.state.is_finished()]
-    if len(done) <= TPE_RECENT + TPE_BEST:
-        return trials
-    done.sort(key=lambda t: t.number)
-    older = [
-        t for t in done[:-TPE_RECENT] if t.state == TrialState.COMPLETE and t.value is not None
-    ]
-    sign = -1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    best = heapq.nsmallest(TPE_BEST, older, key=lambda t: (sign * t.value, t.number))
-    keep = {t.number for t in best} | {t.number for t in done[-TPE_RECENT:]}
-    return [t for t in trials if t.number in keep or not t.state.is_finished()]
+        return cls(str(d["method"]), int(d["startup"]), int(d["prior_draws"]), str(d["why"]))
 
 
 def continuous(p: ParamSpec) -> bool:
@@ -488,7 +424,6 @@ def choose(
         pop = max(4, min(50, num_samples // 3))
         return Choice("nsga2", pop, 0, f"{objectives} objectives (a Pareto front, not one best)")
     kind = f"{n_cont} of {len(searched)} parameters continuous"
-    window = num_samples > TPE_RECENT + TPE_BEST
     if num_samples <= GP_MAX_TRIALS and 2 * n_cont > len(searched) and not pruning:
         why = f"{kind}, {num_samples} trials, no early termination"
         return Choice("gp", startup, draws, why)
@@ -498,9 +433,7 @@ def choose(
         why = f"{kind}; {num_samples} trials is past the GP's budget ({GP_MAX_TRIALS})"
     else:
         why = f"{kind} (categorical-heavy)"
-    if window:
-        why += f"; {num_samples} trials: TPE keeps to recent and best ones, its cost stays flat"
-    return Choice("tpe", startup, draws, why, window)
+    return Choice("tpe", startup, draws, why)
 
 
 def prior_points(

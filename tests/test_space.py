@@ -246,46 +246,6 @@ def test_auto_picks_multivariate_tpe_otherwise():
     assert space.choose(CONTINUOUS, 200).prior_draws == space.PRIOR_DRAWS  # a few, not all
 
 
-def test_auto_keeps_tpe_to_recent_and_best_trials_for_large_budgets(monkeypatch) -> None:
-    """Past TPE_RECENT + TPE_BEST trials, auto's TPE models the most recent finished trials,
-    the best older COMPLETE ones and every running one: its cost stops growing."""
-    small = space.choose(CONTINUOUS, space.TPE_RECENT + space.TPE_BEST)
-    assert not small.window and type(small.sampler(0, 600)) is optuna.samplers.TPESampler
-    c = space.choose(CONTINUOUS, 5000)
-    assert c.method == "tpe" and c.window and "5000 trials" in c.why
-    assert isinstance(c.sampler(0, 5000), space.WindowedTPESampler)
-    assert "over the last 500 finished trials and the best 100 before" in c.describe()
-    assert space.Choice.from_dict(json.loads(json.dumps(c.to_dict()))) == c
-    assert not space.Choice.from_dict(
-        {k: v for k, v in c.to_dict().items() if k != "window"}
-    ).window  # an older sweep.json
-
-    monkeypatch.setattr(space, "TPE_RECENT", 4)
-    monkeypatch.setattr(space, "TPE_BEST", 2)
-    dist = {"x": FloatDistribution(0, 1)}
-    values = [0.9, 0.1, 0.8, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.05]  # maximise: #0 and #2 best
-    done = [optuna.trial.create_trial(params={"x": v}, distributions=dist, value=v)
-            for v in values]  # fmt: skip
-    running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
-    for i, t in enumerate([*done, running]):
-        t.number = i
-    kept = space.recent_and_best([*done, running], optuna.study.StudyDirection.MAXIMIZE)
-    assert [t.number for t in kept] == [0, 2, 6, 7, 8, 9, 10]
-    kept = space.recent_and_best(done, optuna.study.StudyDirection.MINIMIZE)
-    assert [t.number for t in kept] == [1, 3, 6, 7, 8, 9]
-
-    study = optuna.create_study(direction="maximize", sampler=c.sampler(0, 5000))
-    seen = []
-    original = space.recent_and_best
-    monkeypatch.setattr(space, "recent_and_best",
-                        lambda trials, d: seen.append(len(original(trials, d))) or
-                        original(trials, d))  # fmt: skip
-    for _ in range(16):
-        trial = study.ask({"x": FloatDistribution(0, 1), "y": FloatDistribution(0, 1)})
-        study.tell(trial, trial.params["x"])
-    assert seen and max(seen) <= 4 + 2 + 1  # TPE never saw more than the window
-
-
 def test_auto_picks_nsga2_for_several_objectives():
     c = space.choose(CONTINUOUS, 24, objectives=2)
     assert c.method == "nsga2" and c.prior_draws == 0 and "2 objectives" in c.why

@@ -3,9 +3,8 @@ the number of trials.
 
 Each size is one real sweep (`harness.sweep.run`, a private local Ray, the console on) of very
 short trials: the smoke sweep's tiny TextCNN on a small synthetic two-class corpus, a handful
-of batches each, `method: auto` over four parameters (TPE; past 600 trials TPE over the recent
-and the best trials), ASHA, 2 trials at a time. Each size runs in a
-process of its own, so its peak memory is its own. Measured in that (driver) process:
+of batches each, `method: auto` over four parameters (TPE, as ASHA prunes), 2 trials at a
+time. Each size runs in a process of its own, so its peak memory is its own. Measured in that (driver) process:
 
 - `wall_s`: the sweep's Tune fit, and `trials_per_hour` over it;
 - `driver_cpu_s_per_trial`: the driver process's CPU seconds (every thread: Tune's loop, the
@@ -61,7 +60,7 @@ def write_corpus(root: Path, sizes: tuple[int, int, int] = (128, 32, 32)) -> Pat
 def overrides(corpus: Path, trials: int, concurrency: int, steps: int) -> list[str]:
     return [
         "name=scale",
-        "method=auto",  # what a user gets: past 600 trials, TPE over recent and best trials
+        "method=auto",  # what a user gets (TPE here: ASHA prunes)
         "data.name=thucnews",
         f"data.path={corpus}",
         "data.pad_size=16",
