@@ -326,6 +326,7 @@ class SweepCallback(tune.Callback):
     ) -> None:
         """A final checkpoint brings the trial's tested weights: onto the shelf if it ranks
         in the top keep_best (the trial's final result, with its objective, came first)."""
+        checkpoints.keep_newest(checkpoint, checkpoints.kept_per_trial(self.spec))
         with checkpoints.final_models(checkpoint) as models:
             for row_id, folder in models.items():
                 self.shelf.offer(row_id, folder, self.writer.rows(copy=False))

@@ -337,11 +337,10 @@ def _run_config(
         callbacks=[callback, *extra],
         stop=halt,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        # a trial's last checkpoint is all a retry or a pause needs; PBT clones from others'
-        # checkpoints a little later, and Ray warns below 3
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=4 if spec.early_terminate.type == "pbt" else 1
-        ),
+        # Tune keeps them all: given a num_to_keep, it saves its whole experiment state (every
+        # trial, as JSON) at each checkpoint, a cost that grew with the sweep's size. The
+        # driver keeps the newest few instead (checkpoints.keep_newest, from the callback).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
     )
 
 
