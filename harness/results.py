@@ -16,11 +16,14 @@ This module does not import Ray: `load()` is for notebooks and the report.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +33,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.errors import UserError
@@ -123,23 +127,61 @@ def _cell(value: Any, typ: pa.DataType) -> Any:
     return value
 
 
-
 class _KeyedTable:
-    """Rows grouped by trial and keyed by (trial_id, key); one cached Arrow table per trial.
+    """Rows grouped by trial and keyed by (trial_id, key), with Arrow tables cached per trial
+    and per block of BLOCK trials (in the order trials were first seen).
 
-    Rebuilding only the trial that changed keeps a write O(rows of that trial) in
-    Python and leaves the rest to Arrow's concatenation and the Parquet writer.
+    A change rebuilds its trial's table and its block's; writing the whole table then joins
+    at most N / BLOCK cached blocks. Trials end in about the order they start, so the blocks
+    of finished trials stay cached, and a 5,000-trial sweep does not re-join 5,000 small
+    tables at every write (it did: the cost of a trial's end grew with the trials before it).
     """
+
+    BLOCK = 128
 
     def __init__(self, schema: pa.Schema, extra_order: Sequence[str] = ()) -> None:
         self.schema = schema
         self.extra_order = list(extra_order)  # extra (parameter) columns in this order first
         self.rows: dict[str, dict[Any, dict[str, Any]]] = {}
         self._cache: dict[str, pa.Table] = {}
+        self._block_of: dict[str, int] = {}
+        self._blocks: dict[int, list[str]] = {}  # block -> its trials, first seen first
+        self._block_cache: dict[int, pa.Table] = {}
+        self._seen = 0
+        self.changed: set[int] = set()  # blocks changed since their part was last written
 
     def put(self, trial_id: str, key: Any, row: dict[str, Any]) -> None:
+        if trial_id not in self.rows:
+            block = self._seen // self.BLOCK
+            self._seen += 1
+            self._block_of[trial_id] = block
+            self._blocks.setdefault(block, []).append(trial_id)
         self.rows.setdefault(trial_id, {})[key] = row
         self._cache.pop(trial_id, None)
+        self._block_cache.pop(self._block_of[trial_id], None)
+        self.changed.add(self._block_of[trial_id])
+
+    def drop(self, trial_id: str) -> bool:
+        """Forget a trial's rows; True if it had any."""
+        if self.rows.pop(trial_id, None) is None:
+            return False
+        self._cache.pop(trial_id, None)
+        block = self._block_of.pop(trial_id)
+        self._blocks[block].remove(trial_id)
+        self._block_cache.pop(block, None)
+        self.changed.add(block)
+        return True
+
+    def blocks(self) -> list[int]:
+        return sorted(self._blocks)
+
+    def block(self, block: int) -> pa.Table:
+        """One block's rows (a schema-only table once all its trials were dropped)."""
+        table = self._block_table(block)
+        if table is None:
+            return self.schema.empty_table()
+        names = [f.name for f in self.schema]
+        return table.select(names + [n for n in table.column_names if n not in names])
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -165,18 +207,80 @@ class _KeyedTable:
             names.append(name)
         return pa.Table.from_arrays(arrays, names=names)
 
+    def _block_table(self, block: int) -> pa.Table | None:
+        table = self._block_cache.get(block)
+        if table is None and self._blocks.get(block):
+            # one chunk per block: Arrow's kernels (the sort by trial number) stay fast
+            table = _concat([self._trial_table(t) for t in self._blocks[block]]).combine_chunks()
+            self._block_cache[block] = table
+        return table
+
     def table(self) -> pa.Table:
-        tables = [self._trial_table(t) for t in self.rows]
+        tables = [t for b in sorted(self._blocks) if (t := self._block_table(b)) is not None]
         if not tables:
             return self.schema.empty_table()
-        try:
-            table = pa.concat_tables(tables, promote_options="permissive")
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            table = pa.concat_tables(_as_text_where_mixed(tables), promote_options="permissive")
+        table = _concat(tables)
         names = [f.name for f in self.schema]
         extra = [n for n in table.column_names if n not in names]
         ordered = [c for c in self.extra_order if c in extra]
         return table.select(names + ordered + sorted(set(extra) - set(ordered)))
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """One table of several whose extra columns may differ (missing ones become nulls)."""
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.concat_tables(_as_text_where_mixed(tables), promote_options="permissive")
+
+
+def part_name(block: int) -> str:
+    return f"part-{block:06d}.parquet"
+
+
+def _write_parts(path: Path, keyed: _KeyedTable, whole: bool = False) -> None:
+    """metrics.parquet/ and grad_layers.parquet/ are folders of Parquet files, one per block
+    of trials (_KeyedTable.BLOCK, in the order trials were first seen), that pandas reads as
+    one table (`pd.read_parquet(folder / "metrics.parquet")`). Only the parts whose trials
+    changed are rewritten, each atomically (harness.files; its hidden temporary files are
+    not part of the table), and every row of a trial lives in one part: a reader sees each
+    trial's rows of one moment. A new table, an older sweep's single file, or (`whole`) one
+    reopened for a resume, whose blocks may fall differently now, is written whole into a
+    hidden folder that then takes its place."""
+    if path.is_dir() and not whole:
+        for block in sorted(keyed.changed):
+            write_with(path / part_name(block), partial(pq.write_table, keyed.block(block)))
+        keyed.changed.clear()
+        return
+    tag = uuid.uuid4().hex[:8]
+    new = path.with_name(f".{path.name}.new-{tag}")
+    new.mkdir()
+    try:
+        for block in keyed.blocks() or [0]:
+            write_with(new / part_name(block), partial(pq.write_table, keyed.block(block)))
+        old = path.with_name(f".{path.name}.old-{tag}")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(new, path)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists():
+        old.unlink()
+    keyed.changed.clear()
+
+
+def _by_number(table: pa.Table) -> pa.Table:
+    """Trials by Optuna number (the baseline first), then as first seen (a stable sort)."""
+    try:
+        order = pc.sort_indices(table, [("trial_number", "ascending", "at_end")])
+    except (TypeError, ValueError, pa.ArrowInvalid):  # pyarrow < 25: one placement for all
+        order = pc.sort_indices(table, [("trial_number", "ascending")], null_placement="at_end")
+    return table.take(order)
 
 
 def _as_text_where_mixed(tables: list[pa.Table]) -> list[pa.Table]:
@@ -245,14 +349,20 @@ class ResultsWriter:
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        for left in self.folder.glob(".*.parquet.new-*"):  # a crash mid-way: never published
+            shutil.rmtree(left, ignore_errors=True)
         self.trials = _KeyedTable(TRIALS_SCHEMA, [PARAM_PREFIX + p for p in params])
         self.metrics = _KeyedTable(METRICS_SCHEMA)
         self.layers = _KeyedTable(LAYERS_SCHEMA)
-        self._order: list[str] = []  # trial ids in first-seen order (row order of trials.parquet)
+        self._order: dict[str, None] = {}  # trial ids in first-seen order
+        self._ids: list[str] | None = None  # trial_ids(), kept until a trial or number changes
         self._dirty: set[str] = set()
         self._max_write_share = max_write_share
         self._next_write = 0.0
+        self._dirty_since: dict[str, float] = {}  # table -> when its oldest unwritten change came
         self.write_seconds = 0.0
+        self.max_stale_s = 0.0  # the longest a change waited to be written
+        self._whole: set[str] = set()  # tables to write whole at their next write (reopened)
 
     # -- loading (resume) ------------------------------------------------------------------
     @classmethod
@@ -273,6 +383,7 @@ class ResultsWriter:
         if paths["layers"].exists():
             for row in _read_rows(paths["layers"]):
                 writer.layers.put(row["trial_id"], (row["iteration"], row["layer"]), row)
+        writer._whole = {"metrics", "layers"}  # its blocks need not match the parts there
         return writer
 
     # -- rows ------------------------------------------------------------------------------
@@ -289,7 +400,13 @@ class ResultsWriter:
                 col = layers.get(k)
                 lrow[k] = col[i] if col is not None and i < len(col) else None
             self.layers.put(trial_id, (iteration, name), lrow)
-        self._dirty.update(("metrics", "layers"))
+        self._mark("metrics", "layers")
+
+    def _mark(self, *tables: str) -> None:
+        now = time.monotonic()
+        for name in tables:
+            self._dirty_since.setdefault(name, now)
+        self._dirty.update(tables)
 
     def set_trial(self, trial_id: str, **fields: Any) -> None:
         """Create or update a trial's row; `params={...}` become param.<name> columns."""
@@ -302,22 +419,24 @@ class ResultsWriter:
         for name, v in params.items():
             current[PARAM_PREFIX + name] = param_value(v)
         self._put_trial_row(current)
-        self._dirty.add("trials")
+        self._mark("trials")
 
     def _put_trial_row(self, row: dict[str, Any]) -> None:
         tid = row["trial_id"]
         if tid not in self._order:
-            self._order.append(tid)
+            self._order[tid] = None
+            self._ids = None
+        elif self.trials.rows[tid][0].get("trial_number") != row.get("trial_number"):
+            self._ids = None
         self.trials.put(tid, 0, row)
 
     def drop_trial(self, trial_id: str) -> None:
         """Forget a trial's rows (an interrupted run that a resume starts over)."""
         for table in (self.trials, self.metrics, self.layers):
-            if table.rows.pop(trial_id, None) is not None:
-                table._cache.pop(trial_id, None)
-        if trial_id in self._order:
-            self._order.remove(trial_id)
-        self._dirty.update(("trials", "metrics", "layers"))
+            table.drop(trial_id)
+        self._order.pop(trial_id, None)
+        self._ids = None
+        self._mark("trials", "metrics", "layers")
 
     def has_report(self, trial_id: str, iteration: int) -> bool:
         return iteration in self.metrics.rows.get(trial_id, {})
@@ -344,9 +463,14 @@ class ResultsWriter:
             number = self.trials.rows[item[1]][0].get("trial_number")
             return (math.inf if number is None else float(number), item[0])
 
-        return [t for _, t in sorted(enumerate(self._order), key=key)]
+        if self._ids is None:
+            self._ids = [t for _, t in sorted(enumerate(self._order), key=key)]
+        return list(self._ids)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, copy: bool = True) -> list[dict[str, Any]]:
+        """Every trial's row, by trial number; copy=False: the writer's own (read them only)."""
+        if not copy:
+            return [self.trials.rows[t][0] for t in self.trial_ids()]
         return [self.trial_row(t) for t in self.trial_ids()]
 
     def trial_row(self, trial_id: str) -> dict[str, Any]:
@@ -367,18 +491,25 @@ class ResultsWriter:
         if not todo:
             return False
         t0 = time.monotonic()
-        if "trials" in todo:
-            self.trials.rows = {t: self.trials.rows[t] for t in self.trial_ids()}
         with tables_lock(self.folder, shared=False):  # readers see the tables of one moment
             for name, file in (("trials", TRIALS_FILE), ("metrics", METRICS_FILE),
                                ("layers", LAYERS_FILE)):  # fmt: skip
                 if name in todo:
-                    table = getattr(self, name).table()
                     try:
-                        write_with(self.folder / file, partial(pq.write_table, table))
+                        if name == "trials":
+                            table = _by_number(self.trials.table())
+                            write_with(self.folder / file, partial(pq.write_table, table))
+                        else:
+                            whole = name in self._whole
+                            _write_parts(self.folder / file, getattr(self, name), whole)
+                            self._whole.discard(name)
                     except OSError as exc:  # name the table (pyarrow names none)
                         why = os.strerror(exc.errno) if exc.errno else str(exc)
                         raise OSError(exc.errno, why, str(self.folder / file)) from exc
+        for name in todo:
+            since = self._dirty_since.pop(name, None)
+            if since is not None:
+                self.max_stale_s = max(self.max_stale_s, time.monotonic() - since)
         self._dirty -= todo
         spent = time.monotonic() - t0
         self.write_seconds += spent
@@ -520,10 +651,11 @@ def find_trial(results: SweepResults, ref: str | int) -> str:
     raise UserError(f"{results.path}: no trial {text!r} (trials: {known or 'none'})")
 
 
-def ranking(rows: Sequence[Mapping[str, Any]], goal: str) -> list[str]:
+def ranking(rows: Sequence[Mapping[str, Any]], goal: str, top: int | None = None) -> list[str]:
     """Trial ids of the COMPLETED trials with a finite objective (`metric`), best first for
     `goal` (maximize | minimize); ties go to the earlier Optuna trial. What keep_best keeps
-    and what `harness.predict` calls the best trial."""
+    and what `harness.predict` calls the best trial. `top`: only the first `top` (a partial
+    sort: the shelf asks at every trial's end)."""
     done = [r for r in rows if r.get("status") == "COMPLETED" and finite(r.get("metric"))]
     sign = -1.0 if goal == "maximize" else 1.0
 
@@ -531,7 +663,8 @@ def ranking(rows: Sequence[Mapping[str, Any]], goal: str) -> list[str]:
         number = r.get("trial_number")
         return (sign * float(r["metric"]), float(number) if finite(number) else math.inf)
 
-    return [str(r["trial_id"]) for r in sorted(done, key=key)]
+    best = sorted(done, key=key) if top is None else heapq.nsmallest(top, done, key=key)
+    return [str(r["trial_id"]) for r in best]
 
 
 def trial_params(results: SweepResults, trial_id: str) -> dict[str, Any]:

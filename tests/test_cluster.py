@@ -1,5 +1,6 @@
 """cluster.yaml is a valid Ray cluster-launcher config that is safe to share."""
 
+import json
 from pathlib import Path
 
 import yaml
@@ -12,9 +13,15 @@ def load() -> dict:
 
 
 def test_valid_against_ray_schema():
+    """Against the JSON schema the installed Ray ships for cluster configs
+    (ray/autoscaler/ray-schema.json), as read and through the launcher's own check."""
+    import jsonschema
+    import ray.autoscaler
     from ray.autoscaler._private.util import prepare_config, validate_config
 
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
     config = load()
+    jsonschema.validate(config, schema)
     validate_config(config)
     validate_config(prepare_config(config))  # with the launcher's defaults filled in
 

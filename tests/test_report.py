@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import struct
 import subprocess
 import sys
@@ -360,7 +361,7 @@ def test_failed_and_diverged_only(tmp_path: Path) -> None:
 def test_no_study_no_metrics(tmp_path: Path) -> None:
     src = make_folder(tmp_path / "bare")
     for f in ("optuna.db", "metrics.parquet", "grad_layers.parquet"):
-        (src / f).unlink()
+        shutil.rmtree(src / f) if (src / f).is_dir() else (src / f).unlink()  # parts: a folder
     rep = report.build_report(report.load_sweep(src), tmp_path / "out", figures=False)
     text = rep.text()
     assert "parameter importance skipped" in text

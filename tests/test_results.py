@@ -108,6 +108,74 @@ def test_rows_are_ordered_by_trial_number(tmp_path: Path) -> None:
     ]
 
 
+def test_blocks_of_trials_keep_rows_keys_and_order(tmp_path: Path, monkeypatch) -> None:
+    """The tables are joined from cached blocks of trials (a 5,000-trial sweep does not
+    re-join every trial at each write): a change in an old block, a dropped trial and a
+    trial renumbered later all come out as if written from scratch."""
+    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    w = rs.ResultsWriter(tmp_path, params=["lr"])
+    for i in (4, 0, 3, 1, 2):  # first seen out of number order, across three blocks
+        w.set_trial(f"t{i}", trial_number=i, status="RUNNING", params={"lr": i / 10})
+        w.add_report(f"t{i}", report(10))
+    w.flush(force=True)
+    w.set_trial("t4", status="COMPLETED", metric=0.4)  # in the first block
+    w.add_report("t0", report(20))
+    w.drop_trial("t3")
+    w.set_trial("new", status="RUNNING")  # no number yet: last
+    w.flush(force=True)
+    trials = pd.read_parquet(tmp_path / rs.TRIALS_FILE)
+    assert trials["trial_id"].tolist() == ["t0", "t1", "t2", "t4", "new"]
+    assert trials.set_index("trial_id").loc["t4", "status"] == "COMPLETED"
+    assert trials["param.lr"].tolist()[:4] == [0.0, 0.1, 0.2, 0.4]
+    metrics = pd.read_parquet(tmp_path / rs.METRICS_FILE)
+    assert sorted(zip(metrics["trial_id"], metrics["iteration"])) == [
+        ("t0", 10), ("t0", 20), ("t1", 10), ("t2", 10), ("t4", 10)]  # fmt: skip
+    w.set_trial("new", trial_number=5)
+    w.flush(force=True)
+    assert [r["trial_id"] for r in w.rows()] == ["t0", "t1", "t2", "t4", "new"]
+    assert pd.read_parquet(tmp_path / rs.TRIALS_FILE)["trial_id"].tolist()[-1] == "new"
+    assert 0 <= w.max_stale_s < 60 and w.write_seconds > 0
+
+
+def test_reports_are_parts_of_one_dataset_rewritten_by_block(tmp_path: Path, monkeypatch) -> None:
+    """metrics.parquet/ and grad_layers.parquet/ hold one part per block of trials: a change
+    rewrites its block's part only; a reopened writer (resume) and an older sweep's single
+    file are rewritten whole, never leaving a trial's rows in two parts."""
+    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    w = rs.ResultsWriter(tmp_path)
+    for i in range(5):
+        w.set_trial(f"t{i}", trial_number=i)
+        w.add_report(f"t{i}", report(10))
+    w.flush(force=True)
+    parts = sorted(p.name for p in (tmp_path / rs.METRICS_FILE).iterdir())
+    assert parts == ["part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]
+    assert sorted(p.name for p in (tmp_path / rs.LAYERS_FILE).iterdir()) == parts
+    first = (tmp_path / rs.METRICS_FILE / parts[0]).stat().st_ino
+    w.add_report("t4", report(20))  # the last block only
+    w.flush(force=True)
+    assert (tmp_path / rs.METRICS_FILE / parts[0]).stat().st_ino == first
+    assert len(pd.read_parquet(tmp_path / rs.METRICS_FILE)) == 6
+
+    w = rs.ResultsWriter.open(tmp_path)
+    w.drop_trial("t0")  # blocks now fall differently: t1, t2 | t3, t4
+    w.add_report("t1", report(20))
+    w.flush(force=True)
+    metrics = pd.read_parquet(tmp_path / rs.METRICS_FILE)
+    assert sorted(zip(metrics["trial_id"], metrics["iteration"])) == [
+        ("t1", 10), ("t1", 20), ("t2", 10), ("t3", 10), ("t4", 10), ("t4", 20)]  # fmt: skip
+    assert len(pd.read_parquet(tmp_path / rs.LAYERS_FILE)) == 2 * 6
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] in ([], [".tables.lock"])
+
+    old = tmp_path / "old"  # an older sweep's folder: one file per table
+    old.mkdir()
+    metrics.to_parquet(old / rs.METRICS_FILE)
+    w = rs.ResultsWriter.open(old)
+    w.set_trial("t9", trial_number=9)
+    w.add_report("t9", report(10))
+    w.flush(force=True)
+    assert (old / rs.METRICS_FILE).is_dir() and len(pd.read_parquet(old / rs.METRICS_FILE)) == 7
+
+
 def test_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path, monkeypatch) -> None:
     w = rs.ResultsWriter(tmp_path)
     fill(w)

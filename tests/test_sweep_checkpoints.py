@@ -157,3 +157,25 @@ def test_hyperband_sync_pauses_trials_and_they_go_on_from_their_checkpoints(
                                       check_dtype=False, check_exact=True)  # fmt: skip
     states = {t.user_attrs["ray_trial_id"]: t.state.name for t in study(out.folder, "smoke").trials}
     assert set(states.values()) == {"PRUNED"}
+
+
+def test_a_trial_keeps_only_its_newest_checkpoints(tmp_path: Path) -> None:
+    """Tune keeps every checkpoint (num_to_keep=None: with one, it saves its whole
+    experiment state at each checkpoint); the driver removes a trial's older ones."""
+    from ray import tune
+
+    from harness.sweep import checkpoints
+
+    trial = tmp_path / "exp" / "abc123"
+    for i in range(4):
+        (trial / f"checkpoint_{i:06d}").mkdir(parents=True)
+    (trial / "result.json").write_text("{}")
+    newest = tune.Checkpoint(path=str(trial / "checkpoint_000003"))
+    checkpoints.keep_newest(newest, 2)
+    assert sorted(p.name for p in trial.iterdir()) == [
+        "checkpoint_000002", "checkpoint_000003", "result.json"]  # fmt: skip
+    checkpoints.keep_newest(newest, 1)
+    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000003", "result.json"]
+    spec = load_spec(SMOKE)
+    assert checkpoints.kept_per_trial(spec) == 1
+    assert checkpoints.kept_per_trial(load_spec(SMOKE, ["early_terminate={type: pbt}"])) == 4

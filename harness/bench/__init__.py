@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m harness.bench gpu|fuse|loop|overhead|record|searchers|zoo`.
+"""Benchmarks: `python -m harness.bench gpu|fuse|loop|overhead|record|scale|searchers|zoo`.
 
 Each subcommand lives in its own module here (`harness.bench.<name>`) with a
 `main(argv)`; `__main__` only dispatches, so one benchmark's imports (Ray, Optuna)
@@ -11,6 +11,7 @@ SUBCOMMANDS: dict[str, str] = {
     "loop": "training/evaluation samples/s of one model, with and without gradient statistics",
     "overhead": "what the sweep machinery costs per trial",
     "record": "record a table of learning curves for `searchers --replay`",
+    "scale": "how the driver's cost grows with the number of trials (100 .. 5,000)",
     "searchers": "search methods compared on the same budget",
     "zoo": "every model of the zoo on one data set",
 }

@@ -51,8 +51,12 @@ import os
 # don't chdir trials into their folders (relative paths in a spec mean what they meant on
 # the command line), legacy (quiet at verbose=0) output, and trial processes at normal
 # priority (Ray's default nice 15 lets any other busy process on the machine starve a
-# sweep's trials).
+# sweep's trials). A reused trial process waits up to 30 s (Tune's default: 2) for the last
+# trial's thread to end: on a busy machine 2 s ran out, Tune aborted the next trial ("Could
+# not re-use actor ... reset_config()") and the sweep hung there (seen twice with
+# `python -m harness.bench scale` at load average 15).
 for _k, _v in {
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "30",
     "RAY_worker_niceness": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",

@@ -58,6 +58,7 @@ class SweepCallback(tune.Callback):
         self.halt = halt  # a table that cannot be written stops the run (harness.sweep.halt)
         self.replaced = dict(replaced or {})  # resume: Optuna number -> old trial id (rows)
         self._waiting: tuple[float, float] | None = None  # (since, last line) with none running
+        self._looked = 0.0  # when on_step_end last counted the waiting trials
         self.writer = writer
         self.console = console
         self.trackers = trackers or Trackers()
@@ -314,7 +315,8 @@ class SweepCallback(tune.Callback):
         self.writer.flush()  # the reports too, when their turn has come
         if self.console is not None:
             self.console.trial_line(self.writer.trial_row(tid))
-            self.console.maybe_table(self.writer.rows())
+            if self.console.finished % self.console.table_every == 0:  # rows only when it prints
+                self.console.maybe_table(self.writer.rows())
 
     @guarded("folder")
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -326,9 +328,10 @@ class SweepCallback(tune.Callback):
     ) -> None:
         """A final checkpoint brings the trial's tested weights: onto the shelf if it ranks
         in the top keep_best (the trial's final result, with its objective, came first)."""
+        checkpoints.keep_newest(checkpoint, checkpoints.kept_per_trial(self.spec))
         with checkpoints.final_models(checkpoint) as models:
             for row_id, folder in models.items():
-                self.shelf.offer(row_id, folder, self.writer.rows())
+                self.shelf.offer(row_id, folder, self.writer.rows(copy=False))
 
     def _drop_checkpoints(self, trial: Any) -> None:
         """An ended trial's checkpoints go (with PBT at the end of the sweep)."""
@@ -345,6 +348,22 @@ class SweepCallback(tune.Callback):
         self._end(trial, status=Status.FAILED, error=_ray_error_text(trial))
         self._drop_checkpoints(trial)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A trial whose worker died (its node lost, max_failures) runs again: say so, and
+        from where, when it happens (its row's error column says so when it ends)."""
+        if self.console is None:
+            return
+        row = self.writer.trial_row(trial.trial_id)
+        where = f" on {row['node_ip']}" if row.get("node_ip") else ""
+        start = "its last checkpoint" if trial.checkpoint is not None else "the start"
+        why = _ray_error_text(trial)
+        why = why if len(why) <= 100 else why[:99].rsplit(" ", 1)[0] + " ..."
+        self.console.print(
+            f"  trial {rs.trial_name(row or {'trial_id': trial.trial_id})}: its worker{where} "
+            f"was lost ({why}); retried from {start} "
+            f"(failure {trial.num_failures} of max_failures {self.spec.max_failures})"
+        )
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """The console's live block or progress line; and while trials wait for resources with
         none running (a cluster no node of which can hold a trial), a short line every
@@ -352,11 +371,14 @@ class SweepCallback(tune.Callback):
         if self.console is None:
             return
         self.console.tick()  # the live block, or a plain progress line now and then
+        now = time.monotonic()
+        if now - self._looked < min(1.0, self.console.wait_every / 2):  # Tune steps often, and
+            return  # `trials` holds every trial so far: a count per step grew with the sweep
+        self._looked = now
         pending = sum(t.status == "PENDING" for t in trials)
         if not pending or any(t.status == "RUNNING" for t in trials):
             self._waiting = None
             return
-        now = time.monotonic()
         since, said = self._waiting or (now, now)
         if now - said >= self.console.wait_every:
             self.console.waiting(pending, now - since)

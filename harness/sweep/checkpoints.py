@@ -180,6 +180,24 @@ def latest_state(
     return None
 
 
+def kept_per_trial(spec: Any) -> int:
+    """Checkpoints a trial keeps in storage: its last is all a retry or a pause needs; PBT
+    clones from others' checkpoints a little later (Ray warns below 3)."""
+    return 4 if spec.early_terminate.type == "pbt" else 1
+
+
+def keep_newest(checkpoint: Any, keep: int) -> None:
+    """A trial reported `checkpoint`: remove its older ones but the newest `keep` (Tune's own
+    num_to_keep would save the whole experiment state at every checkpoint)."""
+    try:
+        fs, path = checkpoint.filesystem, str(checkpoint.path)
+    except AttributeError:
+        return
+    trial_path = str(PurePosixPath(path).parent)
+    for name in _checkpoints(fs, trial_path)[:-keep]:
+        _delete(fs, f"{trial_path}/{name}")
+
+
 def delete_trial(trial: Any) -> None:
     """Remove every checkpoint Tune keeps for an ended trial."""
     try:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,3 +179,56 @@ def check_fits(spec: SweepSpec, cluster: Mapping[str, Any], console: Console | N
         raise UserError(msg + "; lower resources (e.g. --set resources.gpu=0) or use --address")
     if console is not None:
         console.print(f"  warning: {msg}; trials wait until the cluster grows")
+
+
+def check_storage(storage: str, given: bool, cluster: Mapping[str, Any]) -> None:
+    """On a joined cluster, refuse before any trial runs when Tune's storage is a folder that
+    some node cannot see. Checkpoints (what a retried trial goes on from) and the kept models
+    (how a trial's weights reach the driver) travel through it: on a worker's own disk they
+    would be lost with it. The driver leaves a file in the folder and asks every node that
+    can run a trial whether it sees that file at the same path. A URI (s3://...) is shared
+    by nature; nodes that join later are checked by their trials (harness.sweep.trial)."""
+    if not cluster.get("joined") or "://" in storage:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [
+        n for n in ray.nodes()
+        if n.get("Alive") and any(n.get("Resources", {}).get(r, 0) > 0 for r in ("CPU", "GPU"))
+    ]  # fmt: skip
+    what = "--storage" if given else "Tune's storage (the default, results/<name>/ray)"
+    folder = Path(storage).resolve()
+    probe = folder / f".harness-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("a file the sweep's driver wrote; every node should see it\n")
+    except OSError as exc:
+        raise UserError(f"{what} {folder}: cannot write there ({exc.strerror or exc})") from None
+    try:
+        asked = {
+            n["NodeManagerAddress"]: _sees.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(probe))
+            for n in nodes
+        }
+        blind = []
+        for ip, ref in asked.items():
+            try:
+                if not ray.get(ref, timeout=120):
+                    blind.append(ip)
+            except ray.exceptions.GetTimeoutError:  # busy or gone: its trials check again
+                _sweep_log.warning("node %s did not say whether it sees %s", ip, folder)
+    finally:
+        probe.unlink(missing_ok=True)
+    if blind:
+        raise UserError(
+            f"{what} {folder}: node(s) {', '.join(sorted(blind))} cannot see this folder; on a "
+            "cluster, trials keep their checkpoints and send their kept models through it, so "
+            "it must be one every node mounts at the same path (--storage /shared/folder) or a "
+            "bucket URI (--storage s3://bucket/path)"
+        )
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str) -> bool:
+    return os.path.exists(path)

@@ -3,7 +3,8 @@
 The steps, in order: claim the folder, load the data, check what can be checked before
 Ray starts (address, resume spec), route Ray's logs, open the tables (and plan a resume),
 start or join Ray, record sweep.json, announce, let Tune fit, settle what it left
-running, summarise. Every user error comes before Ray starts.
+running, summarise. Every user error comes before Ray starts, but one: a joined cluster
+whose nodes cannot all see Tune's storage (asked of the nodes, before any trial runs).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from harness.sweep.ray_session import (
     ResultFiles,
     check_fits,
     check_reachable,
+    check_storage,
     init_ray,
 )
 from harness.sweep.resume import ResumePlan, check_same_spec, plan_resume, settle_unfinished
@@ -126,6 +128,8 @@ def run(
         cluster = init_ray(address, spec)
         log.info("timeline: ray ready at %.2f s", time.time() - started)
         check_fits(spec, cluster, console)
+        where = storage or spec.storage
+        check_storage(where or str(folder / rs.RAY_DIR), bool(where), cluster)
         max_t = spec.max_t(int(data.train_x.shape[0]))
         fuse = plan_fuse(spec, data, gpu_probe(spec, data))
         info = sweep_info(spec, data, cluster, max_t, command, started, folder if resume else None)
@@ -159,6 +163,10 @@ def run(
         left = settle_unfinished(spec, folder, writer, fit_s, console)
         outcome = _finish(spec, folder, writer, console, started, left)
         info["throughput"] = throughput(spec, outcome.rows, fit_s)
+        info["throughput"].update(
+            table_write_s=round(writer.write_seconds, 3),
+            tables_max_stale_s=round(writer.max_stale_s, 3),
+        )
         writer.write_sweep_info(info)
         return outcome
     finally:
@@ -341,11 +349,10 @@ def _run_config(
         callbacks=[callback, *extra],
         stop=halt,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        # a trial's last checkpoint is all a retry or a pause needs; PBT clones from others'
-        # checkpoints a little later, and Ray warns below 3
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=4 if spec.early_terminate.type == "pbt" else 1
-        ),
+        # Tune keeps them all: given a num_to_keep, it saves its whole experiment state (every
+        # trial, as JSON) at each checkpoint, a cost that grew with the sweep's size. The
+        # driver keeps the newest few instead (checkpoints.keep_newest, from the callback).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
     )
 
 

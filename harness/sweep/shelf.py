@@ -45,7 +45,7 @@ class ModelShelf:
         return bundle.kept_models(self.root.parent)
 
     def top(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
-        return ranking(rows, self.goal)[: self.keep]
+        return ranking(rows, self.goal, top=self.keep)
 
     def offer(self, row_id: str, source: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
         """A finished trial's saved model (a folder of harness.bundle files): shelved if its
