@@ -11,7 +11,8 @@ mount namespace, held open by one `sleep` process, in which:
 - /dev/shm is its own (Ray's object store);
 - the test's own folders are hidden (when they lie outside /tmp).
 
-The project (its virtual environment and worktree) stays visible, as a shared install would.
+The project (its virtual environment and worktree) stays visible, as a shared install would,
+also when it lies under /tmp (a CI clone): it is bound back into the machine's /tmp.
 `run()` / `start()` run a command on a machine through nsenter; `destroy()` kills every
 process in the machine's network namespace by pid (only processes this helper started live
 there) and removes it. `Network.close()` removes everything, also after a failure.
@@ -47,6 +48,15 @@ def available() -> str | None:
     return None if made else "cannot create a network namespace (ip netns add)"
 
 
+def _outermost(paths: Sequence[Path]) -> list[Path]:
+    """The paths, without those inside another of them (each once)."""
+    out: list[Path] = []
+    for p in sorted({Path(os.path.realpath(q)) for q in paths}, key=lambda q: len(q.parts)):
+        if not any(o == p or o in p.parents for o in out):
+            out.append(p)
+    return out
+
+
 def _sh(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True, text=True)
 
@@ -77,10 +87,20 @@ class Machine:
         _sh("ip", "-n", self.netns, "link", "set", "eth0", "up")
         _sh("ip", "-n", self.netns, "link", "set", "lo", "up")
         base = self.net.base
+        # the project and its Python stay visible where they are, also when they lie under
+        # /tmp (a CI clone there): held aside before /tmp becomes the machine's, bound back after
+        keep = _outermost(
+            [Path(self.net.cwd), Path(sys.prefix), Path(os.path.realpath(sys.executable)).parent]
+        )
+        keep = [k for k in keep if Path("/tmp") in k.parents]
+        hold = "".join(f"mkdir /mnt/keep{i} && mount --rbind {k} /mnt/keep{i} && "
+                       for i, k in enumerate(keep))  # fmt: skip
+        back = "".join(f"mkdir -p {k} && mount --rbind /mnt/keep{i} {k} && "
+                       for i, k in enumerate(keep))  # fmt: skip
         mounts = (
             f"mount -t tmpfs -o size=1m tmpfs /mnt && mkdir {SHARE} && "
-            f"mount --bind {self.net.share} {SHARE} && "
-            f"mount --rbind {self.root} /tmp && "
+            f"mount --bind {self.net.share} {SHARE} && {hold}"
+            f"mount --rbind {self.root} /tmp && {back}"
             "mount -t tmpfs -o size=2g tmpfs /dev/shm && "
             f"if [ -d {base} ]; then mount -t tmpfs -o size=1m tmpfs {base}; fi && "
             "echo ready && exec sleep infinity"
