@@ -51,7 +51,7 @@ def _run(cfgs, data, folder: Path, state=None, fuse="auto"):
     saved: list[Path] = []
 
     def report(i, m):
-        assert set(m) == {*schema.METRIC_KEYS, schema.LAYERS}
+        assert set(m) == {*schema.METRIC_KEYS, schema.LAYERS, schema.LAST}
         rows.append((m["report"], i, _canon({k: v for k, v in m.items() if k not in CLOCKS})))
 
     def keep(state_now):
