@@ -134,7 +134,7 @@ def measure(
             runs.append(timed(members, data, dev, steps, fuse, graphs.WARMUP + 3))
         except torch.OutOfMemoryError as exc:
             runs.append(Measurement(n, 0.0, 0, 0.0, False, f"out of memory: {str(exc)[:120]}"))
-            trainer._free(exc)
+            trainer.free_device_memory(exc)
             break
     return Probe(str(dev), int(free), runs)
 

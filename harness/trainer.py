@@ -272,7 +272,7 @@ def train_group(
         if len(cfgs) < 2 or sent or state is not None or checkpoint is not None:
             raise
         loop = None
-        _free(exc)
+        free_device_memory(exc)
     return _split(
         cfgs, data, report, device=device, threads=threads, fuse=fuse,
         on_batch=on_batch, after_report=after_report, init=init, tested=tested,
@@ -315,14 +315,17 @@ def _run(
     return loop.close()
 
 
-def _free(exc: BaseException) -> None:
-    """Give back the device memory a failed group held (its tensors are gone with its loop;
-    the traceback would keep its frames alive)."""
+def free_device_memory(exc: BaseException | None = None) -> None:
+    """Give back the device memory of tensors no longer referenced (a failed group's, a
+    finished trial's): `exc`'s traceback would keep their frames alive, so it is dropped.
+    Never creates a CUDA context."""
     import gc
 
-    exc.__traceback__ = None
+    if exc is not None:
+        exc.__traceback__ = None
     gc.collect()
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
         torch.cuda.empty_cache()
 
 

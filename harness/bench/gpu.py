@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
 import math
 import time
@@ -177,13 +176,6 @@ def verdict(name: str, ok: bool, figure: str, reason: str = "", **values: Any) -
     return Check(name, "PASS" if ok else "FAIL", figure, "" if ok else reason, values)
 
 
-def _free() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-
-
 # ---------------------------------------------------------------------- checks
 
 
@@ -203,7 +195,7 @@ def check_capture(b: Bench) -> list[Check]:
                 fig = f"captures {loop.graph.captures if loop.graph else 0}, loss {reps[0][-1]['train_loss']:.4f}"
                 out.append(verdict(name, ok, fig, why or "not captured"))
                 del loop
-                _free()
+                trainer.free_device_memory()
     return out
 
 
@@ -237,7 +229,7 @@ def check_exact(b: Bench) -> list[Check]:
             d = max(worst(group[i], eager[i], COMPARED) for i in range(3))
             out.append(verdict(f"exact {model} graphs on vs off", d <= 1e-5,
                                f"max rel diff {d:.2e} (<= 1e-5)", rel_diff=d))  # fmt: skip
-            _free()
+            trainer.free_device_memory()
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.deterministic) = flags  # fmt: skip
@@ -256,7 +248,7 @@ def _exact64(b: Bench, model: str, common: dict[str, Any]) -> Check:
     finally:
         torch.set_default_dtype(old)
     d = max(worst(group[i], solo[i], COMPARED) for i in range(3))
-    _free()
+    trainer.free_device_memory()
     return verdict(f"exact {model} fused n=3 vs solo, float64", d <= 1e-6,
                    f"max rel diff {d:.2e} (<= 1e-6)", rel_diff=d)  # fmt: skip
 
@@ -296,7 +288,7 @@ def check_dropout(b: Bench) -> list[Check]:
     d = max((rel(x, y) for x, y in zip(one[0], two[0])), default=math.inf) if one and two else math.inf
     out.append(verdict("dropout member independent of its group", d <= 1e-4,
                        f"max rel diff {d:.2e} (<= 1e-4)", "the member's losses depend on its group"))  # fmt: skip
-    _free()
+    trainer.free_device_memory()
     return out
 
 
@@ -324,7 +316,7 @@ def check_schedule(b: Bench) -> list[Check]:
         eager.step(*batches[s])
     d = max(weights_rel(g, e) for g, e in zip(graphed, eager.members.params()))
     del eager
-    _free()
+    trainer.free_device_memory()
     return [
         verdict("schedule lr under graphs = eager lr", captured and lr_diff <= 1e-6,
                 f"max rel diff {lr_diff:.2e} over {steps} steps", "not captured" if not captured else "lr differs"),
@@ -343,7 +335,7 @@ def check_stats(b: Bench) -> list[Check]:
     _, e, _ = b.run([replace_train(c, cuda_graphs=False) for c in cfgs])
     d = max(worst(g[i], e[i], STATS) for i in range(3))
     clip = g[2][0]["grad_clip_frac"]
-    _free()
+    trainer.free_device_memory()
     return [verdict("stats under graphs = eager", captured and d <= 1e-4 and clip > 0,
                     f"max rel diff {d:.2e} (<= 1e-4), {captures} graphs, clip frac {clip:.2f}",
                     "not captured" if not captured else "statistics differ")]  # fmt: skip
@@ -374,7 +366,7 @@ def check_prune(b: Bench) -> list[Check]:
     _, e, _ = b.run([replace_train(c, cuda_graphs=False) for c in cfgs], prune)
     d = max(worst(g[i], e[i], COMPARED, reports=3) for i in (0, 2))
     ok = s[1].status == "PRUNED" and (recaptured or not b.cuda) and d <= 1e-4
-    _free()
+    trainer.free_device_memory()
     return [verdict("prune: survivors re-captured = eager", ok,
                     f"pruned {s[1].status}, re-captured {recaptured}, max rel diff {d:.2e}",
                     "not re-captured" if not recaptured else "differs from eager")]  # fmt: skip
@@ -383,7 +375,7 @@ def check_prune(b: Bench) -> list[Check]:
 def check_fallback(b: Bench) -> list[Check]:
     """A capture that fails: eager numbers, a note, memory back, the next run captures."""
     cfgs = b.group("TextCNN", MEMBERS[:2], dropout=0.0, max_steps=12, eval_every=6)
-    _free()
+    trainer.free_device_memory()
     before = torch.cuda.memory_allocated(b.device) if b.cuda else 0
 
     def breaks(loop: trainer.Loop) -> None:
@@ -404,14 +396,14 @@ def check_fallback(b: Bench) -> list[Check]:
     s, g, loop = b.run(cfgs, patch=breaks)
     note = s[0].reason
     del loop
-    _free()
+    trainer.free_device_memory()
     after = torch.cuda.memory_allocated(b.device) if b.cuda else 0
     _, e, _ = b.run([replace_train(c, cuda_graphs=False) for c in cfgs])
     d = max(worst(g[i], e[i], COMPARED) for i in range(2))
     _, _, again = b.run(cfgs)
     second = b.captured(again)
     del again
-    _free()
+    trainer.free_device_memory()
     ok = "cuda graphs off" in note and d <= 1e-5 and after - before <= 2**20 and second
     return [verdict("fallback: failed capture runs eagerly", ok,
                     f"note '{note[:70]}', rel diff {d:.2e}, memory kept {(after - before) / 2**20:.1f} MiB,"
@@ -428,14 +420,14 @@ def check_memory(b: Bench) -> list[Check]:
     params = parameter_count("FastText", cfg.params, b.data)
     member = footprint.member_bytes(cfg, b.data, params, cfg.train.cuda_graphs)
     cfgs = [replace_train(cfg, seed=i, max_steps=WARMUP + 5, eval_every=WARMUP + 5) for i in range(8)]
-    _free()
+    trainer.free_device_memory()
     torch.cuda.reset_peak_memory_stats(b.device)
     base = torch.cuda.memory_allocated(b.device)
     s, _, loop = b.run(cfgs)
     peak = torch.cuda.max_memory_allocated(b.device) - base
     captured = b.captured(loop)
     del loop
-    _free()
+    trainer.free_device_memory()
     predicted = footprint.group_bytes(8, member, params)
     ok = peak <= predicted and s[0].status == "COMPLETED"
     return [verdict("memory FastText n=8 within the fuse rule's count", ok,
@@ -457,7 +449,7 @@ def check_speed(b: Bench, steps: int) -> list[Check]:
                       for c in members[:2]]  # fmt: skip
         solo_graph = [footprint.timed([c], b.data, b.device, steps, "auto", warm) for c in members[:2]]
         fused = footprint.timed(members, b.data, b.device, steps, "auto", warm)
-        _free()
+        trainer.free_device_memory()
         eager_rate = sum(r.samples_per_s for r in solo_eager) / 2
         graph_rate = sum(r.samples_per_s for r in solo_graph) / 2
         over_eager, over_graph = fused.samples_per_s / eager_rate, fused.samples_per_s / graph_rate
@@ -495,7 +487,7 @@ def _variants(b: Bench, steps: int) -> list[Check]:
             fused = footprint.timed(members, b.data, b.device, steps, "auto", warm)
         finally:
             torch.backends.cudnn.benchmark = old
-        _free()
+        trainer.free_device_memory()
         r = fused.samples_per_s / solo.samples_per_s
         out.append(Check(f"speed TextCNN {label}", "PASS", f"fused 8: {fused.samples_per_s:,.0f}/s ="
                          f" {r:.2f}x graphed solo ({solo.samples_per_s:,.0f}/s)",
@@ -544,7 +536,7 @@ def run_checks(b: Bench, names: Sequence[str], steps: int, echo: Callable[[str],
         except Exception as exc:  # noqa: BLE001 -- a check that breaks is a FAIL with its reason
             tb = traceback.format_exc(limit=4).strip().splitlines()
             found = [Check(name, "FAIL", reason=f"{type(exc).__name__}: {exc}"[:300] + " | " + tb[-3][:200])]
-            _free()
+            trainer.free_device_memory()
         for c in found:
             echo(c.line())
         echo(f"      ({name}: {time.perf_counter() - t:.1f} s)")

@@ -6,10 +6,8 @@ spec and data once through the object store (tune.with_parameters).
 
 from __future__ import annotations
 
-import gc
 import math
 import shutil
-import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -90,14 +88,6 @@ def _process_start() -> float | None:
         return None
 
 
-def _free_device_memory() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-
-
 def _where(shown: str, note: str, entered: float, started: float) -> dict[str, Any]:
     """Node, device and times of this trial: the callback's first look at it (INFO)."""
     return {
@@ -176,6 +166,7 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     device memory is freed.
     """
     entered = time.time()
+    from harness import trainer
     from harness.trainer import train
 
     started = time.time()
@@ -232,7 +223,7 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
         outcome["traceback"] = traceback.format_exc(limit=20)
     except BaseException as exc:  # noqa: BLE001 -- Ray's stop (SystemExit), an interrupt
         stop = type(exc)(*exc.args)
-    _free_device_memory()  # the exception (and the frames holding the model) is gone now
+    trainer.free_device_memory()  # the exception (and the frames holding the model) is gone now
     if stop is not None:
         raise stop
     if outcome.get(STATUS) == Status.FAILED:
@@ -402,7 +393,7 @@ def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
                 entries.append(failed(live[i], exc, tb))
     except BaseException as exc:  # noqa: BLE001 -- Ray's stop (SystemExit), an interrupt
         stop = type(exc)(*exc.args)
-    _free_device_memory()
+    trainer.free_device_memory()
     if stop is not None:
         raise stop
     out: dict[str, Any] = {GROUP: entries, FINAL: True}
