@@ -266,7 +266,7 @@ def train_group(
     loop: Loop | None = None
     try:
         loop = Loop(cfgs, data, device=device, threads=threads, fuse=fuse)
-        return _run(loop, report, on_batch, after_report, checkpoint, state, init, tested)
+        return run_loop(loop, report, on_batch, after_report, checkpoint, state, init, tested)
     except torch.OutOfMemoryError as exc:
         sent = loop is not None and loop.reports > 0
         if len(cfgs) < 2 or sent or state is not None or checkpoint is not None:
@@ -279,18 +279,20 @@ def train_group(
     )  # fmt: skip
 
 
-def _run(
+def run_loop(
     loop: Loop,
     report: MemberReport | None,
-    on_batch: Callable[[Loop], Any] | None,
-    after_report: Callable[[Loop], Any] | None,
-    checkpoint: Checkpoint | None,
-    state: dict[str, Any] | None,
-    init: Sequence[dict[str, Tensor] | None] | None,
-    tested: Callable[[int, dict[str, Tensor]], Any] | None,
+    on_batch: Callable[[Loop], Any] | None = None,
+    after_report: Callable[[Loop], Any] | None = None,
+    checkpoint: Checkpoint | None = None,
+    state: dict[str, Any] | None = None,
+    init: Sequence[dict[str, Tensor] | None] | None = None,
+    tested: Callable[[int, dict[str, Tensor]], Any] | None = None,
 ) -> list[TrialSummary]:
-    """The loop itself: 1. start (weights, a state), 2. per batch a step, 3. at each report
-    the evaluation, a checkpoint, the caller's hook, 4. close the members still running."""
+    """The loop itself, on a Loop already built (train_group builds it; a benchmark that
+    inspects the loop builds its own): 1. start (weights, a state), 2. per batch a step,
+    3. at each report the evaluation, a checkpoint, the caller's hook, 4. close the members
+    still running."""
     loop.tested = tested
     for i, weights in enumerate(init or []):
         if weights is not None:

@@ -138,16 +138,7 @@ class Bench:
             out[i].append(m)
             return report(i, m) if report is not None else None
 
-        for epoch in range(1, loop.max_epochs + 1):
-            for xb, yb in loop.batches(epoch):
-                loop.step(xb, yb)
-                if loop.report_due():
-                    loop.evaluate_and_report(rep)
-                if loop.done():
-                    break
-            if loop.done():
-                break
-        return loop.close(), out, loop
+        return trainer.run_loop(loop, rep), out, loop
 
     def captured(self, loop: trainer.Loop) -> bool:
         return loop.graph is not None and (loop.graph.captured or not self.cuda)
