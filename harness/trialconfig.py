@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from harness.errors import UserError, did_you_mean
+from harness.coercion import coerce
+from harness.errors import Problem, UserError, did_you_mean, problems_of
 from harness.models import MODELS, model_entry
 from harness.models.base import FUSIBLE, ModelParams, fusible
 
@@ -76,36 +76,26 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(
-                f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if self.schedule not in SCHEDULES:
-            problems.append(
-                f"schedule: must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
-            )
-        if self.device not in DEVICES:
-            problems.append(f"device: must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        for name in (
-            "batch_size",
-            "max_epochs",
-            "eval_every",
-            "require_improvement",
-            "eval_batch_size",
-        ):
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("device", DEVICES)):  # fmt: skip
+            if getattr(self, name) not in choices:
+                problems.append(Problem(name, f"must be one of {', '.join(choices)}",
+                                        getattr(self, name)))  # fmt: skip
+        for name in ("batch_size", "max_epochs", "eval_every", "require_improvement",
+                     "eval_batch_size"):  # fmt: skip
             if getattr(self, name) < 1:
-                problems.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+                problems.append(Problem(name, "must be >= 1", getattr(self, name)))
         for name in ("max_steps", "warmup_steps", "grad_stats_every", "weight_decay", "clip_norm"):
             if getattr(self, name) < 0:
-                problems.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+                problems.append(Problem(name, "must be >= 0", getattr(self, name)))
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
-            problems.append(f"checkpoint_every: must be >= 0, got {self.checkpoint_every}")
+            problems.append(Problem("checkpoint_every", "must be >= 0", self.checkpoint_every))
         if not self.learning_rate > 0:
-            problems.append(f"learning_rate: must be > 0, got {self.learning_rate}")
+            problems.append(Problem("learning_rate", "must be > 0", self.learning_rate))
         if not 0 <= self.label_smoothing < 1:
-            problems.append(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+            problems.append(Problem("label_smoothing", "must be in [0, 1)", self.label_smoothing))
         if problems:
-            raise UserError("\n".join(problems))
+            raise UserError(*problems)
 
 
 @dataclass(frozen=True)
@@ -138,89 +128,34 @@ def setting_names(model: str) -> set[str]:
     return set(setting_types(model))
 
 
-def coerce(name: str, value: Any, typ: Any) -> Any:
-    """Check/convert one value to a field's declared type; UserError names the field."""
-    origin = typing.get_origin(typ)
-    args = typing.get_args(typ)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(name, value, inner[0])
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise UserError(f"{name}: expected true or false, got {value!r}")
-    if typ is int:
-        if isinstance(value, bool):
-            raise UserError(f"{name}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise UserError(f"{name}: expected an integer, got {value!r}")
-    if typ is float:
-        if isinstance(value, bool):
-            raise UserError(f"{name}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UserError(f"{name}: expected a number, got {value!r}")
-    if typ is str:
-        if isinstance(value, str):
-            return value
-        raise UserError(f"{name}: expected a string, got {value!r}")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not value:
-            raise UserError(f"{name}: expected a non-empty list, got {value!r}")
-        return tuple(coerce(name, v, args[0]) for v in value)
-    return value
-
-
 def resolve(model: str, flat: dict[str, Any] | None = None) -> TrialConfig:
-    """Classic defaults of `model`, then `flat` overrides; every problem reported at once."""
+    """Classic defaults of `model`, then `flat` overrides; every problem reported at once,
+    each a Problem whose path is the setting's name."""
     entry = model_entry(model)
-    flat = dict(flat or {})
     train_types = _field_types(TrainConfig)
     param_types = _field_types(entry.params_cls)
     train_kw: dict[str, Any] = dict(entry.classic_train)
     param_kw: dict[str, Any] = {}
-    problems: list[str] = []
-    for name, value in flat.items():
+    problems: list[Problem] = []
+    for name, value in (flat or {}).items():
+        kw, types_ = (param_kw, param_types) if name in param_types else (train_kw, train_types)
+        if name not in types_:
+            others = [m for m in MODELS if name in _field_types(MODELS[m].params_cls)]
+            hint = f" (it belongs to {', '.join(others)})" if others else did_you_mean(
+                name, set(train_types) | set(param_types))
+            problems.append(Problem(name, f"not a setting of {model} or of training{hint}"))
+            continue
         try:
-            if name in param_types:
-                param_kw[name] = coerce(name, value, param_types[name])
-            elif name in train_types:
-                train_kw[name] = coerce(name, value, train_types[name])
-            else:
-                known = set(train_types) | set(param_types)
-                others = [m for m in MODELS if name in _field_types(MODELS[m].params_cls)]
-                hint = (
-                    f" (it belongs to {', '.join(others)})" if others else did_you_mean(name, known)
-                )
-                problems.append(f"{name}: not a setting of {model} or of training{hint}")
+            kw[name] = coerce(name, value, types_[name])
         except UserError as exc:
-            problems.append(str(exc))
+            problems += exc.problems
     if problems:
-        raise UserError("\n".join(problems))
+        raise UserError(*problems)
     try:
         train = TrainConfig(**train_kw)
         params = entry.params_cls(**param_kw)
-    except UserError:
-        raise
+    except UserError as exc:
+        raise UserError(*problems_of(exc, param_types)) from None
     except (TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
     return TrialConfig(model=model, params=params, train=train)
