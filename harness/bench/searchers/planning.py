@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import overrides
 from harness.config import SweepSpec, load_spec
 from harness.errors import UserError, did_you_mean
 
@@ -55,7 +56,7 @@ def _split_list(text: str, what: str, allowed: Sequence[str]) -> list[str]:
 
 def _check_user_sets(sets: Sequence[str]) -> None:
     for item in sets:
-        key = item.partition("=")[0].strip()
+        key = overrides.parse(item).key
         if key in _OWN_KEYS:
             raise UserError(f"--set {item}: the bench sets {key} itself ({_OWN_KEYS[key]})")
 
