@@ -38,22 +38,16 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from harness.files import write_bytes
+from harness.schema import Status
 from harness.values import fmt
 
 DPI = 150
-STATUS_COLORS = {
-    "COMPLETED": "tab:blue",
-    "PRUNED": "tab:gray",
-    "FAILED": "tab:red",
-    "DIVERGED": "tab:orange",
-}
-STATUS_LABELS = {
-    "COMPLETED": "completed",
-    "PRUNED": "pruned (last report)",
-    "FAILED": "failed",
-    "DIVERGED": "diverged (last report)",
-}
-STATUS_STYLES = {"COMPLETED": "-", "PRUNED": "--", "DIVERGED": ":", "FAILED": ":"}
+STATUS_COLORS = {Status.COMPLETED: "tab:blue", Status.PRUNED: "tab:gray",
+                 Status.FAILED: "tab:red", Status.DIVERGED: "tab:orange"}  # fmt: skip
+STATUS_LABELS = {Status.COMPLETED: "completed", Status.PRUNED: "pruned (last report)",
+                 Status.FAILED: "failed", Status.DIVERGED: "diverged (last report)"}  # fmt: skip
+STATUS_STYLES = {Status.COMPLETED: "-", Status.PRUNED: "--", Status.DIVERGED: ":",
+                 Status.FAILED: ":"}  # fmt: skip
 
 
 def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6, 3.4), **kw):
@@ -67,6 +61,14 @@ def _legend(ax, **kw) -> None:
     """A legend only where something is labelled (no matplotlib warning otherwise)."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(**kw)
+
+
+def _by_status(ax, x: pd.Series, y: pd.Series, status: pd.Series, **kw) -> None:
+    """Points coloured and labelled by trial status (the rows where x and y are known)."""
+    for name, color in STATUS_COLORS.items():
+        m = (status == name) & x.notna() & y.notna()
+        if m.any():
+            ax.scatter(x[m], y[m], s=14, color=color, label=STATUS_LABELS[name], **kw)
 
 
 def _cmap(name: str):
@@ -136,13 +138,8 @@ def history(trials: pd.DataFrame, metric: str, maximize: bool, label: str | None
     ):
         t = trials.dropna(subset=[x]).sort_values(x, kind="stable")
         y = pd.to_numeric(t[metric], errors="coerce")
-        for status, color in STATUS_COLORS.items():
-            m = (t["status"] == status) & y.notna()
-            if m.any():
-                ax.scatter(
-                    t.loc[m, x], y[m], s=14, color=color, label=STATUS_LABELS[status], zorder=3
-                )
-        done = y.where(t["status"] == "COMPLETED")
+        _by_status(ax, t[x], y, t["status"], zorder=3)
+        done = y.where(t["status"] == Status.COMPLETED)
         if done.notna().any():
             best = (done.cummax() if maximize else done.cummin()).ffill()
             ax.step(t[x], best, where="post", color="black", lw=1.2, label="best so far")
@@ -162,7 +159,7 @@ def history(trials: pd.DataFrame, metric: str, maximize: bool, label: str | None
         ax.set_ylabel(label or metric)
         ax.grid(alpha=0.3)
     _legend(axes[0], fontsize=7, loc="best")
-    failed = int((trials["status"] == "FAILED").sum())
+    failed = int((trials["status"] == Status.FAILED).sum())
     note = f" ({failed} failed trial(s) have no value)" if failed else ""
     fig.suptitle(f"optimization history{note}", fontsize=10)
     return fig
@@ -190,9 +187,8 @@ def learning_curves(
         ok = pd.to_numeric(m[col], errors="coerce").notna()
         return m.loc[ok, "iteration"], m.loc[ok, col]
 
-    pruned = [
-        tid for tid in curves if status.get(tid) == "PRUNED" and tid not in top and tid != baseline
-    ]
+    shown = {*top, baseline}
+    pruned = [tid for tid in curves if status.get(tid) == Status.PRUNED and tid not in shown]
     for k, tid in enumerate(pruned):
         for ax, col in zip(axes, cols):
             x, y = xy(tid, col)
@@ -332,10 +328,7 @@ def param_scatter(
     y = pd.to_numeric(trials[metric], errors="coerce")
     for ax, name in zip(axes.flat, params):
         x, cats = _axis_values(trials[name], name in categorical)
-        for status, color in STATUS_COLORS.items():
-            m = (trials["status"] == status) & y.notna() & x.notna()
-            if m.any():
-                ax.scatter(x[m], y[m], s=14, color=color, label=STATUS_LABELS[status])
+        _by_status(ax, x, y, trials["status"])
         shown = x[y.notna()].dropna()
         if cats is not None:
             ax.set_xticks(range(len(cats)))
@@ -406,7 +399,7 @@ def parallel(
     xs = np.arange(len(names))
     for idx in y.sort_values(ascending=maximize).index:  # best last, drawn on top
         status = t.at[idx, "status"]
-        done = status == "COMPLETED"
+        done = status == Status.COMPLETED
         ax.plot(
             xs,
             [scaled.get(idx, np.nan) for scaled, _ in axes],
@@ -415,7 +408,7 @@ def parallel(
             ls=STATUS_STYLES.get(status, "-"),
             alpha=0.85 if done else 0.6,
         )
-    done = y[t["status"] == "COMPLETED"]
+    done = y[t["status"] == Status.COMPLETED]
     pool = done if len(done) else y
     best = pool.idxmax() if maximize else pool.idxmin()
     ax.plot(
@@ -425,7 +418,7 @@ def parallel(
         lw=2.6,
         label=f"best: {_names(t)[str(t.at[best, 'trial_id'])]}",
     )
-    for status in ("COMPLETED", "PRUNED", "DIVERGED"):
+    for status in (Status.COMPLETED, Status.PRUNED, Status.DIVERGED):
         if (t["status"] == status).any():
             ax.add_line(
                 Line2D([], [], color="gray", ls=STATUS_STYLES[status], label=STATUS_LABELS[status])
@@ -618,16 +611,12 @@ def searchers_anytime(
     fig, axes = _figure(2, 1, (7, 6.4), squeeze=False)
     ax, axr = axes[:, 0]
     colors = _combo_colors(list(c.best))
-    for combo, (mid, lo, hi) in c.best.items():
-        color = colors[combo]
-        ls = "--" if combo.endswith("+none") else "-"
-        ax.plot(c.x, mid, ls, color=color, lw=1.4, label=combo, drawstyle="steps-post")
-        ax.fill_between(c.x, lo, hi, color=color, alpha=0.15, step="post", lw=0)
-        _end_dot(ax, c.x, mid, c.end_s[combo], color)
-        rmid, rlo, rhi = c.regret[combo]
-        axr.plot(c.x, rmid, ls, color=color, lw=1.4, label=combo, drawstyle="steps-post")
-        axr.fill_between(c.x, rlo, rhi, color=color, alpha=0.15, step="post", lw=0)
-        _end_dot(axr, c.x, rmid, c.end_s[combo], color)
+    for combo in c.best:
+        color, ls = colors[combo], "--" if combo.endswith("+none") else "-"
+        for a, (mid, lo, hi) in ((ax, c.best[combo]), (axr, c.regret[combo])):
+            a.plot(c.x, mid, ls, color=color, lw=1.4, label=combo, drawstyle="steps-post")
+            a.fill_between(c.x, lo, hi, color=color, alpha=0.15, step="post", lw=0)
+            _end_dot(a, c.x, mid, c.end_s[combo], color)
     ax.axhline(target, color="k", lw=0.8, ls=":", label="target")
     ax.set_ylabel(f"best {metric} (IQM over seeds)")
     ax.set_title(title, fontsize=9)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from harness.config import SweepSpec, spec_from_dict
 from harness.errors import UserError
+from harness.schema import Status
 from harness.space import ParamSpec, encode_choice, thaw
 
 PACKED_SUFFIX = ".npz"
@@ -155,7 +156,8 @@ class Blackbox:
         info = json.loads(info_path.read_text())
         spec = spec_from_dict(info["spec"], source=str(info_path))
         res = rs.load(folder)
-        trials = res.trials[res.trials["status"].isin(["COMPLETED", "DIVERGED", "FAILED"])]
+        ran = [Status.COMPLETED, Status.DIVERGED, Status.FAILED]
+        trials = res.trials[res.trials["status"].isin(ran)]
         if trials.empty:
             raise UserError(f"{folder}: no trial ran to its end; nothing to replay")
         metric = spec.metric.name
@@ -187,7 +189,7 @@ class Blackbox:
             last = float(np.nanmax(seconds[i])) if np.isfinite(seconds[i]).any() else 0.0
             train_s = pd.to_numeric(t.get("train_s"), errors="coerce")
             total[i] = max(float(train_s) if np.isfinite(train_s) else last, last)
-            if status[i] == "COMPLETED" and np.isfinite(
+            if status[i] == Status.COMPLETED and np.isfinite(
                 pd.to_numeric(t["metric"], errors="coerce")
             ):
                 final[i] = float(t["metric"])

@@ -45,6 +45,7 @@ import torch
 from harness import files, footprint, trainer
 from harness.errors import UserError, exit_on_user_error
 from harness.graphs import WARMUP, GraphedStep
+from harness.schema import Status
 from harness.train import data_spec
 from harness.trialconfig import TrialConfig, replace_train, resolve
 
@@ -181,8 +182,10 @@ def check_capture(b: Bench) -> list[Check]:
                                grad_stats_every=2, eval_batch_size=256)  # fmt: skip
                 s, reps, loop = b.run(cfgs)
                 note = loop.graph.note if loop.graph is not None else "graphs off"
-                ok = b.captured(loop) and not note and all(x.status == "COMPLETED" for x in s)
-                why = note or ", ".join(f"{x.status} {x.reason}" for x in s if x.status != "COMPLETED")
+                ok = b.captured(loop) and not note and all(x.status == Status.COMPLETED for x in s)
+                why = note or ", ".join(
+                    f"{x.status} {x.reason}" for x in s if x.status != Status.COMPLETED
+                )
                 fig = f"captures {loop.graph.captures if loop.graph else 0}, loss {reps[0][-1]['train_loss']:.4f}"
                 out.append(verdict(name, ok, fig, why or "not captured"))
                 del loop
@@ -356,7 +359,7 @@ def check_prune(b: Bench) -> list[Check]:
     del loop
     _, e, _ = b.run([replace_train(c, cuda_graphs=False) for c in cfgs], prune)
     d = max(worst(g[i], e[i], COMPARED, reports=3) for i in (0, 2))
-    ok = s[1].status == "PRUNED" and (recaptured or not b.cuda) and d <= 1e-4
+    ok = s[1].status == Status.PRUNED and (recaptured or not b.cuda) and d <= 1e-4
     trainer.free_device_memory()
     return [verdict("prune: survivors re-captured = eager", ok,
                     f"pruned {s[1].status}, re-captured {recaptured}, max rel diff {d:.2e}",
@@ -420,7 +423,7 @@ def check_memory(b: Bench) -> list[Check]:
     del loop
     trainer.free_device_memory()
     predicted = footprint.group_bytes(8, member, params)
-    ok = peak <= predicted and s[0].status == "COMPLETED"
+    ok = peak <= predicted and s[0].status == Status.COMPLETED
     return [verdict("memory FastText n=8 within the fuse rule's count", ok,
                     f"peak {peak / 2**30:.2f} GiB, predicted {predicted / 2**30:.2f} GiB"
                     f" ({peak / predicted:.2f} of it), captured {captured}",

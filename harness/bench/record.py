@@ -34,6 +34,7 @@ from typing import Any
 from harness.bench.blackbox import FINAL_FROM_SUMMARY, Blackbox, random_configs
 from harness.config import SweepSpec, load_spec
 from harness.errors import UserError, exit_on_user_error
+from harness.schema import Status
 from harness.trialconfig import shape_settings, with_batch_seed
 
 ID_PREFIX = "c"
@@ -97,7 +98,7 @@ def record(
     writer = rs.ResultsWriter.open(out, params=list(spec.searched))
     done = {
         tid for tid in writer.trial_ids()
-        if writer.trial_row(tid).get("status") in ("COMPLETED", "DIVERGED", "FAILED")
+        if writer.trial_row(tid).get("status") in (Status.COMPLETED, Status.DIVERGED, Status.FAILED)
     }  # fmt: skip
     for tid in writer.trial_ids():
         if tid not in done:  # a group cut short: its members train again
@@ -126,7 +127,7 @@ def record(
         ids = [trial_id(i) for i in members]
         start = dt.datetime.now(dt.timezone.utc)
         for k, (i, tid) in enumerate(zip(members, ids)):
-            writer.set_trial(tid, trial_number=i, status="RUNNING", params=by_index[i],
+            writer.set_trial(tid, trial_number=i, status=Status.RUNNING, params=by_index[i],
                              start_time=start, group_id=ids[0], group_member=k,
                              group_size=len(members))  # fmt: skip
         last: dict[int, dict[str, Any]] = {}
@@ -147,7 +148,7 @@ def record(
                 "train_s": s.elapsed_seconds, "device": s.device, "fused": s.fused,
                 "end_time": dt.datetime.now(dt.timezone.utc), "error": s.reason or None,
             }  # fmt: skip
-            if s.status == "COMPLETED":
+            if s.status == Status.COMPLETED:
                 fields.update(metric=_objective(spec, s, last.get(k, {})), test_acc=s.test_acc,
                               test_loss=s.test_loss, test_f1_macro=s.test_f1_macro)  # fmt: skip
             writer.set_trial(tid, **fields)

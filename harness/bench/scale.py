@@ -37,6 +37,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.files import write_text
+from harness.schema import STATUSES
 
 SMOKE = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
 _CHARS = ("天地玄黄宇宙洪荒日月盈昃", "辰宿列张寒来暑往秋收冬藏")
@@ -140,7 +141,7 @@ def run_one(trials: int, concurrency: int, steps: int, work: Path) -> dict[str, 
         raise UserError(f"harness.report failed on {out.folder}:\n{report.stderr[-2000:]}")
     return {
         "trials": trials,
-        "finished": int(t["status"].isin(["COMPLETED", "PRUNED", "FAILED", "DIVERGED"]).sum()),
+        "finished": int(t["status"].isin(STATUSES).sum()),
         "wall_s": round(through.get("fit_s") or (time.time() - t0), 2),
         "trials_per_hour": round(through.get("trials_per_hour") or 0.0),
         "driver_cpu_s_per_trial": round(clock.between(first, last) / trials, 4),

@@ -24,6 +24,7 @@ from harness.report.folder import (
     short,
     times,
 )
+from harness.schema import Status
 from harness.values import fmt, plain
 
 TOP_K = 5
@@ -42,7 +43,7 @@ def ranked(sweep: Sweep) -> pd.DataFrame:
     """Trials best first by the objective: COMPLETED ones (they have test metrics); when none
     completed, every trial by the last value it reported."""
     t = sweep.trials
-    pool = t[(t["status"] == "COMPLETED") & t["objective"].notna()]
+    pool = t[(t["status"] == Status.COMPLETED) & t["objective"].notna()]
     if pool.empty:
         pool = t[t["objective"].notna()]
     return pool.sort_values("objective", ascending=not sweep.objective.maximize, kind="stable")
@@ -141,12 +142,12 @@ def compute(sweep: Sweep) -> Compute:
     unit = t["samples"].fillna(0).astype(float)
     if not (unit > 0).any():
         unit = iters
-    done = t["status"] == "COMPLETED"
+    done = t["status"] == Status.COMPLETED
     ref = unit[done].max() if done.any() and unit[done].max() > 0 else unit.max()
     ref_iters = iters[done].max() if done.any() else iters.max()
     ref_secs = secs[done].median() if done.any() else secs.max()
     iters_full, secs_full = iters.copy(), secs.copy()
-    for i in t.index[t["status"] == "PRUNED"]:
+    for i in t.index[t["status"] == Status.PRUNED]:
         if unit[i] > 0:
             f = max(1.0, ref / unit[i])
             iters_full[i], secs_full[i] = iters[i] * f, secs[i] * f
@@ -154,7 +155,7 @@ def compute(sweep: Sweep) -> Compute:
             iters_full[i], secs_full[i] = ref_iters, ref_secs
     return Compute(
         trials=len(t),
-        pruned=int((t["status"] == "PRUNED").sum()),
+        pruned=int((t["status"] == Status.PRUNED).sum()),
         iterations_run=float(iters.sum()),
         iterations_full=float(np.nansum(iters_full)),
         seconds_run=float(secs.sum()),
@@ -238,9 +239,9 @@ def groups(sweep: Sweep) -> Groups:
             "group": gid,
             "members": len(g),
             "fused": bool(fused[idx].fillna(False).astype(bool).any()),
-            "completed": int(status.get("COMPLETED", 0)),
-            "pruned": int(status.get("PRUNED", 0)),
-            "failed/diverged": int(status.get("FAILED", 0) + status.get("DIVERGED", 0)),
+            "completed": int(status.get(Status.COMPLETED, 0)),
+            "pruned": int(status.get(Status.PRUNED, 0)),
+            "failed/diverged": int(status.get(Status.FAILED, 0) + status.get(Status.DIVERGED, 0)),
             "wall_s": wall,
             f"{device}-hours": wall * share / 3600,
         })  # fmt: skip
@@ -404,7 +405,7 @@ def grad_health(sweep: Sweep) -> GradHealth:
         per = per.join(agg, on="trial_id")
         for c in ("vanished", "exploded", "nonfinite_steps"):
             per[c] = per[c].fillna(0).astype(int)
-    diverged = (per["status"] == "DIVERGED") | (per["nonfinite_steps"] > 0)
+    diverged = (per["status"] == Status.DIVERGED) | (per["nonfinite_steps"] > 0)
     per["diverged"] = diverged
     flagged = per[(per["vanished"] > 0) | (per["exploded"] > 0) | diverged]
 
@@ -412,7 +413,7 @@ def grad_health(sweep: Sweep) -> GradHealth:
         v = pd.to_numeric(per.loc[mask, "lr"], errors="coerce").dropna()
         return (float(v.min()), float(v.max())) if len(v) else None
 
-    ok = ~diverged & per["status"].isin(["COMPLETED", "PRUNED"])
+    ok = ~diverged & per["status"].isin([Status.COMPLETED, Status.PRUNED])
     rows = []
     for a, b, label in (
         ("grad_norm", "lr", "median grad norm vs learning rate"),

@@ -16,6 +16,7 @@ from harness.report.analysis import best_config_yaml, best_trial, compute, group
 from harness.report.blocks import Block, render_html
 from harness.report.folder import Sweep, number, times
 from harness.report.sections import describe
+from harness.schema import Status
 from harness.values import fmt
 
 
@@ -25,7 +26,7 @@ def comparison_row(sweep: Sweep) -> dict[str, Any]:
     t = sweep.trials
     spec = sweep.spec
     data = spec.get("data")
-    done = t[t["status"] == "COMPLETED"]
+    done = t[t["status"] == Status.COMPLETED]
     pool = done if done["best_dev_acc"].notna().any() else t
     acc = pd.to_numeric(pool["best_dev_acc"], errors="coerce")
     best_acc = test_acc = best_name = None
@@ -43,8 +44,8 @@ def comparison_row(sweep: Sweep) -> dict[str, Any]:
         "test acc": test_acc,
         "best trial": best_name,
         "trials": len(t),
-        "pruned": int(counts.get("PRUNED", 0)),
-        "failed/diverged": int(counts.get("FAILED", 0) + counts.get("DIVERGED", 0)),
+        "pruned": int(counts.get(Status.PRUNED, 0)),
+        "failed/diverged": int(counts.get(Status.FAILED, 0) + counts.get(Status.DIVERGED, 0)),
         "trial-hours": c.seconds_run / 3600,
         "saved": f"{c.saved_frac:.0%}",
         "trials per device-hour": groups(sweep).trials_per_device_hour,
@@ -76,7 +77,7 @@ def anytime_curve(sweep: Sweep) -> pd.DataFrame:
     t["_end"] = times(t["end_time"])
     t = t.sort_values(["_end", "trial_number"], kind="stable", na_position="last")
     hours = t["train_s"].fillna(0).cumsum() / 3600
-    acc = t["best_dev_acc"].where(t["status"] == "COMPLETED")
+    acc = t["best_dev_acc"].where(t["status"] == Status.COMPLETED)
     return pd.DataFrame({"hours": hours.values, "best": acc.cummax().values}).dropna()
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from harness import schema
 from harness.errors import UserError
+from harness.schema import Status
 from harness.values import finite, plain
 
 REQUIRED_FILES = ("trials.parquet", "sweep.json")
@@ -231,7 +232,7 @@ def _tidy_trials(t: pd.DataFrame) -> pd.DataFrame:
     if t["trial_id"].isna().all():
         t["trial_id"] = [f"t{i}" for i in range(len(t))]
     t["trial_id"] = t["trial_id"].astype(str)
-    t["status"] = t["status"].fillna("FAILED").astype(str).str.upper()
+    t["status"] = t["status"].fillna(Status.FAILED).astype(str).str.upper()
     for col in (
         "metric",
         "best_dev_loss",

@@ -43,6 +43,7 @@ from harness.report.analysis import (
 )
 from harness.report.blocks import Block, render_html, render_text
 from harness.report.folder import PREFIX, Sweep, open_study, short, times
+from harness.schema import Status
 from harness.values import fmt, plain
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def statuses(ctx: Context) -> list[Block]:
             table=pd.DataFrame({"status": counts.index, "trials": counts.values, "share": share}),
         ),
     ]
-    for _, row in t[t["status"].isin(["FAILED", "DIVERGED"])].iterrows():
+    for _, row in t[t["status"].isin([Status.FAILED, Status.DIVERGED])].iterrows():
         why = row.get("error")
         why = short(why) if isinstance(why, str) and why else "no reason recorded"
         blocks.append(Block("text", f"{row['trial_name']} {row['status']}: {why}"))
@@ -145,7 +146,7 @@ def pareto(ctx: Context) -> list[Block]:
     vals = objective_values(sweep, ctx.study)
     if vals is None or vals.notna().all(axis=1).sum() < 1:
         return [Block("text", "Pareto front skipped: no per-objective values found")]
-    done = t["status"] == "COMPLETED"
+    done = t["status"] == Status.COMPLETED
     front = pareto_front(vals[done] if done.any() else vals, objs)
     ctx.facts["pareto"] = [plain(t.at[i, "trial_number"]) for i in front]
     table = pd.concat(
@@ -308,7 +309,7 @@ def curves_figure(ctx: Context) -> list[Block]:
     caption = f"learning curves of the top {len(top_ids)} trial(s)"
     if base is not None:
         caption += f", the baseline ({t.loc[t['trial_id'] == base, 'trial_name'].iloc[0]}) dashed"
-    if (t["status"] == "PRUNED").any():
+    if (t["status"] == Status.PRUNED).any():
         caption += "; pruned trials faded, each ending where early termination stopped it"
     return ctx.figure(
         "curves.png", caption, lambda plots: plots.learning_curves(m, t, top_ids, base)

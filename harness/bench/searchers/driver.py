@@ -12,6 +12,7 @@ import pandas as pd
 
 from harness.bench.searchers.planning import RunKey, base_spec, existing_run, run_spec
 from harness.config import SweepSpec
+from harness.schema import Status
 from harness.values import finite
 
 RUNS_DIR = "runs"
@@ -68,7 +69,7 @@ def run_all(
             vals = [
                 float(r["metric"])
                 for r in outcome.rows
-                if r.get("status") == "COMPLETED" and finite(r.get("metric"))
+                if r.get("status") == Status.COMPLETED and finite(r.get("metric"))
             ]
             best = (max if spec.metric.goal == "maximize" else min)(vals) if vals else None
             best_txt = "-" if best is None else f"{best:.4f}"

@@ -27,6 +27,7 @@ from harness.bench.blackbox import Blackbox
 from harness.bench.searchers.replay import ReplayKey, replay
 from harness.bench.searchers.restriction import Restriction
 from harness.bench.searchers.statistics import best_so_far, bootstrap_band, iqm
+from harness.schema import Status
 
 
 def run_scores(runs: pd.DataFrame, table: Blackbox) -> pd.DataFrame:
@@ -37,7 +38,7 @@ def run_scores(runs: pd.DataFrame, table: Blackbox) -> pd.DataFrame:
     base = float(table.final[b]) if b is not None else math.nan
     rows = []
     for (combo, budget, seed), r in runs.groupby(["combo", "budget", "seed"], sort=False):
-        value = r["value"].where(r["status"] == "COMPLETED").to_numpy(dtype=float)
+        value = r["value"].where(r["status"] == Status.COMPLETED).to_numpy(dtype=float)
         best = best_so_far(value, goal)
         final = float(best[-1]) if len(best) else math.nan
         searched = (r["number"] != 0).to_numpy() if b is not None else np.ones(len(r), bool)
@@ -57,7 +58,7 @@ def run_scores(runs: pd.DataFrame, table: Blackbox) -> pd.DataFrame:
             "beat_baseline": bool(beat.any()) if math.isfinite(base) else False,
             "time_to_baseline_s": ttb if math.isfinite(base) else math.nan,
             "end_s": float(ends.max()) if len(ends) else 0.0,
-            "pruned": int((r["status"] == "PRUNED").sum()),
+            "pruned": int((r["status"] == Status.PRUNED).sum()),
         })  # fmt: skip
     return pd.DataFrame(rows)
 

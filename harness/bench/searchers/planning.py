@@ -12,6 +12,7 @@ from typing import Any
 from harness import overrides
 from harness.config import SweepSpec, load_spec
 from harness.errors import UserError, did_you_mean
+from harness.schema import Status
 
 # keys the bench sets itself; a --set of one of these would break the comparison
 _OWN_KEYS = {
@@ -121,6 +122,6 @@ def existing_run(folder: Path, spec: SweepSpec) -> str:
             "pass --overwrite to replace the bench's runs, or --out for a new bench"
         )
     trials = rs.load(folder).trials
-    unfinished = trials["status"].isin(["RUNNING", "PENDING"]).any() if len(trials) else True
+    unfinished = trials["status"].isin([Status.RUNNING, "PENDING"]).any() if len(trials) else True
     short = len(trials) < spec.budget.num_samples and not spec.budget.time_budget_s
     return "resume" if unfinished or short else "done"

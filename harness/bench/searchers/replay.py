@@ -39,6 +39,7 @@ import pandas as pd
 from harness.bench.blackbox import Blackbox
 from harness.bench.searchers.restriction import Restriction
 from harness.config import SweepSpec, as_spec
+from harness.schema import Status
 
 log = logging.getLogger(__name__)
 
@@ -255,14 +256,14 @@ class Replay:
             if self.scheduler.on_trial_result(None, w.trial, result) == TrialScheduler.STOP:
                 self.scheduler.on_trial_complete(None, w.trial, result)
                 self.searcher.on_trial_complete(w.trial.trial_id, result)
-                self._ended(w, m, "PRUNED", math.nan, now)
+                self._ended(w, m, Status.PRUNED, math.nan, now)
                 return True
             self.searcher.on_trial_result(w.trial.trial_id, result)
             return False
         status = str(self.table.status[m.row])
         final: dict[str, Any] = {FINAL: True, LAST: report, STATUS: status,
                                  "training_iteration": r}  # fmt: skip
-        if status == "COMPLETED":
+        if status == Status.COMPLETED:
             final[self.metric] = float(self.table.final[m.row])
         if self.scheduler.on_trial_result(None, w.trial, final) != TrialScheduler.STOP:
             self.searcher.on_trial_result(w.trial.trial_id, final)
@@ -288,14 +289,14 @@ class Replay:
             entries.append({MEMBER: m.member, self.metric: value, "report": r})
             stop = self.rungs is not None and self.rungs.decide(m.number, r, value)
             if stop and r < self.full and r < n:  # never at the group's (or its own) end
-                ends.append((m, "PRUNED"))
+                ends.append((m, Status.PRUNED))
                 continue
             if r >= n:
                 ends.append((m, str(self.table.status[m.row])))
         for m, status in ends:
             entry: dict[str, Any] = {MEMBER: m.member, FINAL: True, STATUS: status}
             value = math.nan
-            if status == "COMPLETED":
+            if status == Status.COMPLETED:
                 value = float(self.table.final[m.row])
                 entry[self.metric] = value
             entries.append(entry)

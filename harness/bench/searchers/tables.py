@@ -29,6 +29,7 @@ from harness.bench.searchers.statistics import (
 from harness.config import SweepSpec
 from harness.errors import UserError
 from harness.files import write_with
+from harness.schema import Status
 
 GRID_POINTS = 200
 RUNS_FILE = "runs.parquet"
@@ -48,7 +49,7 @@ def run_table(key: RunKey, spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFram
     )
     span = (t["_end"] - start.loc[t.index]).dt.total_seconds()
     secs = pd.to_numeric(t["train_s"], errors="coerce").fillna(span).fillna(0.0).clip(lower=0)
-    value = pd.to_numeric(t["metric"], errors="coerce").where(t["status"] == "COMPLETED")
+    value = pd.to_numeric(t["metric"], errors="coerce").where(t["status"] == Status.COMPLETED)
     batches = pd.to_numeric(t.get("iterations"), errors="coerce").fillna(0.0)
     front = pd.DataFrame(
         {
@@ -153,8 +154,8 @@ def summary_table(runs: pd.DataFrame, optimum: float, target: float, goal: str) 
                     **_against_baseline(r, goal),
                     "trial_s": float(r["trial_s"].sum()),
                     "trials": len(r),
-                    "pruned": int((r["status"] == "PRUNED").sum()),
-                    "failed": int(r["status"].isin(["FAILED", "DIVERGED"]).sum()),
+                    "pruned": int((r["status"] == Status.PRUNED).sum()),
+                    "failed": int(r["status"].isin([Status.FAILED, Status.DIVERGED]).sum()),
                 }
             )
         s = pd.DataFrame(per_seed)
