@@ -153,7 +153,8 @@ def test_overrides(tmp_path):
 
 def test_bad_overrides_are_reported_with_the_rest(tmp_path):
     lines = errors(tmp_path, BASE, ["budget.num_sampls=8", "nonsense", "model.x=1"])
-    assert any("--set nonsense: expected KEY=VALUE, e.g. data.pad_size=64" in line for line in lines)
+    expected = "--set nonsense: expected KEY=VALUE, e.g. data.pad_size=64"
+    assert any(expected in line for line in lines)
     assert any("--set model.x=1: model is not a mapping, got 'TextCNN'" in line for line in lines)
     assert any("budget.num_sampls: unknown key" in line for line in lines)  # validated too
     lines = errors(tmp_path, BASE, ["budget.num_sampls=8", "parameters.dropout.max=0.05"])

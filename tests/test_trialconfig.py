@@ -51,3 +51,20 @@ def test_setting_names_cover_every_model():
     for name in MODELS:
         names = setting_names(name)
         assert {"learning_rate", "dropout", "embed", "batch_size"} <= names
+
+
+def test_problems_carry_the_setting_rule_and_value():
+    """Callers (a sweep file's train block, parameters) re-root these paths; no text parsing."""
+    with pytest.raises(UserError) as err:
+        resolve("Transformer", {"batch_size": "big", "max_epochs": 0})
+    assert [(p.path, p.rule, p.value) for p in err.value.problems] == [
+        ("batch_size", "expected an integer", "big")
+    ]
+    with pytest.raises(UserError) as err:
+        resolve("Transformer", {"max_epochs": 0, "embed": 128})  # TrainConfig's and the model's
+    assert [(p.path, p.rule) for p in err.value.problems] == [("max_epochs", "must be >= 1")]
+    with pytest.raises(UserError) as err:
+        resolve("Transformer", {"embed": 128})
+    assert [(p.path, p.rule) for p in err.value.problems] == [
+        ("num_heads", "must divide embed=128, got 5")
+    ]

@@ -79,9 +79,10 @@ def build(raw: dict, p: Problems, default_name: str) -> SweepSpec | None:
 
     seed = check_int(p, "seed", raw.get("seed", 0), lo=0)
     data = _data(raw.get("data"), p)
-    train = _train(raw.get("train"), model if model_ok else None, p)
+    known = model if model_ok else None  # the checks that need a model skip an unknown one
+    train = _train(raw.get("train"), known, p)
     metrics = _metrics(raw.get("metric"), method, p)
-    parameters = check_parameters(raw.get("parameters"), model if model_ok else None, train, method, p)
+    parameters = check_parameters(raw.get("parameters"), known, train, method, p)
     many = metrics is not None and len(metrics) > 1  # auto then runs NSGA-II
     early = check_early_terminate(raw.get("early_terminate"), "nsga2" if many else method, p)
     budget = _budget(raw.get("budget"), p)
