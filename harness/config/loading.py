@@ -50,7 +50,7 @@ def as_spec(
 
 
 def _validate(raw: Any, file: str, overrides: Sequence[str], default_name: str) -> SweepSpec:
-    """Overrides, then every check of _build, every problem at once (UserError). One string
+    """Overrides, then every check of sections.build, every problem at once (UserError). One string
     is one override (`overrides="budget.num_samples=4"`), not a sequence of characters."""
     if isinstance(overrides, str):
         overrides = (overrides,)

@@ -197,7 +197,7 @@ def _train(raw: Any, model: str | None, p: Problems) -> dict[str, Any] | None:
     except UserError as exc:
         # A rule across settings (num_heads must divide embed) may hold only together with
         # the searched parameters: keep train when each key is fine on its own; the
-        # baseline trial is checked once the parameters are known (see _build).
+        # baseline trial is checked once the parameters are known (see build).
         own = [q for q in exc.problems if q.path in raw]
         if own:
             p.extend(own, under="train")
@@ -265,7 +265,7 @@ def _budget(raw: Any, p: Problems) -> Budget | None:
     raw = check_mapping(p, "budget", raw, "{num_samples: 16, max_concurrent: 2}")
     if raw is None:
         return None
-    kw: dict[str, Any] = {"num_samples": None}  # None: not given (see _build)
+    kw: dict[str, Any] = {"num_samples": None}  # None: not given (see build)
     n_before = len(p.items)
     for key, value in raw.items():
         path = f"budget.{key}"
