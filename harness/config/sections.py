@@ -306,12 +306,14 @@ def _fuse(p: Problems, path: str, value: Any) -> int | str | None:
     """resources.fuse: a whole number >= 1, or auto."""
     if value == "auto":
         return "auto"
-    if isinstance(value, bool) or not (
-        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    ) or value < 1:
+    try:
+        size = coerce(path, value, int)
+    except UserError:
+        size = 0
+    if size < 1:
         p.add(path, "must be a whole number >= 1 (trials per group) or auto", value)
         return None
-    return int(value)
+    return size
 
 
 def _mlflow(raw: Any, p: Problems) -> MlflowSpec | None:
