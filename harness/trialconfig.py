@@ -138,15 +138,15 @@ def resolve(model: str, flat: dict[str, Any] | None = None) -> TrialConfig:
     param_kw: dict[str, Any] = {}
     problems: list[Problem] = []
     for name, value in (flat or {}).items():
-        kw, types_ = (param_kw, param_types) if name in param_types else (train_kw, train_types)
-        if name not in types_:
+        kw, kinds = (param_kw, param_types) if name in param_types else (train_kw, train_types)
+        if name not in kinds:
             others = [m for m in MODELS if name in _field_types(MODELS[m].params_cls)]
-            hint = f" (it belongs to {', '.join(others)})" if others else did_you_mean(
-                name, set(train_types) | set(param_types))
+            known = set(train_types) | set(param_types)
+            hint = f" (it belongs to {', '.join(others)})" if others else did_you_mean(name, known)
             problems.append(Problem(name, f"not a setting of {model} or of training{hint}"))
             continue
         try:
-            kw[name] = coerce(name, value, types_[name])
+            kw[name] = coerce(name, value, kinds[name])
         except UserError as exc:
             problems += exc.problems
     if problems:
