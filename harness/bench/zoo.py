@@ -285,7 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@exit_on_user_error
 def train_all(
     models: list[str], configs: dict[str, TrialConfig], data: Any, args: argparse.Namespace,
     threads: int,
@@ -365,6 +364,7 @@ def write_zoo(
     write_text(out / INFO_FILE, json.dumps(json_safe(info), indent=2, ensure_ascii=False) + "\n")
 
 
+@exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.train import data_spec, split_sets
 
