@@ -2,7 +2,7 @@
 
 The loop's `report(dict)` uses METRIC_KEYS (plus LAYERS, a column-wise dict of
 per-layer statistics); results tables add identifying columns in front. A test
-pins these lists against the README's schema section.
+pins these lists against the results schema in docs/results.md.
 """
 
 from __future__ import annotations

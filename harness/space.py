@@ -418,7 +418,7 @@ def choose(
     prior: bool = True,
 ) -> Choice:
     """`method: auto`'s rule (from the benchmark on THUCNews, re-derived on 50 replayed seeds
-    of the THUCNews and built-in tables; see README, "Replayed search benchmarks").
+    of the THUCNews and built-in tables; see docs/benchmarks.md, "Replayed search benchmarks").
 
     - several objectives: NSGA-II (the only multi-objective sampler here);
     - a small budget (<= GP_MAX_TRIALS) over mostly continuous parameters, no scheduler

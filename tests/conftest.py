@@ -4,9 +4,12 @@ Ray is started at most once per test run (session scope) with 2 CPUs and one *lo
 GPU, so CPU sweeps and the fractional-GPU scheduling test share it; it is always shut
 down at the end. Tests that need it carry @pytest.mark.ray (collection fails otherwise).
 
-Tiers: `python -m pytest` runs everything (CI); `-m "not slow and not ray and not
-subprocess"` the quick unit tests; pytest-timeout stops any test that hangs (pyproject.toml's
-`timeout`, longer for slow and ray tests).
+Tiers: `python -m pytest` runs everything (CI); `-m "not slow"` the quick tier (a few
+minutes on 2 cores; docs/testing.md has the figures); `-m "not slow and not ray and not
+subprocess"` the unit tests alone; `-m cuda` the CUDA tests on a GPU machine. Every test that
+starts Ray or a child process carries `ray`, `subprocess` or `slow`. pytest-timeout stops any
+test that hangs (pyproject.toml's `timeout`, longer for slow and ray tests). Helpers shared
+by several test modules are in tests/helpers.py.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ def _record(args: list[str]) -> dict:
     return json.loads(lines[-2])
 
 
+@pytest.mark.subprocess
 def test_record_resume_and_pack_without_ray_or_optuna(tmp_path: Path) -> None:
     out, packed = tmp_path / "t", tmp_path / "t.npz"
     line = _record([str(SPEC), "--trials", "5", "--out", str(out), "--fuse", "4", *TINY])

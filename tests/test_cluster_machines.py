@@ -22,10 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import ROOT, SMOKE, _exactly_once, scalars_of
 from machines import SHARE, Machine, Network, available
-from test_faults import _exactly_once
-from test_sweep import ROOT, SMOKE
-from test_tracker import scalars_of
 
 from harness import bundle
 from harness import results as rs

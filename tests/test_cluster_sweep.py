@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_faults import _exactly_once
-from test_sweep import ROOT, SMOKE
+from helpers import ROOT, SMOKE, _exactly_once
 
 from harness import results as rs
 

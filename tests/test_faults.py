@@ -22,15 +22,23 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_sweep import ROOT, SMOKE, _tables, study, write_spec
+from helpers import (
+    LONG,
+    ROOT,
+    SMOKE,
+    _cli_args,
+    _exactly_once,
+    _kill_driver_and_its_ray,
+    _start,
+    _tables,
+    _trial_workers,
+    study,
+    write_spec,
+)
 
 from harness import results as rs
 from harness import sweep
 from harness.config import load_spec
-
-# A trial of a few seconds on the tiny corpus, reports every 20 batches, nothing stopped early.
-LONG = ("train.max_epochs=40", "train.max_steps=300", "train.eval_every=20",
-        "early_terminate={type: none}")  # fmt: skip
 
 
 def _fault_seed() -> int:
@@ -38,79 +46,6 @@ def _fault_seed() -> int:
     one), else a fixed one."""
     given = os.environ.get("HARNESS_FAULT_SEED", "0")
     return random.SystemRandom().randrange(2**32) if given == "random" else int(given)
-
-
-def _cli_args(tiny_corpus: Path, results: Path, *sets: str) -> list[str]:
-    args = [str(SMOKE), "--results", str(results)]
-    for o in ("data.name=thucnews", f"data.path={tiny_corpus}", *sets):
-        args += ["--set", o]
-    return args
-
-
-def _start(args: list[str]) -> subprocess.Popen:
-    """The real command, in its own session so everything it starts can be reaped."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.sweep", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def _procs() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, session id, command line), from /proc (Linux)."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            out[int(d.name)] = (int(fields[1]), int(fields[3]), cmd)
-        except (OSError, ValueError, IndexError):
-            pass
-    return out
-
-
-def _descendants(pid: int, procs: dict[int, tuple[int, int, str]]) -> set[int]:
-    """The processes below one we started."""
-    found, todo = set(), [pid]
-    while todo:
-        parent = todo.pop()
-        kids = [p for p, (pp, _, _) in procs.items() if pp == parent and p not in found]
-        found.update(kids)
-        todo.extend(kids)
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    procs = _procs()
-    # a zombie has left /proc/<pid>/cmdline empty; only running processes count
-    return {p for p in pids if p in procs and procs[p][2]}
-
-
-def _kill_driver_and_its_ray(proc: subprocess.Popen) -> None:
-    """SIGKILL of the driver, then of the Ray processes it started (its session and its
-    descendants, nothing else): Ray's agents would otherwise linger for a minute."""
-    procs = _procs()
-    family = _descendants(proc.pid, procs)
-    proc.kill()
-    proc.communicate(timeout=60)
-    orphans = family | {p for p, (_, sid, _) in _procs().items() if sid == proc.pid}
-    for pid in orphans:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    t0 = time.monotonic()
-    while _alive(orphans) and time.monotonic() - t0 < 30:
-        time.sleep(0.2)
-    assert not _alive(orphans), f"Ray processes of the killed sweep survive: {_alive(orphans)}"
 
 
 def _first_running(proc: subprocess.Popen, folder: Path, timeout: float = 120) -> None:
@@ -137,21 +72,6 @@ def _wait_to_kill(proc: subprocess.Popen, folder: Path, delay: float, finished: 
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.05)
-
-
-def _exactly_once(folder: Path, n: int) -> pd.DataFrame:
-    """Every trial once, in both the tables and the study, and the files readable."""
-    trials, metrics, layers = _tables(folder)
-    assert len(trials) == n and trials["trial_id"].is_unique
-    assert sorted(trials["trial_number"]) == list(range(n))
-    assert set(trials["status"]) == {"COMPLETED"}, trials[["trial_id", "status", "error"]]
-    assert not metrics.duplicated(["trial_id", "iteration"]).any()
-    assert set(metrics["trial_id"]) == set(trials["trial_id"])
-    assert not layers.duplicated(["trial_id", "iteration", "layer"]).any()
-    st = study(folder, "smoke")
-    assert len(st.trials) == n and all(t.state.name == "COMPLETE" for t in st.trials)
-    assert {t.user_attrs["ray_trial_id"] for t in st.trials} == set(trials["trial_id"])
-    return trials
 
 
 @pytest.mark.subprocess
@@ -194,12 +114,6 @@ def _kill_then_resume(seed: int, span: float, tiny_corpus: Path, root: Path) -> 
     params = trials[[c for c in trials.columns if c.startswith("param.")]].astype(str)
     assert not params.duplicated().any(), f"seed {seed}: a resumed sampler repeated a draw"
     print(f"HARNESS_FAULT_SEED={seed}: resumed to 6 trials, each once, none RUNNING")
-
-
-def _trial_workers() -> list[int]:
-    """Trial actors (process title ray::ImplicitFunc...) under this test process's Ray."""
-    procs = _procs()
-    return [p for p in _descendants(os.getpid(), procs) if "ImplicitFunc" in procs[p][2]]
 
 
 @pytest.mark.ray

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from test_trainer import tiny_dataset
+from helpers import tiny_dataset
 
 from harness import footprint
 from harness.models import parameter_count

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_members import configs, same
-from test_trainer import tiny_dataset
+from helpers import configs, same, tiny_dataset
 
 from harness import trainer
 from harness.graphs import WARMUP, GraphedStep

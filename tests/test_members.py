@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from test_trainer import tiny_dataset
+from helpers import BASE, MEMBERS, configs, same, tiny_dataset
 
 from harness import members as grouping
 from harness import trainer
@@ -23,23 +23,6 @@ from harness.graphs import GraphedStep
 from harness.models import build_model
 from harness.optimizer import MemberOptimizer
 from harness.trialconfig import check_group, fusible_names, resolve, shape_settings
-
-SMALL = {
-    "TextCNN": {"num_filters": 8, "filter_sizes": [2, 3]},
-    "FastText": {"hidden_size": 8, "n_gram_buckets": 97, "embed_ngram": 8},
-    "DPCNN": {"num_filters": 8},
-    "Transformer": {"num_heads": 2, "ffn_hidden": 16, "num_encoders": 2},
-    "TextRNN": {"hidden_size": 8},
-}
-BASE = {"embed": 16, "batch_size": 32, "max_epochs": 2, "eval_every": 10, "eval_batch_size": 64,
-        "grad_stats_every": 3, "data_seed": 7}  # fmt: skip
-MEMBERS = [
-    {"learning_rate": 0.01, "dropout": 0.1, "seed": 1},
-    {"learning_rate": 0.003, "dropout": 0.5, "seed": 2, "weight_decay": 1e-4},
-    {"learning_rate": 0.02, "dropout": 0.0, "seed": 3, "label_smoothing": 0.1, "clip_norm": 0.5},
-]
-COMPARED = ("train_loss", "train_acc", "dev_loss", "dev_acc", "grad_norm", "grad_max_abs",
-            "grad_vanish_frac", "update_ratio", "grad_clip_frac", "lr")  # fmt: skip
 
 
 @pytest.fixture
@@ -57,10 +40,6 @@ def data():
     return tiny_dataset()
 
 
-def configs(model: str, members=MEMBERS, **extra):
-    return [resolve(model, {**BASE, **SMALL[model], **m, **extra}) for m in members]
-
-
 def solo(cfg, data) -> tuple[trainer.TrialSummary, list[dict]]:
     out: list[dict] = []
     return trainer.train(cfg, data, out.append, device="cpu"), out
@@ -74,20 +53,6 @@ def group(cfgs, data, fuse="fused", verdict=None):
         return verdict(i, m) if verdict else None
 
     return trainer.train_group(cfgs, data, report, device="cpu", fuse=fuse), out
-
-
-def same(a: list[dict], b: list[dict], rel: float = 1e-6) -> None:
-    assert [r["iteration"] for r in a] == [r["iteration"] for r in b]
-    for ra, rb in zip(a, b):
-        for k in COMPARED:
-            x, y = ra[k], rb[k]
-            if isinstance(x, float) and math.isnan(x):
-                assert math.isnan(y), k
-            else:
-                assert y == pytest.approx(x, rel=rel, abs=1e-9), (k, ra["iteration"])
-        assert ra["layers"]["grad_norm"] == pytest.approx(
-            rb["layers"]["grad_norm"], rel=rel, nan_ok=True
-        )
 
 
 def same_summary(a: trainer.TrialSummary, b: trainer.TrialSummary) -> None:

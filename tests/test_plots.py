@@ -12,7 +12,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from test_report import CLASSES, assert_png, make_folder, trial_name
+from helpers import CLASSES, assert_png, make_folder, trial_name
 
 from harness import plots, report
 

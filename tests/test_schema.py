@@ -1,4 +1,5 @@
-"""The README's results schema is the one harness/schema.py (and so every writer) uses."""
+"""The documented results schema (docs/results.md) is the one harness/schema.py (and so every
+writer) uses."""
 
 import re
 from pathlib import Path
@@ -7,13 +8,13 @@ import pytest
 
 from harness import results, schema
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SCHEMA_DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 
 
-def readme_columns(table: str) -> list[str]:
-    text = README.read_text(encoding="utf-8")
+def documented_columns(table: str) -> list[str]:
+    text = SCHEMA_DOC.read_text(encoding="utf-8")
     marker = f"<!-- schema:{table} -->"
-    assert marker in text, f"README lacks {marker}"
+    assert marker in text, f"{SCHEMA_DOC.name} lacks {marker}"
     block = text.split(marker, 1)[1].strip().split("\n\n", 1)[0]
     return re.findall(r"^\| `([^`]+)` \|", block, flags=re.MULTILINE)
 
@@ -22,8 +23,8 @@ def readme_columns(table: str) -> list[str]:
     "table, keys",
     [("trials", schema.TRIAL_KEYS), ("metrics", schema.METRIC_KEYS), ("layers", schema.LAYER_KEYS)],
 )
-def test_readme_documents_exactly_the_schema(table: str, keys: dict) -> None:
-    assert readme_columns(table) == list(keys)
+def test_the_docs_document_exactly_the_schema(table: str, keys: dict) -> None:
+    assert documented_columns(table) == list(keys)
 
 
 def test_writers_use_the_schema_columns() -> None:

@@ -2,8 +2,8 @@
 
 The parts have their own files (test_sweep_search.py, test_sweep_console.py,
 test_sweep_ray_session.py, test_sweep_pins.py); tests marked `ray` share one local Ray
-session (tests/conftest.py) and run real, tiny sweeps end to end. The helpers here
-(write_spec, study, _tables) serve those files and test_faults.py too.
+session (tests/conftest.py) and run real, tiny sweeps end to end. Their shared helpers
+(write_spec, study, _tables) are in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from helpers import ROOT, SMOKE, _tables, study, write_spec
 
 from harness import results as rs
 from harness import sweep, tracker
@@ -30,22 +31,7 @@ from harness.errors import UserError
 from harness.lock import LOCK_FILE, FolderLock
 from harness.schema import LAYER_KEYS, METRIC_KEYS, STATUSES, TRIAL_KEYS
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "search_spaces" / "smoke.yaml"
-
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def write_spec(path: Path, **changes: object) -> Path:
-    """smoke.yaml with top-level keys replaced."""
-    raw = yaml.safe_load(SMOKE.read_text())
-    raw.update(changes)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def study(folder: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=sweep.optuna_storage_url(folder))
 
 
 # --------------------------------------------------------------------- the package (no Ray)
@@ -239,14 +225,6 @@ def test_warnings_come_before_ray_starts(tiny_corpus: Path, tmp_path: Path, caps
 # --------------------------------------------------------------------- real sweeps (Ray)
 
 
-def _tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    return (
-        pd.read_parquet(folder / rs.TRIALS_FILE),
-        pd.read_parquet(folder / rs.METRICS_FILE),
-        pd.read_parquet(folder / rs.LAYERS_FILE),
-    )
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_smoke_sweep_end_to_end(
@@ -363,7 +341,7 @@ def test_a_sweep_from_python_shows_progress_and_writes_tensorboard(
     """The API with a dict; the console, piped, says how the trials go every `every_s`
     seconds while they run and names each trial '<id> (#n)'; every trial's reports are in
     its TensorBoard event files (read back with TensorBoard's reader)."""
-    from test_tracker import scalars_of
+    from helpers import scalars_of
 
     raw = yaml.safe_load(SMOKE.read_text())
     raw.update(name="api", data={"name": "thucnews", "path": str(tiny_corpus)})

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_faults import LONG, _cli_args, _kill_driver_and_its_ray, _start, _trial_workers
-from test_sweep import SMOKE, study
+from helpers import LONG, SMOKE, _cli_args, _kill_driver_and_its_ray, _start, _trial_workers, study
 
 from harness import results as rs
 from harness import schema, sweep

@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from test_sweep import SMOKE
+from helpers import SMOKE
 
 from harness import sweep
 from harness.config import load_spec

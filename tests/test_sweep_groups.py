@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_sweep import SMOKE, _tables, study, write_spec
+from helpers import SMOKE, _tables, study, write_spec
 
 from harness import bundle, footprint, sweep
 from harness import results as rs

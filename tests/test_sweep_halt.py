@@ -13,8 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy.exc
-from test_sweep import study
-from test_sweep_search import final, searcher
+from helpers import final, searcher, study
 
 from harness import results as rs
 from harness.sweep.halt import Halt, describe, guarded
@@ -62,7 +61,7 @@ def test_an_os_error_names_its_own_cause_not_one_it_met_on_the_way() -> None:
 def test_the_stop_line_says_which_kept_weights_were_lost(tmp_path: Path) -> None:
     # two members completed, then the disk filled before their final checkpoint: no model
     # reached models/, and the line says so (those trials are not trained again)
-    from test_sweep import SMOKE
+    from helpers import SMOKE
 
     from harness.config import load_spec
     from harness.sweep.runner import _stopped

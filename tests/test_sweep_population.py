@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_sweep import SMOKE, study
+from helpers import SMOKE, study
 
 from harness import bundle, sweep
 from harness import results as rs

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from test_sweep import study, write_spec
-from test_sweep_search import evaluation, final, searcher
+from helpers import evaluation, final, searcher, study, write_spec
 
 from harness import results as rs
 from harness import sweep

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from helpers import SMOKE
 from ray.tune.schedulers import AsyncHyperBandScheduler, MedianStoppingRule, TrialScheduler
-from test_sweep import SMOKE
 
 from harness.config import load_spec
 from harness.sweep.rungs import Rungs, rungs_for

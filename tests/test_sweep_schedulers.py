@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_sweep import write_spec
+from helpers import write_spec
 
 from harness import sweep
 from harness.config import load_spec

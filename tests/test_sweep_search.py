@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import optuna
-from test_sweep import SMOKE, study, write_spec
+from helpers import SMOKE, evaluation, final, searcher, study, write_spec
 
 from harness import sweep
 from harness.config import load_spec
@@ -18,23 +18,6 @@ from harness.sweep.groups import FusePlan
 from harness.sweep.keys import LAST
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def searcher(tmp_path: Path, **changes: object) -> sweep.HonestOptunaSearch:
-    spec = load_spec(write_spec(tmp_path / "s.yaml", **changes))
-    s = sweep.build_searcher(spec, tmp_path)
-    s.set_search_properties(None, None, {})
-    return s
-
-
-def evaluation(iteration: int, value: float) -> dict:
-    """A report every 5 batches: Optuna's step is the report index, not the batch count."""
-    n = iteration // 5
-    return {"iteration": iteration, "report": n, "best_dev_acc": value, "training_iteration": n}
-
-
-def final(status: str = "COMPLETED", value: float | None = 0.9, error: str = "") -> dict:
-    return {sweep.FINAL: True, sweep.STATUS: status, "best_dev_acc": value, sweep.ERROR: error}
 
 
 def test_honest_search_tells_optuna_how_each_trial_ended(tmp_path: Path) -> None:

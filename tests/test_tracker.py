@@ -9,25 +9,13 @@ import pickle
 from pathlib import Path
 
 import pytest
+from helpers import scalars_of
 
 from harness import schema, tracker
 from harness.config import load_spec
 from harness.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def scalars_of(folder: Path) -> dict[str, dict[int, float]]:
-    """{tag: {step: value}} of the event files in one folder, by tensorboard's reader."""
-    pytest.importorskip("tensorboard", reason="pip install -e '.[dev]' (tensorboard reads events)")
-    from tensorboard.backend.event_processing.event_accumulator import (
-        SCALARS,
-        EventAccumulator,
-    )
-
-    acc = EventAccumulator(str(folder), size_guidance={SCALARS: 0})
-    acc.Reload()
-    return {t: {e.step: e.value for e in acc.Scalars(t)} for t in acc.Tags()["scalars"]}
 
 
 def report(iteration: int, dev_loss: float) -> dict:

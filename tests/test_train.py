@@ -85,7 +85,7 @@ def test_set_errors(tiny_corpus: Path, sets: list[str], message: str) -> None:
 
 def test_in_process_run_with_tiny_model(monkeypatch, tiny_corpus: Path, tmp_path: Path, capsys) -> None:
     """Same files from main() with a stand-in model (independent of the model zoo)."""
-    from test_trainer import Bag
+    from helpers import Bag
 
     monkeypatch.setattr(trainer, "build_model", lambda name, params, **kw: Bag(params, **kw))
     assert main(["--data", f"thucnews:{tiny_corpus}", *TINY, "--set", "max_steps=7", "--out",
@@ -168,8 +168,7 @@ def test_piped_output_is_the_classic_lines_only(tiny_corpus: Path, tmp_path: Pat
 def test_tensorboard_events_hold_every_report(monkeypatch, tiny_corpus: Path, tmp_path: Path) -> None:
     """DIR/tb/ (on by default) holds the reports' scalars at their iterations, read back with
     TensorBoard's own event reader."""
-    from test_tracker import scalars_of
-    from test_trainer import Bag
+    from helpers import Bag, scalars_of
 
     monkeypatch.setattr(trainer, "build_model", lambda name, params, **kw: Bag(params, **kw))
     assert main(["--data", f"thucnews:{tiny_corpus}", *TINY, "--set", "max_steps=7", "--out",

@@ -9,45 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_VOCAB, Bag, tiny_dataset
 from torch import nn
 
 from harness import schema, trainer
 from harness.data import Dataset
 from harness.errors import UserError
 from harness.trialconfig import resolve
-
-CLASSES = ("alpha", "beta", "gamma")
-VOCAB = 40  # ids 0..2 mark the class, 3..37 are noise, 38 <UNK>, 39 <PAD>
-
-
-def tiny_dataset(sizes: tuple[int, int, int] = (600, 150, 150), seed: int = 0) -> Dataset:
-    """Ten tokens of noise with one class-marker token somewhere: separable, learnt in seconds."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, n in zip(("train", "dev", "test"), sizes):
-        y = rng.integers(0, len(CLASSES), n)
-        x = rng.integers(3, VOCAB - 2, (n, 10))
-        x[np.arange(n), rng.integers(0, 8, n)] = y
-        x[:, 8:][rng.random((n, 2)) < 0.5] = VOCAB - 1  # some padding at the end
-        arrays[f"{split}_x"], arrays[f"{split}_y"] = x.astype(np.int64), y.astype(np.int64)
-    vocab = tuple(f"t{i}" for i in range(VOCAB - 2)) + ("<UNK>", "<PAD>")
-    return Dataset(
-        name="tiny", classes=CLASSES, vocab=vocab, pad_id=VOCAB - 1, unk_id=VOCAB - 2,
-        fingerprint="tiny", **arrays,
-    )
-
-
-class Bag(nn.Module):
-    """Mean of token embeddings -> linear: enough for a marker-token task."""
-
-    def __init__(self, params, vocab_size: int, num_classes: int, pad_id: int, seq_len: int) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, params.embed, padding_idx=pad_id)
-        self.dropout = nn.Dropout(params.dropout)
-        self.fc = nn.Linear(params.embed, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.embedding(x).mean(1)))
 
 
 @pytest.fixture
@@ -104,7 +72,7 @@ def test_untouched_embedding_rows_do_not_count_as_vanishing(built, data) -> None
     extra = 2000
 
     def shifted(x: np.ndarray) -> np.ndarray:  # <UNK> and <PAD> stay the last two ids
-        return np.where(x >= VOCAB - 2, x + extra, x)
+        return np.where(x >= TINY_VOCAB - 2, x + extra, x)
 
     big = dataclasses.replace(
         data,
@@ -114,7 +82,7 @@ def test_untouched_embedding_rows_do_not_count_as_vanishing(built, data) -> None
     )
     reports: list[dict] = []
     s = trainer.train(cfg(grad_stats_every=1), big, reports.append, device="cpu")
-    assert built[-1].embedding.num_embeddings == VOCAB + extra
+    assert built[-1].embedding.num_embeddings == TINY_VOCAB + extra
     assert s.status == "COMPLETED" and s.test_acc > 0.9  # the other layers are healthy
     for r in reports:
         assert r[schema.LAYERS]["embedding"] == [True, False, False]

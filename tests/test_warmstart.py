@@ -15,8 +15,8 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
+from helpers import SMOKE, study
 from optuna.trial import TrialState
-from test_sweep import SMOKE, study
 
 from harness import results as rs
 from harness import space, sweep, warmstart

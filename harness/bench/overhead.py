@@ -114,7 +114,7 @@ def per_hour(trials: int, seconds: float) -> float:
     return trials * 3600 / seconds if seconds > 0 else float("nan")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m harness.bench overhead", description=__doc__)
     p.add_argument("--spec", default=str(DEFAULT_SPEC), help="sweep file the trials come from")
     p.add_argument("--trials", type=int, default=8, help="N trials (default 8)")
@@ -129,13 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(list(argv) if argv is not None else None)
     if args.trials < 1 or args.concurrency < 1 or args.steps < 1:
         raise UserError("--trials, --concurrency and --steps must be >= 1")
-    fuses = _fuse_sizes(args.fuse)
+    return args
 
-    overrides = [
-        *bench_overrides(args.spec, args.trials, args.concurrency, args.steps, args.eval_every),
-        *args.extra,
-    ]
-    spec = load_spec(args.spec, overrides)
+
+def announce(args: argparse.Namespace, spec: SweepSpec) -> float:
+    """What is about to run, and how busy the machine is: the load average before."""
     print(
         f"overhead: {args.trials} trials of {spec.model} ({args.steps} batches, eval every "
         f"{args.eval_every}) from {args.spec}; sweep runs {args.concurrency} at a time, "
@@ -150,14 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "idle machine",
             flush=True,
         )
-    seq = run_in_process(spec, args.trials)
-    total = sum(seq)
-    ideal = total / args.concurrency
-    print(
-        f"in-process, one after another: {total:.1f} s "
-        f"({', '.join(f'{t:.1f}' for t in seq)} s per trial)",
-        flush=True,
-    )
+    return load_before
+
+
+def run_sweeps(
+    args: argparse.Namespace, overrides: list[str], fuses: list[int], ideal: float
+) -> list[dict[str, Any]]:
+    """One real sweep command per group size, with its trials per hour and its ratio."""
     sweeps = []
     for fuse in fuses:
         with tempfile.TemporaryDirectory(prefix="harness-overhead-") as tmp:
@@ -175,6 +172,70 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{sw['trials_per_hour']:.0f} trials/hour (command wall {sw['wall_s']:.1f} s)",
                 flush=True,
             )
+    return sweeps
+
+
+def print_first_sweep(figures: dict[str, Any], sw: dict[str, Any]) -> None:
+    """The first sweep against the ideal: the headline figures."""
+    print(f"ideal sweep (in-process / {figures['concurrency']}): {figures['ideal_s']:.1f} s")
+    print(
+        f"sweep, command start -> last trial ended: {sw['until_last_trial_s']:.1f} s = "
+        f"{figures['ratio_until_last_trial']:.2f}x ideal"
+    )
+    print(
+        f"sweep command wall (with Ray start-up and shutdown): {sw['wall_s']:.1f} s = "
+        f"{figures['ratio_command_wall']:.2f}x ideal"
+    )
+    print(f"command start -> first trial running: {sw['first_trial_running_s']:.1f} s")
+    print(
+        "trial time inside the sweep: "
+        + ", ".join(f"{t:.1f}" for t in sorted(sw["trial_s"]))
+        + " s (vs in-process above: the rest of the gap is trials slowing each other)"
+    )
+
+
+def print_fuse_table(figures: dict[str, Any], sweeps: list[dict[str, Any]]) -> None:
+    """Trials per hour by group size, against the fuse-1 sweep (or the first one)."""
+    base = next((x for x in sweeps if x["fuse"] == 1), sweeps[0])
+    print(f"\nsweeps by group size (first: fuse {sweeps[0]['fuse']} above):")
+    print("  sweep s: command start -> last trial ended; trials/hour over that, and over "
+          "first trial running -> last ended (start-up left out)")  # fmt: skip
+    print(f"{'fuse':>4}  {'sweep s':>8}  {'trials/hour':>11}  {'x ideal':>7}  "
+          f"{'vs fuse ' + str(base['fuse']):>10}  {'running':>9}  vs")  # fmt: skip
+    print(f"{'-':>4}  {figures['in_process_s']:>8.1f}  "
+          f"{figures['in_process_trials_per_hour']:>11.0f}  "
+          f"{'':>7}  {'':>10}  {'':>9}      (in-process, one at a time)")  # fmt: skip
+    for x in sweeps:
+        rel = x["trials_per_hour"] / base["trials_per_hour"]
+        rel_run = x["trials_per_hour_running"] / base["trials_per_hour_running"]
+        print(f"{x['fuse']:>4}  {x['until_last_trial_s']:>8.1f}  {x['trials_per_hour']:>11.0f}  "
+              f"{x['ratio_until_last_trial']:>7.2f}  {rel:>9.2f}x  "
+              f"{x['trials_per_hour_running']:>9.0f}  {rel_run:.2f}x")  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # 1. the trials: N seeds of one config, as spec overrides
+    args = parse_args(argv)
+    fuses = _fuse_sizes(args.fuse)
+    overrides = [
+        *bench_overrides(args.spec, args.trials, args.concurrency, args.steps, args.eval_every),
+        *args.extra,
+    ]
+    spec = load_spec(args.spec, overrides)
+    load_before = announce(args, spec)
+
+    # 2. in this process, one after another: the ideal sweep is that time / concurrency
+    seq = run_in_process(spec, args.trials)
+    total = sum(seq)
+    ideal = total / args.concurrency
+    print(
+        f"in-process, one after another: {total:.1f} s "
+        f"({', '.join(f'{t:.1f}' for t in seq)} s per trial)",
+        flush=True,
+    )
+
+    # 3. the same trials as real sweep commands, one per group size
+    sweeps = run_sweeps(args, overrides, fuses, ideal)
     sw = sweeps[0]
     figures = {
         "load_average_before": load_before,
@@ -191,36 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in_process_trials_per_hour": per_hour(args.trials, total),
         "sweeps": sweeps,
     }
-    print(f"ideal sweep (in-process / {args.concurrency}): {ideal:.1f} s")
-    print(
-        f"sweep, command start -> last trial ended: {sw['until_last_trial_s']:.1f} s = "
-        f"{figures['ratio_until_last_trial']:.2f}x ideal"
-    )
-    print(
-        f"sweep command wall (with Ray start-up and shutdown): {sw['wall_s']:.1f} s = "
-        f"{figures['ratio_command_wall']:.2f}x ideal"
-    )
-    print(f"command start -> first trial running: {sw['first_trial_running_s']:.1f} s")
-    print(
-        "trial time inside the sweep: "
-        + ", ".join(f"{t:.1f}" for t in sorted(sw["trial_s"]))
-        + " s (vs in-process above: the rest of the gap is trials slowing each other)"
-    )
+
+    # 4. the figures
+    print_first_sweep(figures, sw)
     if len(fuses) > 1:
-        base = next((x for x in sweeps if x["fuse"] == 1), sweeps[0])
-        print(f"\nsweeps by group size (first: fuse {sweeps[0]['fuse']} above):")
-        print("  sweep s: command start -> last trial ended; trials/hour over that, and over "
-              "first trial running -> last ended (start-up left out)")  # fmt: skip
-        print(f"{'fuse':>4}  {'sweep s':>8}  {'trials/hour':>11}  {'x ideal':>7}  "
-              f"{'vs fuse ' + str(base['fuse']):>10}  {'running':>9}  vs")  # fmt: skip
-        print(f"{'-':>4}  {total:>8.1f}  {figures['in_process_trials_per_hour']:>11.0f}  "
-              f"{'':>7}  {'':>10}  {'':>9}      (in-process, one at a time)")  # fmt: skip
-        for x in sweeps:
-            rel = x["trials_per_hour"] / base["trials_per_hour"]
-            rel_run = x["trials_per_hour_running"] / base["trials_per_hour_running"]
-            print(f"{x['fuse']:>4}  {x['until_last_trial_s']:>8.1f}  {x['trials_per_hour']:>11.0f}  "
-                  f"{x['ratio_until_last_trial']:>7.2f}  {rel:>9.2f}x  "
-                  f"{x['trials_per_hour_running']:>9.0f}  {rel_run:.2f}x")  # fmt: skip
+        print_fuse_table(figures, sweeps)
     print(f"load average before {load_before:.1f}, after {figures['load_average_after']:.1f}")
     if args.json:
         write_text(args.json, json.dumps(figures, indent=2) + "\n")

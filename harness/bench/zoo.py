@@ -285,42 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@exit_on_user_error
-def main(argv: Sequence[str] | None = None) -> int:
-    from harness.train import data_spec, json_safe, split_sets
+def train_all(
+    models: list[str], configs: dict[str, TrialConfig], data: Any, args: argparse.Namespace,
+    threads: int,
+) -> list[dict[str, Any]]:
+    """Each model in turn, on the one data set, a line before and after each."""
+    from harness.train import json_safe
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError(f"--epochs: must be >= 1, got {args.epochs}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads: must be >= 1, got {args.threads}")
-    models = parse_models(args.models)
-    trial_sets, data_sets = split_sets(args.sets)
-    configs = model_settings(trial_sets, models, args.epochs, args.device)
-    dspec = data_spec(args.data, data_sets)
-    load_before = os.getloadavg()[0]
-    threads = args.threads or default_threads(usable_cores(), load_before)
-    out = Path(args.out) if args.out else DEFAULT_OUT
-
-    import torch
-
-    from harness.data import load_dataset
-
-    torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    data = load_dataset(dspec)
-    import sklearn.metrics  # noqa: F401 -- imported by the test step; not in the first model's time
-
-    print(
-        f"zoo: {len(models)} model(s) on {data.name} (train {len(data.train_y):,}, dev "
-        f"{len(data.dev_y):,}, test {len(data.test_y):,}, vocab {data.vocab_size:,}, "
-        f"{data.num_classes} classes; loaded in {time.perf_counter() - t0:.1f} s); "
-        f"{threads} torch thread(s), {os.cpu_count()} cpus, load average {load_before:.1f}",
-        flush=True,
-    )
-    if load_before > 0.5 * (os.cpu_count() or 1):
-        print("note: the machine is busy; neighbours slow the samples/s figures", flush=True)
     rows = []
     for m in models:
         cfg = configs[m]
@@ -344,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "eval samples/s",
                 flush=True,
             )
+    return rows
+
+
+def zoo_table(rows: list[dict[str, Any]], data: Any, threads: int) -> pd.DataFrame:
+    """The rows in COLUMNS order (then any others), with the data set and thread count."""
     df = pd.DataFrame(rows)
     for c in COLUMNS:
         if c not in df:
@@ -352,18 +328,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     df.insert(1, "data", data.name)
     df.insert(2, "train_size", len(data.train_y))
     df["threads"] = threads
-    load_after = os.getloadavg()[0]
-    note = (
-        f"{data.name}: train {len(data.train_y):,} / dev {len(data.dev_y):,} / test "
-        f"{len(data.test_y):,}; classic = accuracy the Chinese-Text-Classification benchmark "
-        "reported on its full 180k training titles with pretrained embeddings. "
-        f"{threads} torch thread(s) on {platform.node()} ({os.cpu_count()} cpus), load average "
-        f"{load_before:.1f} before, {load_after:.1f} after. "
-        f"Command: python -m harness.bench zoo {' '.join(argv)}"
-    )
-    print()
-    print(text_table(df))
-    print(note)
+    return df
+
+
+def write_zoo(
+    out: Path, df: pd.DataFrame, note: str, data: Any, dspec: Any, argv: list[str],
+    threads: int, loads: tuple[float, float],
+) -> None:
+    """zoo.parquet, zoo.md (the table and its note) and zoo.json (how it was run)."""
+    import torch
+
+    from harness.train import json_safe
+
     out.mkdir(parents=True, exist_ok=True)
     write_with(out / ZOO_FILE, partial(df.to_parquet, index=False))
     write_text(out / TABLE_FILE, markdown_table(df, note))
@@ -380,12 +356,69 @@ def main(argv: Sequence[str] | None = None) -> int:
             "classes": list(data.classes),
         },
         "threads": threads,
-        "load_average": [load_before, load_after],
+        "load_average": list(loads),
         "host": platform.node(),
         "torch": torch.__version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     write_text(out / INFO_FILE, json.dumps(json_safe(info), indent=2, ensure_ascii=False) + "\n")
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    from harness.train import data_spec, split_sets
+
+    # 1. the command line: models, their settings, the data, the threads
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs: must be >= 1, got {args.epochs}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads: must be >= 1, got {args.threads}")
+    models = parse_models(args.models)
+    trial_sets, data_sets = split_sets(args.sets)
+    configs = model_settings(trial_sets, models, args.epochs, args.device)
+    dspec = data_spec(args.data, data_sets)
+    load_before = os.getloadavg()[0]
+    threads = args.threads or default_threads(usable_cores(), load_before)
+    out = Path(args.out) if args.out else DEFAULT_OUT
+
+    # 2. the data, once for every model
+    import torch
+
+    from harness.data import load_dataset
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    data = load_dataset(dspec)
+    import sklearn.metrics  # noqa: F401 -- imported by the test step; not in the first model's time
+
+    print(
+        f"zoo: {len(models)} model(s) on {data.name} (train {len(data.train_y):,}, dev "
+        f"{len(data.dev_y):,}, test {len(data.test_y):,}, vocab {data.vocab_size:,}, "
+        f"{data.num_classes} classes; loaded in {time.perf_counter() - t0:.1f} s); "
+        f"{threads} torch thread(s), {os.cpu_count()} cpus, load average {load_before:.1f}",
+        flush=True,
+    )
+    if load_before > 0.5 * (os.cpu_count() or 1):
+        print("note: the machine is busy; neighbours slow the samples/s figures", flush=True)
+
+    # 3. every model in turn, then the table and its files
+    rows = train_all(models, configs, data, args, threads)
+    df = zoo_table(rows, data, threads)
+    load_after = os.getloadavg()[0]
+    note = (
+        f"{data.name}: train {len(data.train_y):,} / dev {len(data.dev_y):,} / test "
+        f"{len(data.test_y):,}; classic = accuracy the Chinese-Text-Classification benchmark "
+        "reported on its full 180k training titles with pretrained embeddings. "
+        f"{threads} torch thread(s) on {platform.node()} ({os.cpu_count()} cpus), load average "
+        f"{load_before:.1f} before, {load_after:.1f} after. "
+        f"Command: python -m harness.bench zoo {' '.join(argv)}"
+    )
+    print()
+    print(text_table(df))
+    print(note)
+    write_zoo(out, df, note, data, dspec, argv, threads, (load_before, load_after))
     print(f"results: {out / ZOO_FILE}, {out / TABLE_FILE}")
     return 0 if all(r["status"] != Status.FAILED for r in rows) else 1
 
