@@ -58,9 +58,9 @@ class EarlyTerminate:
         """grace_period, or the rule: ASHA's first rung at a ninth of the longest trial
         (max_t / reduction_factor**2, rounded up, at least 1), so two rounds of cuts follow
         and no trial is judged before the classic dev curve has flattened (measured on
-        THUCNews; see README, "Search setups"). Rounded up, not down: replayed on the
+        THUCNews; see docs/benchmarks.md, "Search setups"). Rounded up, not down: replayed on the
         built-in table (max_t 11), a first rung at report 1 left auto's final regret at 64
-        trials at 0.0080, at report 2 0.0047 (README, "Replayed search benchmarks")."""
+        trials at 0.0080, at report 2 0.0047 (docs/benchmarks.md, "Replayed search benchmarks")."""
         if self.grace_period is not None:
             return self.grace_period
         return max(1, math.ceil(max_t / self.reduction_factor**2 - 1e-9))
