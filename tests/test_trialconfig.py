@@ -65,6 +65,6 @@ def test_problems_carry_the_setting_rule_and_value():
     assert [(p.path, p.rule) for p in err.value.problems] == [("max_epochs", "must be >= 1")]
     with pytest.raises(UserError) as err:
         resolve("Transformer", {"embed": 128})
-    assert [(p.path, p.rule) for p in err.value.problems] == [
-        ("num_heads", "must divide embed=128, got 5")
+    assert [(p.path, p.rule, p.value) for p in err.value.problems] == [
+        ("num_heads", "must divide embed=128", 5)
     ]

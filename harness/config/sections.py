@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import re
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from harness.config.vocabulary import (
     WANDB_TOP_KEYS,
 )
 from harness.data import DataSpec
-from harness.errors import UserError, did_you_mean, problems_of
+from harness.errors import UserError, did_you_mean
 from harness.models import MODELS
 from harness.schema import METRIC_KEYS
 from harness.tracker import MlflowSpec, have_mlflow
@@ -176,9 +175,8 @@ def _data(raw: Any, p: Problems) -> DataSpec | None:
     try:  # even after a bad key: DataSpec checks the others, so all problems show at once
         spec = DataSpec(**kw)
         return None if problems else spec
-    except UserError as exc:  # its lines read `data.<key>: ...`
-        paths = {f"data.{key}" for key in typing.get_type_hints(DataSpec)}
-        p.extend(q if q.path else q.under("data") for q in problems_of(exc, paths))
+    except UserError as exc:  # its problems sit at `data.<key>`
+        p.extend(q if q.path else q.under("data") for q in exc.problems)
     return None
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.errors import UserError
+from harness.errors import Problem, UserError
 
 FUSIBLE = "fusible"
 
@@ -40,21 +40,19 @@ class ModelParams:
     def __post_init__(self) -> None:
         problems = self.problems()
         if problems:
-            raise UserError("\n".join(problems))
+            raise UserError(*problems)
 
-    def problems(self) -> list[str]:
-        """Every invalid value, one line each; subclasses extend the list."""
-        out = []
-        if self.embed < 1:
-            out.append(f"embed: must be >= 1, got {self.embed}")
+    def problems(self) -> list[Problem]:
+        """Every invalid value, at its parameter's name; subclasses extend the list."""
+        out = positive(self, "embed")
         if not 0 <= self.dropout < 1:
-            out.append(f"dropout: must be in [0, 1), got {self.dropout}")
+            out.append(Problem("dropout", "must be in [0, 1)", self.dropout))
         return out
 
 
-def positive(params: ModelParams, *names: str) -> list[str]:
+def positive(params: ModelParams, *names: str) -> list[Problem]:
     """Problems for integer fields that must be >= 1."""
-    return [f"{n}: must be >= 1, got {getattr(params, n)}" for n in names if getattr(params, n) < 1]
+    return [Problem(n, "must be >= 1", getattr(params, n)) for n in names if getattr(params, n) < 1]
 
 
 def load_embeddings(path: str, vocab_size: int) -> np.ndarray:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.errors import Problem
 from harness.models import fused
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
@@ -29,7 +30,7 @@ REGION = 3
 class DPCNNParams(ModelParams):
     num_filters: int = 250
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         return super().problems() + positive(self, "num_filters")
 
 

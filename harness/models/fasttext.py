@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.errors import Problem
 from harness.models import fused
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
@@ -35,10 +36,10 @@ class FastTextParams(ModelParams):
     n_gram_buckets: int = 250499
     embed_ngram: int = 300  # n-gram embedding width (classic: same as embed)
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = super().problems() + positive(self, "hidden_size", "n_gram_buckets", "embed_ngram")
         if self.n_gram_buckets > MAX_BUCKETS:
-            out.append(f"n_gram_buckets: must be <= {MAX_BUCKETS}, got {self.n_gram_buckets}")
+            out.append(Problem("n_gram_buckets", f"must be <= {MAX_BUCKETS}", self.n_gram_buckets))
         return out
 
 

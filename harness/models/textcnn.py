@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.errors import Problem
 from harness.models import fused
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
@@ -25,12 +26,11 @@ class TextCNNParams(ModelParams):
     filter_sizes: tuple[int, ...] = (2, 3, 4)
     num_filters: int = 256
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = super().problems() + positive(self, "num_filters")
         if not self.filter_sizes or min(self.filter_sizes) < 1:
-            out.append(
-                f"filter_sizes: must be a non-empty list of sizes >= 1, got {self.filter_sizes}"
-            )
+            rule = "must be a non-empty list of sizes >= 1"
+            out.append(Problem("filter_sizes", rule, self.filter_sizes))
         return out
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.errors import Problem
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 from harness.models.textrnn import bilstm
 
@@ -19,7 +20,7 @@ class TextRCNNParams(ModelParams):
     hidden_size: int = 256
     num_layers: int = 1
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         return super().problems() + positive(self, "hidden_size", "num_layers")
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.errors import Problem
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
 
@@ -19,7 +20,7 @@ class TextRNNParams(ModelParams):
     hidden_size: int = 128
     num_layers: int = 2
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         return super().problems() + positive(self, "hidden_size", "num_layers")
 
 

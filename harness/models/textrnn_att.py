@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.errors import Problem
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 from harness.models.textrnn import bilstm
 
@@ -22,7 +23,7 @@ class TextRNNAttParams(ModelParams):
     num_layers: int = 2
     att_hidden: int = 64
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         return super().problems() + positive(self, "hidden_size", "num_layers", "att_hidden")
 
 

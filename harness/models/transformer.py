@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.errors import UserError
+from harness.errors import Problem, UserError
 from harness.models import fused
 from harness.models.base import ModelParams, init_weights, make_embedding, positive
 
@@ -29,10 +29,10 @@ class TransformerParams(ModelParams):
     num_heads: int = 5
     num_encoders: int = 2
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = super().problems() + positive(self, "ffn_hidden", "num_heads", "num_encoders")
         if self.num_heads >= 1 and self.embed % self.num_heads:
-            out.append(f"num_heads: must divide embed={self.embed}, got {self.num_heads}")
+            out.append(Problem("num_heads", f"must divide embed={self.embed}", self.num_heads))
         return out
 
 
