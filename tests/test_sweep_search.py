@@ -15,7 +15,6 @@ from test_sweep import SMOKE, study, write_spec
 from harness import sweep
 from harness.config import load_spec
 from harness.sweep.groups import FusePlan
-from harness.sweep.keys import LAST
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -28,13 +27,20 @@ def searcher(tmp_path: Path, **changes: object) -> sweep.HonestOptunaSearch:
 
 
 def evaluation(iteration: int, value: float) -> dict:
-    """A report every 5 batches: Optuna's step is the report index, not the batch count."""
+    """A report every 5 batches: Optuna's step is the report index, not the batch count.
+    As a trial of one sends it: its entry (keys.GROUP), and for the scheduler on top."""
     n = iteration // 5
-    return {"iteration": iteration, "report": n, "best_dev_acc": value, "training_iteration": n}
+    report = {"iteration": iteration, "report": n, "best_dev_acc": value}
+    return {**report, "training_iteration": n, sweep.GROUP: [{sweep.MEMBER: 0, **report}]}
 
 
-def final(status: str = "COMPLETED", value: float | None = 0.9, error: str = "") -> dict:
-    return {sweep.FINAL: True, sweep.STATUS: status, "best_dev_acc": value, sweep.ERROR: error}
+def final(status: str = "COMPLETED", value: float | None = 0.9, error: str = "",
+          last: dict | None = None) -> dict:  # fmt: skip
+    """A trial of one's final result: the report it ended at (if any), then its end."""
+    end = {sweep.MEMBER: 0, sweep.FINAL: True, sweep.STATUS: status, "best_dev_acc": value,
+           sweep.ERROR: error}  # fmt: skip
+    held = [] if last is None else last[sweep.GROUP]
+    return {sweep.FINAL: True, "best_dev_acc": value, sweep.GROUP: [*held, end]}
 
 
 def test_honest_search_tells_optuna_how_each_trial_ended(tmp_path: Path) -> None:
@@ -103,13 +109,12 @@ def test_list_choices_reach_trials_as_lists(tmp_path: Path) -> None:
 
 
 def test_the_report_a_trial_ended_at_comes_with_its_final_result(tmp_path: Path) -> None:
-    # the report the loop marks last is held back from the scheduler; Tune hands the
-    # searcher the final result flattened, the held report under keys.LAST
+    # the evaluation after which no member is left is held back from the scheduler: its
+    # entry comes in the final result's GROUP list, before the member's end
     s = searcher(tmp_path)
     s.suggest("t")
     s.on_trial_result("t", evaluation(5, 0.6))
-    held = {f"{LAST}/{k}": v for k, v in evaluation(10, 0.7).items()}
-    s.on_trial_complete("t", {**final(value=0.7), **held})
+    s.on_trial_complete("t", final(value=0.7, last=evaluation(10, 0.7)))
     (t,) = study(tmp_path, "smoke").trials
     assert t.state == optuna.trial.TrialState.COMPLETE
     assert t.intermediate_values == {1: 0.6, 2: 0.7}

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness import schema, trainer
+from harness import halves, schema, trainer
 from harness.data import Dataset
 from harness.errors import UserError
 from harness.trialconfig import resolve
@@ -299,7 +299,7 @@ def test_a_group_out_of_device_memory_before_its_first_report_trains_as_halves(d
     seen: list[tuple[list[int], int]] = []
 
     def tight(loop) -> None:
-        if len(loop.alive) > 2 and loop.reports == 0 and not isinstance(loop, trainer._GroupView):
+        if len(loop.alive) > 2 and loop.reports == 0 and not isinstance(loop, halves.GroupView):
             raise torch.OutOfMemoryError("CUDA out of memory (a test's device holds 2)")
 
     def after(loop) -> None:

@@ -98,7 +98,7 @@ from harness.sweep.search import (
     optuna_storage_url,
     plan_search,
 )
-from harness.sweep.trial import TrialJob, run_group, run_trial
+from harness.sweep.trial import TrialJob, run_trial
 
 __all__ = [
     "ERROR",
@@ -130,6 +130,5 @@ __all__ = [
     "plan_search",
     "ray",
     "run",
-    "run_group",
     "run_trial",
 ]
