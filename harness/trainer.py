@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness import budget
 from harness import members as grouping
 from harness import window as windows
 from harness.errors import UserError
@@ -328,9 +329,7 @@ class Loop:
         self.batch_size = tc.batch_size
         self.per_epoch = math.ceil(self.n_train / tc.batch_size)
         self.max_epochs = tc.max_epochs
-        self.total_steps = self.per_epoch * tc.max_epochs
-        if tc.max_steps:
-            self.total_steps = min(self.total_steps, tc.max_steps)
+        self.total_steps = budget.steps(self.n_train, tc.batch_size, tc.max_epochs, tc.max_steps)
         self.shuffle_gen = torch.Generator().manual_seed(tc.batch_seed)
 
     def _build_group(self, fuse: str, note: str) -> None:
