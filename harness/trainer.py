@@ -39,14 +39,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness import budget
 from harness import members as grouping
 from harness import window as windows
 from harness.errors import UserError
+from harness.evaluation import evaluate, evaluate_members, full_precision, test  # noqa: F401
 from harness.gradstats import GradStats
+from harness.halves import train_in_halves
 from harness.keeper import Keeper
 from harness.models import build_model
 from harness.optimizer import MemberOptimizer, lr_at
-from harness.trialconfig import TrainConfig, TrialConfig, check_group, with_batch_seed
+from harness.schema import Status
+from harness.trialconfig import TrialConfig, check_group, with_batch_seed
 
 Report = Callable[[dict[str, Any]], Any]
 MemberReport = Callable[[int, dict[str, Any]], Any]
@@ -61,7 +65,7 @@ seed_everything = grouping.seed_everything
 class TrialSummary:
     """How one trial (one member of a group) ended; `to_dict()` is JSON-ready."""
 
-    status: str = "COMPLETED"  # COMPLETED | DIVERGED | PRUNED
+    status: str = Status.COMPLETED  # COMPLETED | DIVERGED | PRUNED
     reason: str = ""  # why it diverged; notes such as a device fallback
     best_iteration: int = 0
     best_dev_loss: float = math.inf
@@ -117,11 +121,6 @@ def autocast_for(device: torch.device, amp: bool) -> Callable[[], Any]:
     return contextlib.nullcontext
 
 
-def full_precision(logits: Tensor) -> Tensor:
-    """bf16/fp16 logits (autocast) as float32; float32 and float64 stay as they are."""
-    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
-
-
 def member_loss(logits: Tensor, y: Tensor, smoothing: Sequence[float]) -> Tensor:
     """Per-member mean cross entropy [N] of logits [N, B, C], each with its label smoothing."""
     n, b, c = logits.shape
@@ -141,56 +140,6 @@ def member_loss(logits: Tensor, y: Tensor, smoothing: Sequence[float]) -> Tensor
 
 
 _SMOOTHING: dict[tuple, Tensor] = {}
-
-
-# ---------------------------------------------------------------------- evaluation
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast: Any, preds: bool = False
-) -> tuple[Tensor, Tensor | None]:
-    """One plain model: device tensor [loss_sum, correct] (plain cross entropy), and argmax
-    predictions if asked. Nothing is read back here: the caller copies the result."""
-    was_training = model.training
-    model.eval()
-    acc = torch.zeros(2, device=x.device)
-    out = []
-    for s in range(0, x.shape[0], batch_size):
-        xb, yb = x[s : s + batch_size], y[s : s + batch_size]
-        with autocast():
-            logits = model(xb)
-        logits = full_precision(logits)
-        p = logits.argmax(1)
-        acc[0] += F.cross_entropy(logits, yb, reduction="sum")
-        acc[1] += (p == yb).sum()
-        if preds:
-            out.append(p)
-    model.train(was_training)
-    return acc, (torch.cat(out) if preds else None)
-
-
-@torch.inference_mode()
-def evaluate_members(
-    members: nn.Module, x: Tensor, y: Tensor, batch_size: int, autocast: Any
-) -> Tensor:
-    """Every member at once: device tensor [N, 2] of (loss sum, correct) on (x, y)."""
-    was_training = members.training
-    members.eval()
-    acc = None
-    for s in range(0, x.shape[0], batch_size):
-        xb, yb = x[s : s + batch_size], y[s : s + batch_size]
-        with autocast():
-            logits = members(xb)
-        logits = full_precision(logits)
-        n, b, c = logits.shape
-        loss = F.cross_entropy(logits.reshape(n * b, c), yb.repeat(n), reduction="none")
-        correct = (logits.argmax(2) == yb).sum(1).to(loss.dtype)
-        part = torch.stack([loss.view(n, b).sum(1), correct], 1)
-        acc = part if acc is None else acc + part
-    members.train(was_training)
-    assert acc is not None
-    return acc
 
 
 def _sync(device: torch.device) -> None:
@@ -259,8 +208,8 @@ def train_group(
     seeded init. tested(member, weights): each completed member's tested weights (CPU).
 
     Out of device memory before the first report, a group of several trains as two halves
-    (`_split`); later, or alone, the error goes to the caller (a sweep fails the members
-    still running, each with the reason)."""
+    (harness.halves, without checkpoints); later, or alone, the error goes to the caller (a
+    sweep fails the members still running, each with the reason)."""
     if state is not None:
         fuse = state["form"]  # the numbers of the other form differ in rounding
     loop: Loop | None = None
@@ -269,11 +218,11 @@ def train_group(
         return run_loop(loop, report, on_batch, after_report, checkpoint, state, init, tested)
     except torch.OutOfMemoryError as exc:
         sent = loop is not None and loop.reports > 0
-        if len(cfgs) < 2 or sent or state is not None or checkpoint is not None:
+        if len(cfgs) < 2 or sent or state is not None:
             raise
         loop = None
         free_device_memory(exc)
-    return _split(
+    return train_in_halves(
         cfgs, data, report, device=device, threads=threads, fuse=fuse,
         on_batch=on_batch, after_report=after_report, init=init, tested=tested,
     )  # fmt: skip
@@ -331,55 +280,6 @@ def free_device_memory(exc: BaseException | None = None) -> None:
         torch.cuda.empty_cache()
 
 
-def _split(
-    cfgs: Sequence[TrialConfig], data: Any, report: MemberReport | None, **kw: Any
-) -> list[TrialSummary]:
-    """A group that ran out of device memory before its first report trains as two halves,
-    one after the other (each may split again): every member still trains and reports under
-    its own index. Hooks that read the loop (`after_report`, `on_batch`) get a view whose
-    `alive` and `summaries` speak of the whole group: the members of a half still to run
-    count as alive."""
-    n, half = len(cfgs), (len(cfgs) + 1) // 2
-    note = f"group of {n} did not fit in device memory: ran as groups of {half} and {n - half}"
-    summaries: list[TrialSummary | None] = [None] * n
-    parts = [list(range(half)), list(range(half, n))]
-    init, tested = kw.pop("init"), kw.pop("tested")
-    after_report, on_batch = kw.pop("after_report"), kw.pop("on_batch")
-    for k, idx in enumerate(parts):
-        pending = [i for part in parts[k + 1 :] for i in part]
-
-        def view(loop: Loop, idx: list[int] = idx, pending: list[int] = pending) -> _GroupView:
-            return _GroupView(loop, idx, pending, summaries)
-
-        out = train_group(
-            [cfgs[i] for i in idx], data,
-            None if report is None else (lambda j, m, idx=idx: report(idx[j], m)),
-            init=None if init is None else [init[i] for i in idx],
-            tested=None if tested is None else (lambda j, w, idx=idx: tested(idx[j], w)),
-            after_report=None if after_report is None else (lambda lp, v=view: after_report(v(lp))),
-            on_batch=None if on_batch is None else (lambda lp, v=view: on_batch(v(lp))),
-            **kw,
-        )  # fmt: skip
-        for i, s in zip(idx, out):
-            s.reason = _join(note, s.reason)
-            summaries[i] = s
-    return [s for s in summaries if s is not None]
-
-
-class _GroupView:
-    """A half's loop as the whole group's callers see it (see _split)."""
-
-    def __init__(self, loop: Loop, idx: list[int], pending: list[int], done: list[Any]) -> None:
-        self._loop = loop
-        self.alive = [idx[j] for j in loop.alive] + pending
-        self.summaries = list(done)
-        for j, i in enumerate(idx):
-            self.summaries[i] = loop.summaries[j]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loop, name)
-
-
 class Loop:
     """The state of one group's training: members, optimizer, statistics, window, keeper."""
 
@@ -429,9 +329,7 @@ class Loop:
         self.batch_size = tc.batch_size
         self.per_epoch = math.ceil(self.n_train / tc.batch_size)
         self.max_epochs = tc.max_epochs
-        self.total_steps = self.per_epoch * tc.max_epochs
-        if tc.max_steps:
-            self.total_steps = min(self.total_steps, tc.max_steps)
+        self.total_steps = budget.steps(self.n_train, tc.batch_size, tc.max_epochs, tc.max_steps)
         self.shuffle_gen = torch.Generator().manual_seed(tc.batch_seed)
 
     def _build_group(self, fuse: str, note: str) -> None:
@@ -561,13 +459,13 @@ class Loop:
             )  # fmt: skip
             verdict = report(i, metrics) if report is not None else None
             if why:
-                ended[j] = ("DIVERGED", why)
+                ended[j] = (Status.DIVERGED, why)
             elif verdict == PRUNE:
-                ended[j] = ("PRUNED", "")
+                ended[j] = (Status.PRUNED, "")
             elif self.keeper.exhausted(j, self.step_count):
-                ended[j] = ("COMPLETED", "early")
+                ended[j] = (Status.COMPLETED, "early")
             elif self.step_count >= self.total_steps:
-                ended[j] = ("COMPLETED", "")
+                ended[j] = (Status.COMPLETED, "")
         self.window.reset()
         self.stats.reset()
         if ended:
@@ -619,13 +517,13 @@ class Loop:
         s.best_dev_acc = self.keeper.best_acc[j]
         s.stopped_early = why == "early"
         s.status = status
-        if status == "DIVERGED":
+        if status == Status.DIVERGED:
             s.reason = _join(s.reason, why)
         eval_seconds, eval_samples = self.eval_seconds, self.eval_samples
-        if status == "COMPLETED":
+        if status == Status.COMPLETED:
             t_test = time.perf_counter()
             model = self.members.member_model(j, self.keeper.weights[j])
-            _test(model, self.data, self._to_dev, self.tc, self.autocast, s)
+            test(model, self.data, self._to_dev, self.tc, self.autocast, s)
             test_seconds = time.perf_counter() - t_test
             eval_seconds += test_seconds
             eval_samples += int(self.data.test_y.shape[0])
@@ -647,7 +545,7 @@ class Loop:
     def close(self) -> list[TrialSummary]:
         """End every member still running (the budget of steps or epochs is spent)."""
         if self.alive:
-            self._end({j: ("COMPLETED", "") for j in range(len(self.alive))})
+            self._end({j: (Status.COMPLETED, "") for j in range(len(self.alive))})
         return self.summaries
 
     # ---------------------------------------------------------------- checkpoints
@@ -770,32 +668,3 @@ def _generators(members: nn.Module) -> list[torch.Generator] | None:
     if isinstance(members, grouping.Fused):
         return members.dropout.generators
     return getattr(members, "rng", None)
-
-
-def _test(
-    model: nn.Module,
-    data: Any,
-    to_dev: Callable,
-    tc: TrainConfig,
-    autocast: Any,
-    summary: TrialSummary,
-) -> None:
-    """Accuracy, loss, macro F1, classification report and confusion matrix of the test split."""
-    from sklearn.metrics import classification_report, confusion_matrix, f1_score
-
-    x, y = to_dev(data.test_x), to_dev(data.test_y)
-    acc, preds = evaluate(model, x, y, tc.eval_batch_size, autocast, preds=True)
-    loss_sum, correct = acc.tolist()
-    n = int(y.shape[0])
-    y_true = np.asarray(data.test_y)
-    y_pred = preds.cpu().numpy()
-    labels = list(range(data.num_classes))
-    summary.test_loss = loss_sum / n
-    summary.test_acc = correct / n
-    summary.test_f1_macro = float(
-        f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-    )
-    summary.report_text = classification_report(
-        y_true, y_pred, labels=labels, target_names=list(data.classes), digits=4, zero_division=0
-    )
-    summary.confusion = confusion_matrix(y_true, y_pred, labels=labels).tolist()

@@ -219,6 +219,14 @@ def tiny_dataset(sizes: tuple[int, int, int] = (600, 150, 150), seed: int = 0) -
     )
 
 
+def tiny_cfg(**flat):
+    """TextCNN on the tiny task: small, quick, every report and statistic exercised."""
+    base = {"embed": 16, "dropout": 0.1, "learning_rate": 0.05, "batch_size": 32, "max_epochs": 3,
+            "eval_every": 10, "require_improvement": 1000, "eval_batch_size": 64, "grad_stats_every": 2}
+    base.update(flat)
+    return resolve("TextCNN", base)
+
+
 class Bag(nn.Module):
     """Mean of token embeddings -> linear: enough for a marker-token task."""
 
@@ -274,7 +282,7 @@ def same(a: list[dict], b: list[dict], rel: float = 1e-6) -> None:
 # --- the searcher, driven as Tune drives it ------------------------------------------------------
 
 
-def searcher(tmp_path: Path, **changes: object) -> sweep.HonestOptunaSearch:
+def searcher(tmp_path: Path, **changes: object) -> sweep.OptunaSearcher:
     spec = load_spec(write_spec(tmp_path / "s.yaml", **changes))
     s = sweep.build_searcher(spec, tmp_path)
     s.set_search_properties(None, None, {})
@@ -282,13 +290,20 @@ def searcher(tmp_path: Path, **changes: object) -> sweep.HonestOptunaSearch:
 
 
 def evaluation(iteration: int, value: float) -> dict:
-    """A report every 5 batches: Optuna's step is the report index, not the batch count."""
+    """A report every 5 batches: Optuna's step is the report index, not the batch count.
+    As a trial of one sends it: its entry (keys.GROUP), and for the scheduler on top."""
     n = iteration // 5
-    return {"iteration": iteration, "report": n, "best_dev_acc": value, "training_iteration": n}
+    report = {"iteration": iteration, "report": n, "best_dev_acc": value}
+    return {**report, "training_iteration": n, sweep.GROUP: [{sweep.MEMBER: 0, **report}]}
 
 
-def final(status: str = "COMPLETED", value: float | None = 0.9, error: str = "") -> dict:
-    return {sweep.FINAL: True, sweep.STATUS: status, "best_dev_acc": value, sweep.ERROR: error}
+def final(status: str = "COMPLETED", value: float | None = 0.9, error: str = "",
+          last: dict | None = None) -> dict:  # fmt: skip
+    """A trial of one's final result: the report it ended at (if any), then its end."""
+    end = {sweep.MEMBER: 0, sweep.FINAL: True, sweep.STATUS: status, "best_dev_acc": value,
+           sweep.ERROR: error}  # fmt: skip
+    held = [] if last is None else last[sweep.GROUP]
+    return {sweep.FINAL: True, "best_dev_acc": value, sweep.GROUP: [*held, end]}
 
 
 # --- a hand-made results folder (the report, the plots) ------------------------------------------

@@ -43,15 +43,9 @@ def _same_rows(folder: Path, trial_id: str) -> None:
     pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=True)
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_a_killed_worker_goes_on_from_its_checkpoint(
-    ray_session: object, tiny_corpus: Path, tmp_path: Path
-) -> None:
-    # one trial; a checkpoint after every report (8 batches an epoch, a report every 20)
-    overrides = ["data.name=thucnews", f"data.path={tiny_corpus}", *LONG, "max_failures=1",
-                 "budget.num_samples=1", "keep_best=1"]  # fmt: skip
-    folder = tmp_path / "smoke"
+def _kill_a_worker_mid_run(folder: Path, tmp_path: Path, overrides: list[str], rows: int) -> dict:
+    """The sweep run while its one trial worker (training `rows` trials) is killed once every
+    one of them has reported past iteration 100; returns {"trials": [ids], "at": iteration}."""
     killed: dict[str, object] = {}
     done = threading.Event()
 
@@ -61,11 +55,9 @@ def test_a_killed_worker_goes_on_from_its_checkpoint(
                 t = pd.read_parquet(folder / rs.TRIALS_FILE)
                 running = t[(t["status"] == "RUNNING") & (t["iterations"].fillna(0) >= 100)]
                 workers = _trial_workers()
-                if len(running) == 1 and len(workers) == 1:
-                    killed["trial"], killed["at"] = (
-                        running["trial_id"].iloc[0],
-                        running["iterations"].iloc[0],
-                    )
+                if len(running) == rows and len(workers) == 1:
+                    killed["trials"] = list(running["trial_id"])
+                    killed["at"] = running["iterations"].max()
                     os.kill(workers[0], signal.SIGKILL)
                     return
             except (OSError, ValueError, KeyError):
@@ -80,14 +72,49 @@ def test_a_killed_worker_goes_on_from_its_checkpoint(
         done.set()
         thread.join(timeout=10)
     assert killed, "no trial worker was seen running"
+    return killed
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_worker_goes_on_from_its_checkpoint(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # one trial; a checkpoint after every report (8 batches an epoch, a report every 20)
+    overrides = ["data.name=thucnews", f"data.path={tiny_corpus}", *LONG, "max_failures=1",
+                 "budget.num_samples=1", "keep_best=1"]  # fmt: skip
+    folder = tmp_path / "smoke"
+    (trial,) = _kill_a_worker_mid_run(folder, tmp_path, overrides, 1)["trials"]
     trials = pd.read_parquet(folder / rs.TRIALS_FILE).set_index("trial_id")
-    row = trials.loc[killed["trial"]]
+    row = trials.loc[trial]
     assert row["status"] == "COMPLETED" and row["iterations"] == 300
     assert "continued from its checkpoint at iteration" in row["error"]
     resumed_at = int(row["error"].rsplit(" ", 1)[1])
     assert 100 <= resumed_at <= 300 and resumed_at % 20 == 0
-    _same_rows(folder, killed["trial"])
-    assert (folder / rs.MODELS_DIR / killed["trial"] / "model.json").is_file()
+    _same_rows(folder, trial)
+    assert (folder / rs.MODELS_DIR / trial / "model.json").is_file()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_group_goes_on_from_its_checkpoint(
+    ray_session: object, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # a trial is a group of one: a fused group's worker killed mid-run goes on from the
+    # group's checkpoint, each member once through, each member's model kept
+    overrides = ["data.name=thucnews", f"data.path={tiny_corpus}", *LONG, "max_failures=1",
+                 "budget.num_samples=2", "resources.fuse=2", "keep_best=2"]  # fmt: skip
+    folder = tmp_path / "smoke"
+    members = _kill_a_worker_mid_run(folder, tmp_path, overrides, 2)["trials"]
+    trials = pd.read_parquet(folder / rs.TRIALS_FILE).set_index("trial_id")
+    metrics = pd.read_parquet(folder / rs.METRICS_FILE)
+    for m in members:
+        row = trials.loc[m]
+        assert row["status"] == "COMPLETED" and row["iterations"] == 300, row
+        assert "continued from its checkpoint at iteration" in row["error"]
+        its = metrics[metrics["trial_id"] == m]["iteration"]
+        assert sorted(its) == list(range(20, 301, 20))  # every report once, none lost
+        assert (folder / rs.MODELS_DIR / m / "model.json").is_file()
 
 
 @pytest.mark.ray

@@ -15,7 +15,6 @@ from helpers import SMOKE, evaluation, final, searcher, study, write_spec
 from harness import sweep
 from harness.config import load_spec
 from harness.sweep.groups import FusePlan
-from harness.sweep.keys import LAST
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -86,13 +85,12 @@ def test_list_choices_reach_trials_as_lists(tmp_path: Path) -> None:
 
 
 def test_the_report_a_trial_ended_at_comes_with_its_final_result(tmp_path: Path) -> None:
-    # the report the loop marks last is held back from the scheduler; Tune hands the
-    # searcher the final result flattened, the held report under keys.LAST
+    # the evaluation after which no member is left is held back from the scheduler: its
+    # entry comes in the final result's GROUP list, before the member's end
     s = searcher(tmp_path)
     s.suggest("t")
     s.on_trial_result("t", evaluation(5, 0.6))
-    held = {f"{LAST}/{k}": v for k, v in evaluation(10, 0.7).items()}
-    s.on_trial_complete("t", {**final(value=0.7), **held})
+    s.on_trial_complete("t", final(value=0.7, last=evaluation(10, 0.7)))
     (t,) = study(tmp_path, "smoke").trials
     assert t.state == optuna.trial.TrialState.COMPLETE
     assert t.intermediate_values == {1: 0.6, 2: 0.7}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import TINY_VOCAB, Bag, tiny_dataset
+from helpers import tiny_cfg as cfg
 from torch import nn
 
 from harness import schema, trainer
@@ -34,13 +35,6 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[nn.Module]:
 @pytest.fixture(scope="module")
 def data() -> Dataset:
     return tiny_dataset()
-
-
-def cfg(**flat):
-    base = {"embed": 16, "dropout": 0.1, "learning_rate": 0.05, "batch_size": 32, "max_epochs": 3,
-            "eval_every": 10, "require_improvement": 1000, "eval_batch_size": 64, "grad_stats_every": 2}
-    base.update(flat)
-    return resolve("TextCNN", base)
 
 
 def test_learns_separable_task_and_reports_schema(built, data) -> None:
@@ -256,34 +250,6 @@ def test_train_loss_weighs_a_short_last_batch_by_its_size(built, data) -> None:
     assert r["train_loss"] == pytest.approx((500 * big + 100 * small) / 600, rel=1e-5)
     assert r["train_loss"] != pytest.approx((big + small) / 2, rel=1e-5)
     assert r["dev_loss"] == pytest.approx(dev, rel=1e-5)
-
-
-def test_a_group_out_of_device_memory_before_its_first_report_trains_as_halves(data) -> None:
-    """Out of memory (here: raised by the hook after a step while more than 2 members train
-    at once, as a device that holds 2 would) splits the group; every member still trains
-    to its end and reports under its own index, and says why."""
-    cfgs = [cfg(seed=s, learning_rate=lr, max_epochs=1, data_seed=3)
-            for s, lr in ((1, 0.01), (2, 0.003), (3, 0.02))]  # fmt: skip
-    seen: list[tuple[list[int], int]] = []
-
-    def tight(loop) -> None:
-        if len(loop.alive) > 2 and loop.reports == 0 and not isinstance(loop, trainer._GroupView):
-            raise torch.OutOfMemoryError("CUDA out of memory (a test's device holds 2)")
-
-    def after(loop) -> None:
-        seen.append((list(loop.alive), len(loop.summaries)))
-
-    reports: dict[int, list[dict]] = {0: [], 1: [], 2: []}
-    out = trainer.train_group(cfgs, data, lambda i, m: reports[i].append(m), device="cpu",
-                              on_batch=tight, after_report=after)  # fmt: skip
-    assert [s.status for s in out] == ["COMPLETED"] * 3
-    assert all("did not fit in device memory" in s.reason for s in out)
-    assert all(s.group_size == (2 if i < 2 else 1) for i, s in enumerate(out))
-    assert all(reports[i] and reports[i][-1]["iteration"] == out[i].iterations for i in range(3))
-    assert seen[0] == ([0, 1, 2], 3)  # the first half's hook: member 2 is still to run
-    alone = []
-    trainer.train(cfgs[2], data, alone.append, device="cpu")
-    assert [r["dev_loss"] for r in alone] == pytest.approx([r["dev_loss"] for r in reports[2]])
 
 
 # --------------------------------------------------------------------- the last report

@@ -231,7 +231,8 @@ def test_resume_does_not_count_the_earlier_trials(old: Path, tmp_path: Path) -> 
     folder.mkdir()
     s = sweep.build_searcher(spec, folder)
     s.suggest("a")
-    s.on_trial_complete("a", {sweep.FINAL: True, sweep.STATUS: "COMPLETED", "best_dev_acc": 0.7})
+    end = {sweep.MEMBER: 0, sweep.FINAL: True, sweep.STATUS: "COMPLETED", "best_dev_acc": 0.7}
+    s.on_trial_complete("a", {sweep.FINAL: True, sweep.GROUP: [end]})
     writer = rs.ResultsWriter(folder, params=list(spec.parameters))
     plan = sweep.plan_resume(spec, folder, writer)
     assert plan.finished == 1 and plan.rerun == []  # the baseline; not the 3 earlier trials

@@ -4,12 +4,11 @@ spec implies (a trial's config, the baseline point, the sampler, the longest tri
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harness import space
+from harness import budget, space
 from harness.config.schedulers import EarlyTerminate
 from harness.config.vocabulary import DEFAULT_KEEP_BEST, DEFAULT_NUM_SAMPLES
 from harness.data import DataSpec
@@ -182,11 +181,14 @@ class SweepSpec:
                 return list(p.values)
             return list(p.bounds())
 
-        steps = math.ceil(train_size / min(allowed("batch_size"))) * max(allowed("max_epochs"))
         caps = allowed("max_steps")
-        if 0 not in caps:
-            steps = min(steps, max(caps))
-        reports = max(1, math.ceil(steps / min(allowed("eval_every"))))
+        longest = budget.steps(
+            train_size,
+            int(min(allowed("batch_size"))),
+            int(max(allowed("max_epochs"))),
+            0 if 0 in caps else int(max(caps)),
+        )
+        reports = budget.reports(longest, int(min(allowed("eval_every"))))
         cap = self.early_terminate.trial_cap
         return reports if cap is None else min(reports, cap)
 

@@ -3,7 +3,7 @@
 The one package that speaks to Ray. A spec (harness.config) becomes a Tuner whose search
 algorithm is Optuna (sampler per `method`, study in results/<name>/optuna.db), whose
 scheduler comes from `early_terminate`, and whose trials run the shared loop
-(harness.trainer.train) on a dataset prepared once on the driver and shipped through the
+(harness.trainer.train_group) on a dataset prepared once on the driver and shipped through the
 object store. A driver-side callback writes the results tables (harness.results), the
 TensorBoard / MLflow logs (harness.tracker) and the console lines as trials report.
 
@@ -11,17 +11,19 @@ From Python: `harness.sweep.run(spec)` takes a SweepSpec, a sweep file or a dict
 like a file) and returns the SweepOutcome (its folder, the trials' rows, times).
 
 Honest search: Ray's stock OptunaSearch tells Optuna that a trial the scheduler stopped
-was COMPLETE. Here the trial's last result carries a `final` flag only when the loop ran
-to its end (its own early stopping included); a trial whose last result lacks it was
+was COMPLETE. Here a trial's end travels as an entry with a `final` flag only when the loop
+ran it to its end (its own early stopping included); a trial that never sent one was
 stopped from outside and reaches Optuna as PRUNED, with every evaluation's metric as an
 intermediate value at its report index (`report`). A trial that raised is FAIL (error in a user
 attribute), a diverged one FAIL with its reason. One searcher (search.OptunaSearcher, over
 Optuna's public ask and tell) does this for every sweep, fused or not.
 
-Fused sweeps (resources.fuse > 1): a Ray trial is a group of Optuna trials trained as one
-(harness.trainer's Loop); the searcher fills each group with trials of one shape, every
-member reports, is stopped early (by Ray's rules, applied per member from one shared record)
-and ends as its own trial, with its own rows.
+A trial is a group of one: every Ray trial trains a group of Optuna trials with the shared
+loop (one when unfused) through one trial function (trial.run_trial), and every result
+carries one entry per member report or member end (keys.GROUP), which the callback and the
+searcher read the same way. Fused sweeps (resources.fuse > 1): the searcher fills each
+group with trials of one shape; every member reports, is stopped early (by Ray's rules,
+applied per member from one shared record) and ends as its own trial, with its own rows.
 
 One concept per module:
   keys.py         the keys a trial's results carry besides the metrics
@@ -30,7 +32,7 @@ One concept per module:
   schedulers.py   the early-termination scheduler per early_terminate
   groups.py       resources.fuse: how many trials a group holds, which trials may share one
   rungs.py        early termination of a group's members: Ray's rules, one shared record
-  trial.py        what runs inside a Ray trial (one trial, or a group of them)
+  trial.py        what runs inside a Ray trial (a group of one or more trials)
   callback.py     the driver-side Tune callback that writes the tables
   console.py      the lines a person watches
   resume.py       what an interrupted sweep left, and what a resume does with it
@@ -98,7 +100,7 @@ from harness.sweep.search import (
     optuna_storage_url,
     plan_search,
 )
-from harness.sweep.trial import TrialJob, run_group, run_trial
+from harness.sweep.trial import TrialJob, run_trial
 
 __all__ = [
     "ERROR",
@@ -130,6 +132,5 @@ __all__ = [
     "plan_search",
     "ray",
     "run",
-    "run_group",
     "run_trial",
 ]

@@ -13,28 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 
 from harness import results as rs
 from harness.config import SweepSpec
 from harness.schema import LAYERS, METRIC_KEYS, Status
-from harness.sweep import checkpoints
+from harness.sweep import checkpoints, keys
 from harness.sweep.console import Console
 from harness.sweep.halt import Halt, guarded
-from harness.sweep.keys import (
-    ERROR,
-    FINAL,
-    GROUP,
-    INFO,
-    LAST,
-    MEMBER,
-    MEMBERS,
-    NUMBER,
-    PARAMS,
-    RESTORE,
-    STATUS,
-    SUMMARY,
-    member_id,
-)
+from harness.sweep.keys import ERROR, FINAL, GROUP, INFO, MEMBER, RESTORE, STATUS, SUMMARY
 from harness.sweep.shelf import ModelShelf
 from harness.tracker import Trackers
 
@@ -76,46 +63,30 @@ class SweepCallback(tune.Callback):
     def folder(self) -> Path:
         return self.writer.folder
 
-    # rows -------------------------------------------------------------------------------
-    def _params(self, trial: Any) -> dict[str, Any]:
-        return dict(trial.config.get(PARAMS, {}))
+    # rows: a Ray trial trains a group of trials (one when unfused), each a row -------------
+    def _members(self, trial: Any) -> list[tuple[str, dict[str, Any]]]:
+        """(row id, {member, number, params}) of each trial the Ray trial trains."""
+        return [
+            (keys.row_id(trial.trial_id, trial.config, m["member"]), m)
+            for m in keys.members(trial.config)
+        ]
 
-    def _start_row(self, trial: Any) -> None:
+    def _start_rows(self, trial: Any) -> None:
         restore = trial.config.get(RESTORE)
         if restore and not self.writer.trial_row(trial.trial_id):  # --resume from a checkpoint
             self.writer.rename_trial(restore["trial_id"], trial.trial_id, restore["iteration"])
             self.trackers.rename(restore["trial_id"], trial.trial_id)
             log.info("trial %s goes on from trial %s's checkpoint at iteration %s",
                      trial.trial_id, restore["trial_id"], restore["iteration"])  # fmt: skip
-        old = self.replaced.pop(trial.config.get(NUMBER), None)
-        if old is not None and old != trial.trial_id:  # an interrupted trial runs again now
-            self.writer.drop_trial(old)
-            self.trackers.drop(old)
-        if MEMBERS in trial.config:
-            self._start_members(trial)
-        elif self.writer.trial_row(trial.trial_id).get("status") in (None, "PENDING"):
-            self.writer.set_trial(
-                trial.trial_id,
-                trial_number=trial.config.get(NUMBER),
-                status=Status.RUNNING,
-                params=self._params(trial),
-                group_id=trial.trial_id,
-                group_member=0,
-                group_size=1,
-            )
-
-    # a fused sweep's Ray trial is a group: a row per member ----------------------------------
-    def _start_members(self, trial: Any) -> None:
-        members = trial.config[MEMBERS]
-        for m in members:
-            mid = member_id(trial.trial_id, m["member"])
+        members = self._members(trial)
+        for row, m in members:
             old = self.replaced.pop(m["number"], None)
-            if old is not None and old != mid:  # an interrupted member runs again now
+            if old is not None and old != row:  # an interrupted trial runs again now
                 self.writer.drop_trial(old)
                 self.trackers.drop(old)
-            if self.writer.trial_row(mid).get("status") in (None, "PENDING"):
+            if self.writer.trial_row(row).get("status") is None:
                 self.writer.set_trial(
-                    mid,
+                    row,
                     trial_number=m["number"],
                     status=Status.RUNNING,
                     params=m["params"],
@@ -124,33 +95,6 @@ class SweepCallback(tune.Callback):
                     group_size=len(members),
                 )
 
-    def _group_result(self, trial: Any, result: Mapping[str, Any]) -> None:
-        """One evaluation of a group: each member's report, and each member that ended."""
-        tid = trial.trial_id
-        params = {m["member"]: m["params"] for m in trial.config[MEMBERS]}
-        numbers = {m["member"]: m["number"] for m in trial.config[MEMBERS]}
-        if result.get(INFO):
-            for i, k in enumerate(k for k in params if member_id(tid, k) not in self._done):
-                self._where(member_id(tid, k), result[INFO], timeline=i == 0)
-        for entry in result.get(GROUP) or ():
-            k = int(entry[MEMBER])
-            mid = member_id(tid, k)
-            if mid in self._done:
-                continue  # a retried group repeats nothing of an ended member
-            if entry.get(FINAL):
-                self._final(mid, entry)
-                self._close(mid, self.writer.trial_row(mid).get("status"), params=params.get(k))
-            elif "iteration" in entry:
-                self._evaluation(mid, numbers.get(k), entry)
-
-    def _end_group(self, trial: Any, status: str, error: str | None = None) -> None:
-        """The group's Ray trial ended: members it never ended were stopped from outside
-        (PRUNED: the time budget) or went down with it (FAILED: its worker died)."""
-        for m in trial.config[MEMBERS]:
-            mid = member_id(trial.trial_id, m["member"])
-            if mid not in self._done:
-                self._close(mid, status, error=error, params=m["params"])
-
     @guarded("folder")
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         log.info(
@@ -158,48 +102,41 @@ class SweepCallback(tune.Callback):
             trial.trial_id,
             time.time() - self.started,
         )
-        self._start_row(trial)
+        self._start_rows(trial)
         self.writer.flush()
-        for tid, number, params in self._members(trial):
-            name = rs.trial_name({"trial_id": tid, "trial_number": number})
+        for tid, m in self._members(trial):
+            name = rs.trial_name({"trial_id": tid, "trial_number": m["number"]})
             fresh = not self.writer.metrics.rows.get(tid)  # else: from a checkpoint
-            self.trackers.start(tid, name, params, fresh=fresh)
+            self.trackers.start(tid, name, m["params"], fresh=fresh)
             if self.console is not None:
-                self.console.trial_started(tid, number)
-
-    def _members(self, trial: Any) -> list[tuple[str, int | None, dict[str, Any]]]:
-        """(row id, Optuna number, params) of each trial a Ray trial trains: its group's
-        members, or itself."""
-        if MEMBERS in trial.config:
-            return [
-                (member_id(trial.trial_id, m["member"]), m["number"], dict(m["params"]))
-                for m in trial.config[MEMBERS]
-            ]
-        return [(trial.trial_id, trial.config.get(NUMBER), self._params(trial))]
+                self.console.trial_started(tid, m["number"])
 
     @guarded("folder")
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        tid = trial.trial_id
-        self._start_row(trial)
-        if MEMBERS in trial.config:
-            self._group_result(trial, result)
-            ended = any(e.get(FINAL) for e in result.get(GROUP) or ())
-            self.writer.flush(force=ended)  # as below: a member's end on disk before Optuna's
-            return
+        """One evaluation of the Ray trial: each member's report, and each member that ended
+        there. A member's end is on disk before Optuna hears of it (Tune shows the searcher a
+        result before the callbacks; the searcher tells an end at its next call): a driver
+        killed between the two resumes from the tables."""
+        self._start_rows(trial)
+        members = {m["member"]: (row, m) for row, m in self._members(trial)}
         if result.get(INFO):
-            self._where(tid, result[INFO])
-        if result.get(LAST):  # the report the trial ended at, sent with its final result
-            self._evaluation(tid, trial.config.get(NUMBER), result[LAST])
-        if result.get(FINAL):
-            self._final(tid, result)
-        elif "iteration" in result:
-            self._evaluation(tid, trial.config.get(NUMBER), result)
-        # a trial's end is on disk before Optuna hears of it (Tune shows the searcher a result
-        # before the callbacks; the searcher tells an end at its next call): a driver killed
-        # between the two resumes from the tables
-        self.writer.flush(force=bool(result.get(FINAL)))
+            fresh = [row for row, _ in members.values() if row not in self._done]
+            for i, row in enumerate(fresh):
+                self._where(row, result[INFO], timeline=i == 0)
+        ended = False
+        for entry in result.get(GROUP) or ():
+            row, m = members[int(entry[MEMBER])]
+            if row in self._done:
+                continue  # a retried group repeats nothing of an ended member
+            if entry.get(FINAL):
+                ended = True
+                self._final(row, entry)
+                self._close(row, self.writer.trial_row(row).get("status"), params=m["params"])
+            elif "iteration" in entry:
+                self._evaluation(row, m["number"], entry)
+        self.writer.flush(force=ended)
 
     def _where(self, tid: str, extra: Mapping[str, Any], timeline: bool = True) -> None:
         """The trial's first result: where it runs, since when (and the timeline in ray.log)."""
@@ -278,17 +215,11 @@ class SweepCallback(tune.Callback):
         self.writer.set_trial(tid, **fields)
 
     def _end(self, trial: Any, status: str | None = None, error: str | None = None) -> None:
-        tid = trial.trial_id
-        if MEMBERS in trial.config:
-            self._end_group(trial, status or Status.PRUNED, error)
-            return
-        if tid in self._done:
-            return
-        if status is None:
-            last = trial.last_result or {}
-            row = self.writer.trial_row(tid)
-            status = Status.PRUNED if not last.get(FINAL) else row.get("status", Status.COMPLETED)
-        self._close(tid, status, error=error, params=self._params(trial))
+        """The Ray trial ended: members it never ended were stopped from outside (PRUNED: a
+        scheduler, the time budget) or went down with it (FAILED: its worker died)."""
+        for row, m in self._members(trial):
+            if row not in self._done:
+                self._close(row, status or Status.PRUNED, error=error, params=m["params"])
 
     def _close(
         self,
@@ -375,8 +306,8 @@ class SweepCallback(tune.Callback):
         if now - self._looked < min(1.0, self.console.wait_every / 2):  # Tune steps often, and
             return  # `trials` holds every trial so far: a count per step grew with the sweep
         self._looked = now
-        pending = sum(t.status == "PENDING" for t in trials)
-        if not pending or any(t.status == "RUNNING" for t in trials):
+        pending = sum(t.status == Trial.PENDING for t in trials)
+        if not pending or any(t.status == Trial.RUNNING for t in trials):
             self._waiting = None
             return
         since, said = self._waiting or (now, now)

@@ -33,6 +33,7 @@ import pyarrow.fs as pafs
 from ray import tune
 
 from harness import checkpoint as loopstate
+from harness.sweep.keys import GROUP, SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,9 @@ def restore(ckpt: tune.Checkpoint | None) -> Restored | None:
             final = json.loads((folder / FINAL).read_text(encoding="utf-8"))
             copy = Path(tempfile.mkdtemp(prefix="harness-final-"))
             shutil.copytree(folder, copy, dirs_exist_ok=True)
-            summary = final.get("harness_summary") or {}
-            return Restored(None, final, source, int(summary.get("iterations") or 0), copy)
+            ends = [e.get(SUMMARY) or {} for e in final.get(GROUP) or ()]
+            iteration = max((int(s.get("iterations") or 0) for s in ends), default=0)
+            return Restored(None, final, source, iteration, copy)
         if not loopstate.is_checkpoint(folder / STATE):
             return None  # not ours (or incomplete): start afresh
         state = loopstate.read(folder / STATE)

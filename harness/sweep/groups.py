@@ -55,7 +55,7 @@ class FusePlan:
 
     @property
     def fused(self) -> bool:
-        """Trials run as groups (GroupSearch, run_group); False: one trial per Ray trial."""
+        """Trials run as groups (OptunaSearcher, run_trial); False: one trial per Ray trial."""
         return self.size > 1
 
     def groups(self, trials: int) -> int:

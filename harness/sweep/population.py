@@ -39,7 +39,7 @@ from ray.tune.schedulers import PopulationBasedTraining
 
 from harness.config import SweepSpec
 from harness.space import ParamSpec, thaw
-from harness.sweep.keys import NUMBER, PARAMS, RESTORE
+from harness.sweep.keys import FINAL, NUMBER, PARAMS, RESTORE
 from harness.sweep.search import OptunaSearcher
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ class PopulationRecorder(tune.Callback):
         self.searcher = searcher
         self.names: dict[str, str] = {}  # Ray trial id -> placeholder
         self._by_number = dict(by_number)  # number -> placeholder
+        self._recorded: set[str] = set()  # placeholders whose pbt_params are written
 
     def _name(self, trial: Any) -> str | None:
         name = self.names.get(trial.trial_id)
@@ -138,16 +139,23 @@ class PopulationRecorder(tune.Callback):
     ) -> None:
         name = self._name(trial)
         if name is not None:
+            if result.get(FINAL):  # the searcher tells Optuna the end at its next call
+                self._ended_with(trial, name)
             self.searcher.on_trial_result(name, result)
+
+    def _ended_with(self, trial: Any, name: str) -> None:
+        """The parameters the trial ended with, on its Optuna trial before its end is told."""
+        ot_trial = self.searcher.trial(name)
+        if ot_trial is not None and name not in self._recorded:
+            self._recorded.add(name)
+            params: Mapping[str, Any] = trial.config.get(PARAMS, {})
+            ot_trial.set_user_attr("pbt_params", {k: v for k, v in params.items()})
 
     def _finish(self, trial: Any, error: bool) -> None:
         name = self._name(trial)
         if name is None:
             return
-        ot_trial = self.searcher.trial(name)
-        if ot_trial is not None:
-            params: Mapping[str, Any] = trial.config.get(PARAMS, {})
-            ot_trial.set_user_attr("pbt_params", {k: v for k, v in params.items()})
+        self._ended_with(trial, name)
         self.searcher.on_trial_complete(name, trial.last_result or {}, error=error)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

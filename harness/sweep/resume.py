@@ -32,7 +32,11 @@ from harness.values import finite
 if TYPE_CHECKING:
     from harness.sweep.console import Console
 
-_STATE_STATUS = {"COMPLETE": Status.COMPLETED, "PRUNED": Status.PRUNED, "FAIL": Status.FAILED}
+_STATE_STATUS = {
+    TrialState.COMPLETE: Status.COMPLETED,
+    TrialState.PRUNED: Status.PRUNED,
+    TrialState.FAIL: Status.FAILED,
+}
 
 
 @dataclass
@@ -106,8 +110,7 @@ def plan_resume(
                 writer.set_trial(
                     tid,
                     trial_number=t.number,
-                    status=t.user_attrs.get("status")
-                    or _STATE_STATUS.get(t.state.name, Status.FAILED),
+                    status=t.user_attrs.get("status") or _STATE_STATUS.get(t.state, Status.FAILED),
                 )
             continue
         if t.state == TrialState.WAITING:

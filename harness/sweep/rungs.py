@@ -19,7 +19,7 @@ median of the other trials' running means up to the same report, given at least 
 tests/test_sweep_rungs.py feeds Ray's schedulers and this record the same results and checks
 that they stop the same trials at the same reports. Two deliberate differences, both at the
 edges: a member at max_t, or at its group's last report, is recorded but not stopped (it has
-trained to its end and ends COMPLETED; run_group ignores the verdict there), where Ray would
+trained to its end and ends COMPLETED; the trial ignores the verdict there), where Ray would
 stop it or lose the race to its final result, and a member never pauses (Ray's median rule pauses a trial that lacks comparisons
 while other trials wait; here it continues, as Ray does when none wait).
 """

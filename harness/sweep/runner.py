@@ -110,13 +110,7 @@ def run(
         if address and not ray.is_initialized():
             check_reachable(address)
         console = Console(spec) if console is True else (console or None)
-        if console is not None:
-            console.header(data)  # the first line comes before Ray's seconds of start-up
-        for line in spec.warnings(int(data.train_x.shape[0])):  # before Ray starts
-            _warn(console, line)
-        if resume:
-            check_same_spec(folder, spec)
-        search = plan_search(spec, folder, resume)  # auto's choice, warm-start trials
+        search = _before_ray(spec, folder, data, console, resume)
         search.restrict = restrict
         logs = LogRoute(folder)
         trackers = Trackers.for_sweep(spec, folder)
@@ -133,16 +127,9 @@ def run(
         max_t = spec.max_t(int(data.train_x.shape[0]))
         fuse = plan_fuse(spec, data, gpu_probe(spec, data))
         info = sweep_info(spec, data, cluster, max_t, command, started, folder if resume else None)
-        info["fuse"] = fuse.to_dict()
-        if search.record() is not None:
-            info["search"] = search.record()  # --resume builds the same sampler from it
-        _writing(folder / rs.SWEEP_FILE, lambda: writer.write_sweep_info(info))
+        _record_sweep(folder, writer, info, fuse, search)
         remaining = spec.budget.num_samples - plan.finished
-        _announce(console, spec, folder, cluster, plan if resume else None, remaining)
-        if console is not None:
-            console.search(search)
-            console.grouping(fuse, remaining, cluster)
-            console.starting_trials(remaining)
+        _announce(console, spec, folder, cluster, plan if resume else None, remaining, search, fuse)
         rungs = _member_record(spec, folder, max_t, resume) if fuse.fused else None
         halt = Halt()
         callback = SweepCallback(
@@ -163,10 +150,8 @@ def run(
         left = settle_unfinished(spec, folder, writer, fit_s, console)
         outcome = _finish(spec, folder, writer, console, started, left)
         info["throughput"] = throughput(spec, outcome.rows, fit_s)
-        info["throughput"].update(
-            table_write_s=round(writer.write_seconds, 3),
-            tables_max_stale_s=round(writer.max_stale_s, 3),
-        )
+        info["throughput"].update(table_write_s=round(writer.write_seconds, 3),
+                                  tables_max_stale_s=round(writer.max_stale_s, 3))  # fmt: skip
         writer.write_sweep_info(info)
         return outcome
     finally:
@@ -180,6 +165,18 @@ def run(
         if logs is not None:
             logs.close()
         lock.release(remove_if_empty=True)
+
+
+def _record_sweep(
+    folder: Path, writer: rs.ResultsWriter, info: dict[str, Any], fuse: FusePlan,
+    search: SearchPlan,
+) -> None:  # fmt: skip
+    """sweep.json as the trials start: the run's settings, the group plan and auto's choice
+    (--resume builds the same sampler from it)."""
+    info["fuse"] = fuse.to_dict()
+    if search.record() is not None:
+        info["search"] = search.record()
+    _writing(folder / rs.SWEEP_FILE, lambda: writer.write_sweep_info(info))
 
 
 def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> tuple[Path, FolderLock]:
@@ -205,6 +202,21 @@ def _claim_folder(folder: Path, resume: bool, overwrite: bool) -> tuple[Path, Fo
         lock.release(remove_if_empty=True)
         raise
     return folder, lock
+
+
+def _before_ray(
+    spec: SweepSpec, folder: Path, data: Any, console: Console | None, resume: bool
+) -> SearchPlan:
+    """What can be said and checked before Ray's seconds of start-up: the console's first
+    line, the spec's warnings, a resumed spec's sameness; returns the search plan (auto's
+    choice, warm-start trials: earlier studies are read here, so their errors come first)."""
+    if console is not None:
+        console.header(data)
+    for line in spec.warnings(int(data.train_x.shape[0])):
+        _warn(console, line)
+    if resume:
+        check_same_spec(folder, spec)
+    return plan_search(spec, folder, resume)
 
 
 def _warn(console: Console | None, line: str) -> None:
@@ -233,7 +245,11 @@ def _announce(
     cluster: dict[str, Any],
     resumed: ResumePlan | None,
     remaining: int,
+    search: SearchPlan,
+    fuse: FusePlan,
 ) -> None:
+    """What the sweep is about to do, as the trials start: where, what a resume left, how it
+    searches and groups."""
     if console is None:
         return
     console.announce(folder, cluster)
@@ -241,6 +257,9 @@ def _announce(
         console.resuming(resumed.finished, len(resumed.rerun), remaining)
     elif spec.baseline:
         console.baseline()
+    console.search(search)
+    console.grouping(fuse, remaining, cluster)
+    console.starting_trials(remaining)
 
 
 def _member_record(spec: SweepSpec, folder: Path, max_t: int, resume: bool) -> Any:

@@ -35,7 +35,6 @@ from harness.sweep.keys import (
     ERROR,
     FINAL,
     GROUP,
-    LAST,
     MEMBER,
     MEMBERS,
     NUMBER,
@@ -309,7 +308,7 @@ class OptunaSearcher(Searcher):
     @guarded("db")
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._tell_ended()  # the callbacks have written the results before this one
-        self._take(trial_id, result, ends=self._fused)
+        self._take(trial_id, result)
 
     @guarded("db")
     def on_trial_complete(
@@ -327,30 +326,18 @@ class OptunaSearcher(Searcher):
             if mid not in self._told:
                 self._tell(mid, {STATUS: Status.FAILED if error else Status.PRUNED})
 
-    def _entries(self, trial_id: str, result: Mapping[str, Any]) -> list[tuple[str, Mapping]]:
-        """(member id, report or end) of each entry a result brings: a group's GROUP entries,
-        or a plain trial's result, after the report the loop marked last, which comes
-        inside its final result (keys.LAST; Tune hands the searcher results flattened)."""
-        if self._fused:
-            return [(member_id(trial_id, int(e[MEMBER])), e) for e in result.get(GROUP) or ()]
-        held = result.get(LAST) or {
-            k[len(LAST) + 1 :]: v for k, v in result.items() if k.startswith(LAST + "/")
-        }
-        return ([(trial_id, held)] if held else []) + [(trial_id, result)]
-
-    def _take(self, trial_id: str, result: Mapping[str, Any], ends: bool = True) -> None:
-        """A result's reports (Optuna's intermediate values) and, with `ends`, the ends it
-        brings, to tell once the tables hold them. A plain trial's end is taken from the
-        result Tune completes it with (on_trial_complete, which Tune calls after the
-        callbacks), as before there was one searcher; a group member's from the result
-        that ends it."""
-        for mid, entry in self._entries(trial_id, result):
+    def _take(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """A result's entries (keys.GROUP, one per member report or end; lists are not
+        flattened by Tune): reports become Optuna's intermediate values, ends are told once
+        the tables hold them (_tell_ended)."""
+        for entry in result.get(GROUP) or ():
+            mid = self._mid(trial_id, int(entry[MEMBER]))
             if mid not in self._members or mid in self._told or mid in self._ended:
                 continue
-            if not entry.get(FINAL):
+            if entry.get(FINAL):
+                self._ended[mid] = entry
+            else:
                 self._intermediate(mid, entry)
-            elif ends:
-                self._ended[mid] = entry  # told once the tables hold it (_tell_ended)
 
     def _intermediate(self, mid: str, report: Mapping[str, Any]) -> None:
         """One evaluation's metric at its report index (single objective only).

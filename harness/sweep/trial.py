@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -21,21 +22,8 @@ from harness import bundle, schema
 from harness.config import SweepSpec
 from harness.data import Dataset
 from harness.schema import Status
-from harness.sweep import checkpoints
-from harness.sweep.keys import (
-    ERROR,
-    FINAL,
-    GROUP,
-    INFO,
-    LAST,
-    MEMBER,
-    MEMBERS,
-    PARAMS,
-    RESTORE,
-    STATUS,
-    SUMMARY,
-    member_id,
-)
+from harness.sweep import checkpoints, keys
+from harness.sweep.keys import ERROR, FINAL, GROUP, INFO, MEMBER, RESTORE, STATUS, SUMMARY
 from harness.trialconfig import TrialConfig, replace_train
 
 if TYPE_CHECKING:  # the loop (torch) is imported inside the trial, where it runs
@@ -101,50 +89,6 @@ def _where(shown: str, note: str, entered: float, started: float) -> dict[str, A
     }
 
 
-class TuneSide:
-    """The trial's results to Tune: one per evaluation, sent at once, except
-    - the result a checkpoint follows: it waits for that checkpoint and both travel as one
-      result (so the schedulers, which count results, see one per evaluation);
-    - the report the loop marks its last (schema.LAST: its budget, patience or divergence
-      ends the trial there): held back, it travels inside the trial's final result
-      (keys.LAST), so no scheduler stops a trial at its last report. Why: a trial stopped
-      at a report it is shown (ASHA at a rung or at max_t) is PRUNED, untested, though it
-      ran its whole budget; so a trial that ran its budget always ends COMPLETED (or
-      DIVERGED)."""
-
-    def __init__(self, info: dict[str, Any], interval: int, lineage: list[str]) -> None:
-        self.info = info
-        self.interval = interval  # reports between checkpoints (0: none)
-        self.lineage = lineage  # other trials' checkpoints this one went on from (PBT)
-        self.last: dict[str, Any] = {}
-        self.pending: dict[str, Any] | None = None
-        self.held: dict[str, Any] | None = None
-
-    def report(self, metrics: dict[str, Any]) -> None:
-        out = dict(metrics)
-        if not self.last:
-            out[INFO] = self.info
-        self.last.update(metrics)
-        if metrics.get(schema.LAST):
-            self.held = out
-        elif self.interval and metrics["report"] % self.interval == 0:
-            self.pending = out  # checkpoint() sends it, or flush() when the loop ends here
-        else:
-            tune.report(out)
-
-    def checkpoint(self, state: dict[str, Any]) -> None:
-        state = {**state, "lineage": self.lineage}
-        with checkpoints.reporting(lambda d: checkpoints.write_state(d, state)) as ckpt:
-            out = self.pending if self.pending is not None else dict(self.last)
-            self.pending = None  # written: from here on the result is Tune's
-            tune.report(out, checkpoint=ckpt)
-
-    def flush(self) -> None:
-        if self.pending is not None:
-            out, self.pending = self.pending, None
-            tune.report(out)
-
-
 def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
     """The trial's config; hyperband_sync pauses and PBT clones trials at any report, so there
     a checkpoint follows every report unless checkpoint_every is set."""
@@ -156,23 +100,23 @@ def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
 
 
 def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
-    """Ray Tune function trainable: one trial of the shared loop, reporting every evaluation,
-    checkpointing every `checkpoint_every` reports, and sending its tested weights with its
-    final result (keep_best). Started from a checkpoint (a retry, a paused or PBT-exploited
-    trial, a --resume), it goes on from there.
+    """Ray Tune function trainable of every sweep: the Ray trial's members (keys.members: a
+    fused group's, or the trial itself as the group of one) trained together by the shared
+    loop (trainer.train_group), each reporting and ending as a trial (TrialSide).
 
-    User-side exceptions end the trial as FAILED data (they are deterministic; retrying
-    them wastes the budget); Ray's stop (SystemExit from tune.report) passes through after
-    device memory is freed.
+    Started from a checkpoint (a retry, a paused or PBT-exploited trial, a --resume), it
+    goes on from there with the members it was taken with; a retried group leaves out the
+    members whose end reached the driver (job.rungs). A member whose settings do not make
+    a config fails alone; an exception of the loop fails the members still in it (user-side
+    exceptions are deterministic: FAILED data, not retried); Ray's stop (SystemExit from
+    tune.report) passes through after device memory is freed.
     """
     entered = time.time()
     from harness import trainer
-    from harness.trainer import train
 
     started = time.time()
-    params = dict(config.get(PARAMS, config))
-    device, shown, note = _choose_device(job.gpu)
     trial_id = tune.get_context().get_trial_id()
+    device, shown, note = _choose_device(job.gpu)
     reachable = checkpoints.storage_reachable()
     if not reachable:
         note = _join(
@@ -190,62 +134,193 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     if restored is not None and restored.final is not None:
         _report_again(restored)  # it had ended: its final result, unchanged
         return
-    lineage: list[str] = []
+    members = keys.members(config)
+    gone = _ended_members(job, members)
+    state = {} if restored is None else restored.state or {}
+    # a clone of another trial (PBT) says so for good; its own checkpoint only this time
+    lineage: list[str] = list(state.get("lineage", []))
     if restored is not None:
-        # a clone of another trial (PBT) says so for good; its own checkpoint only this time
-        lineage = list((restored.state or {}).get("lineage", []))
         if restored.source != trial_id:
             lineage.append(restored.note(trial_id))
         note = _join(note, *lineage, restored.note(trial_id) if restored.source == trial_id else "")
-    info = _where(shown, note, entered, started)
-    side = TuneSide(info, 0, lineage)
-    kept: list[dict[str, Any]] = []
-
-    outcome: dict[str, Any] = {FINAL: True, INFO: info}
+    if "group" in state:  # the members its loop was built with
+        members = [m for m in members if m["member"] in state["group"]]
+    else:  # a retried group trains only the members whose end never reached the driver
+        members = [m for m in members if m["number"] not in gone]
+    live, cfgs, bad = _group_configs(job.spec, members)
+    side = TrialSide(job, live, _where(shown, note, entered, started), note, lineage, shown)
+    side.gone = gone
+    if "alive" in state:
+        side.running = [int(i) for i in state["alive"]]
+    side.entries.extend(side.failed(m, exc, tb) for m, exc, tb in bad)
     stop: BaseException | None = None
-    cfg = None
-    summary = None
+    summaries: list[Any] = []
     try:
-        cfg = trial_config(job.spec, params)
-        per_epoch = math.ceil(len(data.train_y) / cfg.train.batch_size)
-        side.interval = cfg.train.checkpoint_interval(per_epoch) if reachable else 0
-        summary = train(
-            cfg, data, side.report, device=device, threads=max(1, round(job.cpu)),
-            checkpoint=side.checkpoint if side.interval else None,
-            state=None if restored is None else restored.state,
-            tested=kept.append if job.spec.keep_best and reachable else None,
-        )  # fmt: skip
-        side.flush()
-        outcome.update(_finished(job.spec, summary, shown, note))
+        if live:
+            summaries = trainer.train_group(
+                cfgs, data, side.report, device=device, threads=max(1, round(job.cpu)),
+                after_report=side.after_report,
+                checkpoint=side.checkpoint if reachable else None,
+                state=None if restored is None else restored.state,
+                tested=side.kept.__setitem__ if job.spec.keep_best and reachable else None,
+            )  # fmt: skip
+            side.ended(side.running, summaries)
     except Exception as exc:  # noqa: BLE001 -- a failed trial is data, not a crash
-        outcome[STATUS] = Status.FAILED
-        outcome[ERROR] = "; ".join(x for x in (note, f"{type(exc).__name__}: {exc}".strip()) if x)
-        outcome["traceback"] = traceback.format_exc(limit=20)
+        side.fail(exc, traceback.format_exc(limit=20))
     except BaseException as exc:  # noqa: BLE001 -- Ray's stop (SystemExit), an interrupt
         stop = type(exc)(*exc.args)
+    side.drop_checkpoint()
     trainer.free_device_memory()  # the exception (and the frames holding the model) is gone now
     if stop is not None:
         raise stop
-    if outcome.get(STATUS) == Status.FAILED:
-        side.flush()  # a report whose checkpoint failed still counts
-    if side.held is not None:
-        outcome[LAST] = side.held
-    last = side.last
-    if outcome.get(STATUS) == Status.COMPLETED:  # metrics not in the summary: the last report's
-        for m in job.spec.metrics:
-            if outcome.get(m.name) is None:
-                outcome[m.name] = last.get(m.name)
-    # schedulers that count reports (hyperband_sync, pbt) see no progress in the final result
-    outcome["report"] = last.get("report", 0)
-    if job.spec.early_terminate.type == "hyperband_sync":  # it ranks every live trial's last result
-        m = job.spec.metric
-        if outcome.get(m.name) is None:
-            worst = -math.inf if m.mode == "max" else math.inf
-            outcome[m.name] = last.get(m.name, worst)
-    models = {}
-    if kept and cfg is not None and summary is not None and outcome.get(STATUS) == Status.COMPLETED:
-        models[trial_id] = (cfg, kept[0], bundle.scores(summary))
-    report_final(outcome, models, job, data)
+    models = {
+        keys.row_id(trial_id, config, live[i]["member"]): (cfgs[i], w, side.scores[i])
+        for i, w in side.kept.items()
+        if i in side.scores
+    }
+    report_final(side.final(), models, job, data)
+
+
+class TrialSide:
+    """The trial's results to Tune, one per evaluation: every live member's report and every
+    member that ended there (GROUP entries; a member's end, FINAL, with its summary).
+
+    - A checkpoint due after an evaluation travels with that evaluation's result (the
+      schedulers count results: one per evaluation).
+    - The evaluation after which no member is left is held back and travels inside the
+      trial's final result. The loop says when that is (it knows the budget, patience and
+      divergence): a trial stopped at a result it is shown (ASHA at a rung or at max_t) is
+      PRUNED, untested, though it ran its whole budget; so a trial that ran its budget
+      always ends COMPLETED (or DIVERGED).
+    - `scheduled` (an unfused sweep's trial, judged by Tune's scheduler): results also carry
+      its one member's objective(s) and report index at the top level, where the scheduler
+      reads them. Members of fused groups are judged one by one by the shared record
+      (job.rungs): PRUNE stops a member (the loop drops it), never at its last report."""
+
+    def __init__(
+        self, job: TrialJob, live: list[dict[str, Any]], info: dict[str, Any], note: str,
+        lineage: list[str], shown: str,
+    ) -> None:  # fmt: skip
+        from harness.trainer import PRUNE  # the loop (torch) is imported inside the trial
+
+        self.prune = PRUNE
+        self.job = job
+        self.shown = shown  # the device as recorded
+        self.live = live  # the members the loop trains, by loop index
+        self.info: dict[str, Any] | None = info  # sent with the first result
+        self.note = note
+        self.lineage = lineage  # other trials' checkpoints this one went on from (PBT)
+        self.scheduled = job.rungs is None
+        self.entries: list[dict[str, Any]] = []  # what the next result carries
+        self.last: dict[int, dict[str, Any]] = {}  # each member's last report
+        self.running = list(range(len(live)))  # members alive at the last evaluation
+        self.kept: dict[int, dict[str, Any]] = {}  # tested weights of completed members
+        self.scores: dict[int, dict[str, Any]] = {}  # and their scores (bundle.scores)
+        self.folder: Path | None = None  # a checkpoint written at this evaluation
+        self.gone: set[int] = set()  # numbers whose end reached the driver (a retried group)
+
+    def failed(self, m: dict[str, Any], exc: BaseException, tb: str = "") -> dict[str, Any]:
+        why = _join(self.note, f"{type(exc).__name__}: {exc}".strip())
+        return {MEMBER: m["member"], FINAL: True, STATUS: Status.FAILED, ERROR: why,
+                "traceback": tb}  # fmt: skip
+
+    def report(self, i: int, metrics: dict[str, Any]) -> str | None:
+        """Member i's evaluation; PRUNE when the shared record stops it."""
+        m = self.live[i]
+        self.last[i] = metrics
+        self.entries.append({MEMBER: m["member"], **metrics})
+        if m["number"] in self.gone:
+            return self.prune  # its end is recorded: it does not train on
+        if self.job.rungs is None or self.job.spec.early_terminate.type == "none":
+            return None
+        value = metrics.get(self.job.spec.metric.name)
+        stop = ray.get(self.job.rungs.decide.remote(m["number"], metrics.get("report"), value))
+        return self.prune if stop and not metrics.get(schema.LAST) else None
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """The loop's state after this evaluation, written now (its tensors are live), sent
+        with the evaluation's result."""
+        self.drop_checkpoint()
+        folder = Path(tempfile.mkdtemp(prefix="harness-checkpoint-"))
+        self.folder = folder
+        group = [m["member"] for m in self.live]
+        checkpoints.write_state(folder, {**state, "lineage": self.lineage, "group": group})
+
+    def drop_checkpoint(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def after_report(self, loop: Any) -> None:
+        """The evaluation's result, with the members that ended there (held back when none
+        is left: it goes with the final result)."""
+        self.ended([i for i in self.running if i not in loop.alive], loop.summaries)
+        self.running = list(loop.alive)
+        if not self.running:
+            return
+        out = self._result()
+        if self.folder is None:
+            tune.report(out)
+            return
+        try:
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(str(self.folder)))
+        finally:
+            self.drop_checkpoint()
+
+    def ended(self, indices: list[int], summaries: list[Any]) -> None:
+        """End entries of these members (their summaries; a completed member's objectives
+        are its kept weights', or its last report's where the summary has none)."""
+        for i in indices:
+            entry = {MEMBER: self.live[i]["member"], FINAL: True}
+            entry.update(_finished(self.job.spec, summaries[i], self.shown, self.note))
+            if summaries[i].status == Status.COMPLETED:
+                self.scores[i] = bundle.scores(summaries[i])
+            for m in self.job.spec.metrics:
+                if entry[STATUS] == Status.COMPLETED and entry.get(m.name) is None:
+                    entry[m.name] = self.last.get(i, {}).get(m.name)
+            self.entries.append(entry)
+        self.running = [i for i in self.running if i not in indices]
+
+    def fail(self, exc: BaseException, tb: str) -> None:
+        """The loop raised: the members still in it failed."""
+        gone = {e[MEMBER] for e in self.entries if e.get(FINAL)}
+        for i in self.running:
+            if self.live[i]["member"] not in gone:
+                self.entries.append(self.failed(self.live[i], exc, tb))
+        self.running = []
+
+    def final(self) -> dict[str, Any]:
+        """The trial's final result; a scheduled trial's carries its member's objectives
+        when it completed (hyperband_sync ranks every live trial's last result: there the
+        last report's, or a worst value) and its report count (schedulers that count
+        reports see no progress in it)."""
+        out = self._result(top=False)
+        out[FINAL] = True
+        if self.scheduled:
+            end = next((e for e in out[GROUP] if e.get(FINAL)), {})
+            last = self.last.get(0, {})
+            for m in self.job.spec.metrics:
+                if end.get(m.name) is not None:
+                    out[m.name] = end[m.name]
+            if self.job.spec.early_terminate.type == "hyperband_sync":
+                m = self.job.spec.metric
+                if out.get(m.name) is None:
+                    out[m.name] = last.get(m.name, -math.inf if m.mode == "max" else math.inf)
+            out["report"] = last.get("report", 0)
+        return out
+
+    def _result(self, top: bool = True) -> dict[str, Any]:
+        """The entries so far (and the trial's place, first time); `top`: a scheduled
+        trial's objectives and report index at the top level, for Tune's scheduler."""
+        out: dict[str, Any] = {GROUP: self.entries}
+        if top and self.scheduled and self.last:
+            report = self.last[0]
+            out.update({m.name: report[m.name] for m in self.job.spec.metrics if m.name in report})
+            out["report"] = report.get("report")
+        if self.info is not None:
+            out[INFO], self.info = self.info, None
+        self.entries = []
+        return out
 
 
 def report_final(
@@ -306,106 +381,12 @@ def _finished(spec: SweepSpec, summary: TrialSummary, shown: str, note: str) -> 
     return out
 
 
-def run_group(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
-    """Ray Tune function trainable of a fused sweep: the members in config[MEMBERS] (Optuna
-    trials the searcher grouped) trained as one group by the shared loop (train_group), each
-    reporting and ending as a trial.
-
-    Each evaluation sends one result whose GROUP entries are every live member's report and
-    every member that ended (FINAL, with its summary). At each report the shared record
-    (job.rungs) decides whether that member stops (the loop then drops it: PRUNED). A member
-    whose settings do not make a config fails alone; an exception of the group's loop fails
-    the members still in it. A retried group (max_failures) trains only the members whose
-    end never reached the driver. With keep_best, the final result carries each completed
-    member's tested weights.
-    """
-    entered = time.time()
-    from harness import trainer
-
-    members = list(config[MEMBERS])
-    if job.rungs is not None:
-        left = set(ray.get(job.rungs.unfinished.remote([m["number"] for m in members])))
-        members = [m for m in members if m["number"] in left]
-    started = time.time()
-    device, shown, note = _choose_device(job.gpu)
-    info: dict[str, Any] | None = _where(shown, note, entered, started)
-    metric = job.spec.metric.name
-    entries: list[dict[str, Any]] = []
-    last: dict[int, dict[str, Any]] = {}
-    keep = bool(job.spec.keep_best) and checkpoints.storage_reachable()
-    kept: dict[int, dict[str, Any]] = {}
-
-    def failed(m: dict[str, Any], exc: BaseException, tb: str = "") -> dict[str, Any]:
-        why = _join(note, f"{type(exc).__name__}: {exc}".strip())
-        return {MEMBER: m["member"], FINAL: True, STATUS: Status.FAILED, ERROR: why,
-                "traceback": tb}  # fmt: skip
-
-    live, cfgs, bad = _group_configs(job.spec, members)
-    entries.extend(failed(m, exc, tb) for m, exc, tb in bad)
-    running = list(range(len(live)))  # the members alive at the last evaluation
-
-    def report(i: int, metrics: dict[str, Any]) -> str | None:
-        m = live[i]
-        last[i] = metrics
-        entries.append({MEMBER: m["member"], **metrics})
-        if job.rungs is None or job.spec.early_terminate.type == "none":
-            return None
-        value = metrics.get(metric)
-        stop = ray.get(job.rungs.decide.remote(m["number"], metrics.get("report"), value))
-        # at the group's last report the member has trained to its end: recorded, not stopped
-        # (as Ray's ASHA records an unfused trial's last result when it completes)
-        return trainer.PRUNE if stop and not metrics.get(schema.LAST) else None
-
-    def ended(indices: list[int], summaries: list[Any]) -> None:
-        for i in indices:
-            entry = {MEMBER: live[i]["member"], FINAL: True}
-            entry.update(_finished(job.spec, summaries[i], shown, note))
-            for m in job.spec.metrics:  # metrics not in the summary: the last report's
-                if entry[STATUS] == Status.COMPLETED and entry.get(m.name) is None:
-                    entry[m.name] = last.get(i, {}).get(m.name)
-            entries.append(entry)
-
-    def after_report(loop: Any) -> None:  # one result per evaluation, with who ended
-        nonlocal info
-        ended([i for i in running if i not in loop.alive], loop.summaries)
-        running[:] = list(loop.alive)
-        out: dict[str, Any] = {GROUP: list(entries)}
-        if info is not None:
-            out[INFO] = info
-        entries.clear()
-        info = None
-        tune.report(out)
-
-    stop: BaseException | None = None
-    summaries: list[Any] = []
-    try:
-        if live:
-            summaries = trainer.train_group(
-                cfgs, data, report, device=device, threads=max(1, round(job.cpu)),
-                after_report=after_report, tested=kept.__setitem__ if keep else None,
-            )  # fmt: skip
-            ended(running, summaries)
-    except Exception as exc:  # noqa: BLE001 -- the group's loop raised: its members failed
-        tb = traceback.format_exc(limit=20)
-        gone = {e[MEMBER] for e in entries if e.get(FINAL)}
-        for i in running:
-            if live[i]["member"] not in gone:
-                entries.append(failed(live[i], exc, tb))
-    except BaseException as exc:  # noqa: BLE001 -- Ray's stop (SystemExit), an interrupt
-        stop = type(exc)(*exc.args)
-    trainer.free_device_memory()
-    if stop is not None:
-        raise stop
-    out: dict[str, Any] = {GROUP: entries, FINAL: True}
-    if info is not None:
-        out[INFO] = info
-    group_id = tune.get_context().get_trial_id()
-    models = {
-        member_id(group_id, live[i]["member"]): (cfgs[i], w, bundle.scores(summaries[i]))
-        for i, w in kept.items()
-        if summaries[i].status == Status.COMPLETED
-    }
-    report_final(out, models, job, data)
+def _ended_members(job: TrialJob, members: list[dict[str, Any]]) -> set[int]:
+    """The members (Optuna numbers) whose end reached the driver: a retried group's."""
+    if job.rungs is None:
+        return set()
+    numbers = [m["number"] for m in members]
+    return set(numbers) - set(ray.get(job.rungs.unfinished.remote(numbers)))
 
 
 def _group_configs(
@@ -429,12 +410,11 @@ def _group_configs(
 
 
 def trainable(spec: SweepSpec, data: Dataset, rungs: Any = None) -> Any:
-    """run_trial (or run_group when `rungs`, the members' record, says the sweep is fused)
-    as Tune's trainable: the job and the data shipped once through the object store, each
-    trial holding the spec's cpu and gpu share."""
+    """run_trial as Tune's trainable: the job (with `rungs`, the members' record of a fused
+    sweep) and the data shipped once through the object store, each trial holding the
+    spec's cpu and gpu share."""
     job = TrialJob(spec=spec, cpu=spec.resources.cpu, gpu=spec.resources.gpu, rungs=rungs)
-    fn = run_trial if rungs is None else run_group
     return tune.with_resources(
-        tune.with_parameters(fn, job=job, data=data),
+        tune.with_parameters(run_trial, job=job, data=data),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )

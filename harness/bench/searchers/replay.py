@@ -18,7 +18,7 @@ searcher for the next trial at once. Optuna's study lives in memory.
 A fused group (fuse N) is one worker: its members report together, each report at the
 slowest live member's recorded step (members train in lock step); the Rungs record decides
 per member, in event order, as the actor does in a real fused sweep, and a member is never
-stopped at the group's last report (harness.sweep.trial.run_group).
+stopped at the group's last report (harness.sweep.trial.TrialSide).
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ class Replay:
         """The next event of an unfused trial; True when it ended."""
         from ray.tune.schedulers import TrialScheduler
 
-        from harness.sweep.keys import FINAL, LAST, STATUS
+        from harness.sweep.keys import FINAL, GROUP, MEMBER, STATUS
 
         self._advance(w, now)
         m = w.members[0]
@@ -251,8 +251,9 @@ class Replay:
         n = self.table.reports(m.row)
         value = float(self.table.values[m.row, r - 1])
         report = {self.metric: value, "report": r}
+        entry = {MEMBER: 0, **report}
         if r < n:
-            result = {**report, "training_iteration": r}
+            result = {**report, "training_iteration": r, GROUP: [entry]}
             if self.scheduler.on_trial_result(None, w.trial, result) == TrialScheduler.STOP:
                 self.scheduler.on_trial_complete(None, w.trial, result)
                 self.searcher.on_trial_complete(w.trial.trial_id, result)
@@ -261,10 +262,10 @@ class Replay:
             self.searcher.on_trial_result(w.trial.trial_id, result)
             return False
         status = str(self.table.status[m.row])
-        final: dict[str, Any] = {FINAL: True, LAST: report, STATUS: status,
-                                 "training_iteration": r}  # fmt: skip
+        end: dict[str, Any] = {MEMBER: 0, FINAL: True, STATUS: status}
+        final: dict[str, Any] = {FINAL: True, GROUP: [entry, end], "training_iteration": r}
         if status == Status.COMPLETED:
-            final[self.metric] = float(self.table.final[m.row])
+            final[self.metric] = end[self.metric] = float(self.table.final[m.row])
         if self.scheduler.on_trial_result(None, w.trial, final) != TrialScheduler.STOP:
             self.searcher.on_trial_result(w.trial.trial_id, final)
         self.scheduler.on_trial_complete(None, w.trial, final)
