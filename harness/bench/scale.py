@@ -11,8 +11,9 @@ time. Each size runs in a process of its own, so its peak memory is its own. Mea
   tables, Optuna, the console) from the first trial's start to the last trial's end, per trial;
 - `table_write_s`: seconds spent writing the Parquet tables, and `tables_max_stale_s`, the
   longest a change to them waited before it was on disk;
-- `ask_tell_ms_per_trial`: milliseconds in Optuna's `Study.ask` and `Study.tell` per trial
-  (the sampler's work, with the study's storage);
+- `ask_tell_ms_per_trial`: milliseconds in Optuna's `Study.ask`, the parameters'
+  suggestions (`Trial.suggest_*`, where TPE does most of its work) and `Study.tell` per
+  trial (the sampler's work, with the study's storage);
 - `driver_peak_mb`: the driver process's peak resident memory;
 - `report_s`: `python -m harness.report` on the finished folder (figures included);
 - `table_reads`, `table_read_failures`: `harness.results.load` of the running sweep's tables
@@ -121,21 +122,26 @@ class _Reader(threading.Thread):
 
 
 def _timed_optuna() -> dict[str, float]:
-    """Study.ask and Study.tell, timed (this process only: the benchmark's own wrapper)."""
+    """Study.ask, Trial._suggest (every suggest_* goes through it) and Study.tell, timed (this
+    process only: the benchmark's own wrapper)."""
     import optuna
 
-    spent = {"ask_tell_s": 0.0}
-    for name in ("ask", "tell"):
-        original = getattr(optuna.study.Study, name)
+    spent = {"ask_tell_s": 0.0, "depth": 0}  # depth: an ask that suggests counts once
+    for owner, name in ((optuna.study.Study, "ask"), (optuna.trial.Trial, "_suggest"),
+                        (optuna.study.Study, "tell")):  # fmt: skip
+        original = getattr(owner, name)
 
         def timed(self: Any, *a: Any, _f: Any = original, **k: Any) -> Any:
             t0 = time.perf_counter()
+            spent["depth"] += 1
             try:
                 return _f(self, *a, **k)
             finally:
-                spent["ask_tell_s"] += time.perf_counter() - t0
+                spent["depth"] -= 1
+                if not spent["depth"]:
+                    spent["ask_tell_s"] += time.perf_counter() - t0
 
-        setattr(optuna.study.Study, name, timed)
+        setattr(owner, name, timed)
     return spent
 
 
