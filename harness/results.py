@@ -52,6 +52,7 @@ OPTUNA_FILE = "optuna.db"
 RAY_DIR = "ray"
 MODELS_DIR = "models"  # the kept trials' weights (harness.bundle), one folder per trial id
 LOG_FILE = "ray.log"
+PART = "part-{:06d}.parquet"  # a part of metrics.parquet/ and grad_layers.parquet/, by block
 
 # Arrow types of the fixed columns; parameter columns are inferred.
 _BOOL = pa.bool_()
@@ -137,6 +138,7 @@ class _KeyedTable:
         self._block_cache: dict[int, pa.Table] = {}
         self._seen = 0
         self.changed: set[int] = set()  # blocks changed since their part was last written
+        self._joined: tuple[int, pa.Table | None] = (0, None)  # blocks before [0], joined
 
     def put(self, trial_id: str, key: Any, row: dict[str, Any]) -> None:
         if trial_id not in self.rows:
@@ -148,23 +150,24 @@ class _KeyedTable:
             self._block_of[trial_id] = block
             self._blocks.setdefault(block, []).append(trial_id)
         self.rows.setdefault(trial_id, {})[key] = row
-        self._cache.pop(trial_id, None)
-        self._block_cache.pop(self._block_of[trial_id], None)
-        self.changed.add(self._block_of[trial_id])
+        self._touch(trial_id, self._block_of[trial_id])
 
     def drop(self, trial_id: str) -> bool:
         """Forget a trial's rows; True if it had any."""
         if self.rows.pop(trial_id, None) is None:
             return False
-        self._cache.pop(trial_id, None)
         block = self._block_of.pop(trial_id)
         self._blocks[block].remove(trial_id)
-        self._block_cache.pop(block, None)
-        self.changed.add(block)
+        self._touch(trial_id, block)
         return True
 
-    def blocks(self) -> list[int]:
-        return sorted(self._blocks)
+    def _touch(self, trial_id: str, block: int) -> None:
+        """A trial's rows changed: its table, its block's and the done blocks' join go."""
+        self._cache.pop(trial_id, None)
+        self._block_cache.pop(block, None)
+        self.changed.add(block)
+        if block < self._joined[0]:
+            self._joined = (0, None)
 
     def block(self, block: int) -> pa.Table:
         """One block's rows (a schema-only table once all its trials were dropped)."""
@@ -200,7 +203,15 @@ class _KeyedTable:
         return table
 
     def table(self) -> pa.Table:
-        tables = [t for b in sorted(self._blocks) if (t := self._block_table(b)) is not None]
+        """Every row: the blocks before the newest two (their trials done) joined once, not
+        at every write (joining 40 blocks at each write grew a trial's end with the sweep)."""
+        last = max(self._blocks, default=-1)
+        done = max(0, last - 1)
+        if self._joined[0] != done:
+            joined = [t for b in range(done) if (t := self._block_table(b)) is not None]
+            self._joined = (done, _concat(joined).combine_chunks() if joined else None)
+        tables = [self._joined[1], *(self._block_table(b) for b in range(done, last + 1))]
+        tables = [t for t in tables if t is not None]
         return self._ordered(_concat(tables)) if tables else self.schema.empty_table()
 
     def _ordered(self, table: pa.Table) -> pa.Table:
@@ -221,10 +232,6 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
         return pa.concat_tables(_as_text_where_mixed(tables), promote_options="permissive")
 
 
-def part_name(block: int) -> str:
-    return f"part-{block:06d}.parquet"
-
-
 def _write_parts(path: Path, keyed: _KeyedTable, whole: bool) -> list[Path]:
     """metrics.parquet/ and grad_layers.parquet/ are folders of Parquet files, one per block
     of trials (_KeyedTable.BLOCK, in the order trials were first seen), that pandas reads as
@@ -236,7 +243,7 @@ def _write_parts(path: Path, keyed: _KeyedTable, whole: bool) -> list[Path]:
     hidden folder that then takes its place (its files fsynced). Returns the parts written
     in place, not yet fsynced (ResultsWriter.flush)."""
     if path.is_dir() and not whole:
-        parts = [path / part_name(block) for block in sorted(keyed.changed)]
+        parts = [path / PART.format(block) for block in sorted(keyed.changed)]
         for part, block in zip(parts, sorted(keyed.changed)):
             write_with(part, partial(pq.write_table, keyed.block(block)), durable=False)
         keyed.changed.clear()
@@ -245,8 +252,8 @@ def _write_parts(path: Path, keyed: _KeyedTable, whole: bool) -> list[Path]:
     new = path.with_name(f".{path.name}.new-{tag}")
     new.mkdir()
     try:
-        for block in keyed.blocks() or [0]:
-            write_with(new / part_name(block), partial(pq.write_table, keyed.block(block)))
+        for block in sorted(keyed._blocks) or [0]:
+            write_with(new / PART.format(block), partial(pq.write_table, keyed.block(block)))
         old = path.with_name(f".{path.name}.old-{tag}")
         if path.exists():
             os.replace(path, old)
@@ -351,7 +358,6 @@ class ResultsWriter:
         self._whole: set[str] = set()  # tables to write whole at their next write (reopened)
         self._unsynced: set[Path] = set()  # files written since the last durable flush
 
-    # -- loading (resume) ------------------------------------------------------------------
     @classmethod
     def open(cls, folder: str | os.PathLike, **kw: Any) -> ResultsWriter:
         """A writer seeded with whatever tables already exist in `folder`."""
@@ -365,7 +371,6 @@ class ResultsWriter:
         writer._whole = {"metrics", "layers"}  # its blocks need not match the parts there
         return writer
 
-    # -- rows ------------------------------------------------------------------------------
     def add_report(self, trial_id: str, report: Mapping[str, Any]) -> None:
         """One evaluation report (schema.METRIC_KEYS plus schema.LAYERS) of one trial."""
         iteration = int(report["iteration"])
@@ -380,9 +385,8 @@ class ResultsWriter:
         self._mark("metrics", "layers")
 
     def _mark(self, *tables: str) -> None:
-        now = time.monotonic()
         for name in tables:
-            self._dirty_since.setdefault(name, now)
+            self._dirty_since.setdefault(name, time.monotonic())
         self._dirty.update(tables)
 
     def set_trial(self, trial_id: str, **fields: Any) -> None:
@@ -452,7 +456,6 @@ class ResultsWriter:
     def trial_row(self, trial_id: str) -> dict[str, Any]:
         return dict(self.trials.rows.get(trial_id, {}).get(0, {}))
 
-    # -- writing ---------------------------------------------------------------------------
     def flush(
         self, force: bool = False, only: Sequence[str] | None = None, durable: bool | None = None
     ) -> bool:
@@ -498,10 +501,8 @@ class ResultsWriter:
             if path.exists():  # else a whole rewrite replaced it (fsynced)
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
-        for name in todo:
-            since = self._dirty_since.pop(name, None)
-            if since is not None:
-                self.max_stale_s = max(self.max_stale_s, time.monotonic() - since)
+        late = [time.monotonic() - self._dirty_since.pop(n) for n in todo & set(self._dirty_since)]
+        self.max_stale_s = max([self.max_stale_s, *late])
         self._dirty -= todo
         spent = time.monotonic() - t0
         self.write_seconds += spent
@@ -509,8 +510,7 @@ class ResultsWriter:
         return True
 
     def write_sweep_info(self, info: Mapping[str, Any]) -> None:
-        text = json.dumps(info, indent=2, sort_keys=False, default=str)
-        write_text(self.folder / SWEEP_FILE, text + "\n")
+        write_text(self.folder / SWEEP_FILE, json.dumps(info, indent=2, default=str) + "\n")
 
 
 # -- reading ------------------------------------------------------------------------------
