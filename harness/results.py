@@ -161,6 +161,9 @@ class _KeyedTable:
         self._touch(trial_id, block)
         return True
 
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
     def _touch(self, trial_id: str, block: int) -> None:
         """A trial's rows changed: its table, its block's and the done blocks' join go."""
         self._cache.pop(trial_id, None)
@@ -590,14 +593,8 @@ def load(path: str | os.PathLike) -> SweepResults:
         trials = _read(folder / TRIALS_FILE, TRIALS_SCHEMA)
         metrics = _read(folder / METRICS_FILE, METRICS_SCHEMA)
         layers = _read(folder / LAYERS_FILE, LAYERS_SCHEMA)
-    return SweepResults(
-        path=folder,
-        trials=trials,
-        metrics=metrics,
-        grad_layers=layers,
-        spec=dict(info.get("spec") or {}),
-        info=info,
-    )
+    return SweepResults(path=folder, trials=trials, metrics=metrics, grad_layers=layers,
+                        spec=dict(info.get("spec") or {}), info=info)  # fmt: skip
 
 
 def decode_param(value: Any) -> Any:
