@@ -1,9 +1,10 @@
 """Files a reader never sees half-written: the one atomic-write helper of the project.
 
 Every table, summary, cache entry, report and figure goes through `write_with`: the data
-goes to a temporary file in the destination's folder, is flushed and fsynced, gets the
-ordinary file mode (the process umask, read once at import without changing it), and is
-renamed over the destination. A crash or a full disk leaves the old file or the new one,
+goes to a temporary file in the destination's folder, is flushed and fsynced (unless the
+caller says it need not outlive a crash of the machine), gets the ordinary file mode (the
+process umask, read once at import without changing it), and is renamed over the
+destination. A crash or a full disk leaves the old file or the new one,
 never a torn one, and the temporary file is removed on any error. The rename replaces regular
 files only: a symbolic link stays and the file it points to is replaced; a fifo, a device or
 a socket is never replaced (NotAFile).
@@ -68,11 +69,16 @@ def _destination(path: Path) -> Path:
     return path
 
 
-def write_with(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def write_with(
+    path: str | os.PathLike, write: Callable[[Path], None], *, durable: bool = True
+) -> None:
     """Call write(tmp_path) for a temporary file beside `path`, then make it `path` atomically.
 
     `write` may open the path itself (pandas, pyarrow, numpy); the file is fsynced after it
-    returns, so the rename never publishes data still in the page cache only.
+    returns, so the rename never publishes data still in the page cache only. `durable=False`
+    skips the fsync, for a file rewritten many times a minute whose every version need not
+    outlive a crash of the machine: a reader still sees the old file or the new one, never a
+    torn one, and a process that dies (the page cache outlives it) loses nothing.
     """
     path = _destination(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,8 +87,9 @@ def write_with(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     tmp = Path(name)
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; results are ordinary, shareable files
         os.replace(tmp, path)
     except BaseException:

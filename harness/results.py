@@ -1,11 +1,11 @@
 """A sweep's results folder: Parquet tables written while the sweep runs, and read back.
 
 Why this shape: the driver-side Tune callback (harness.sweep.callback) hands every report and
-every finished trial to a `ResultsWriter`, which keeps rows keyed by
-(trial_id, iteration) and rewrites the tables atomically (harness.files: temporary file,
-fsync, rename). Keyed rows make writing idempotent: feeding the same report twice, or
-reopening a folder after a crash and replaying what Ray re-sends, never duplicates a
-row, which is what a resumed sweep needs. Writes are throttled only by their own
+every finished trial to a `ResultsWriter`, which keeps rows keyed by (trial_id, iteration)
+and rewrites the tables atomically (harness.files: temporary file, rename; fsynced at a
+trial's end, see `flush`). Keyed rows make writing idempotent: feeding the same report
+twice, or reopening a folder after a crash and replaying what Ray re-sends, never duplicates
+a row, which is what a resumed sweep needs. Writes are throttled only by their own
 cost (at most ~5% of wall time goes to writing), so a small sweep writes on every
 report and a crash loses nothing already reported. The writes of one flush happen under the
 folder's tables lock (harness.lock), which `load()` takes shared, so a reader of a running
@@ -16,7 +16,9 @@ This module does not import Ray: `load()` is for notebooks and the report.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import json
 import math
 import os
@@ -39,7 +41,7 @@ import pyarrow.parquet as pq
 from harness.errors import UserError
 from harness.files import write_text, write_with
 from harness.lock import tables_lock
-from harness.schema import LAYER_KEYS, LAYERS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
+from harness.schema import LAYER_KEYS, LAYERS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS, Status
 from harness.values import finite, plain
 
 TRIALS_FILE = "trials.parquet"
@@ -50,6 +52,7 @@ OPTUNA_FILE = "optuna.db"
 RAY_DIR = "ray"
 MODELS_DIR = "models"  # the kept trials' weights (harness.bundle), one folder per trial id
 LOG_FILE = "ray.log"
+PART = "part-{:06d}.parquet"  # a part of metrics.parquet/ and grad_layers.parquet/, by block
 
 # Arrow types of the fixed columns; parameter columns are inferred.
 _BOOL = pa.bool_()
@@ -58,41 +61,25 @@ _FLOAT = pa.float64()
 _STR = pa.string()
 _TIME = pa.timestamp("us", tz="UTC")
 
-_METRIC_TYPES: dict[str, pa.DataType] = {
-    k: (
-        _BOOL
-        if k in ("improved", "grad_vanishing", "grad_exploding")
-        else _INT
-        if k in ("iteration", "report", "epoch", "samples", "grad_nonfinite")
-        else _FLOAT
-    )
-    for k in METRIC_KEYS
-}
-_LAYER_TYPES: dict[str, pa.DataType] = {
-    k: (_STR if k == "layer" else _BOOL if k == "embedding" else _FLOAT) for k in LAYER_KEYS
-}
-_TEXT_COLUMNS = ("trial_id", "status", "node_id", "node_ip", "device", "error", "confusion",
-                 "group_id")  # fmt: skip
-_INT_COLUMNS = ("trial_number", "best_iteration", "iterations", "epochs", "samples",
-                "group_member", "group_size")  # fmt: skip
-_TRIAL_TYPES: dict[str, pa.DataType] = {
-    k: (
-        _STR
-        if k in _TEXT_COLUMNS
-        else _INT
-        if k in _INT_COLUMNS
-        else _BOOL
-        if k == "fused"
-        else _TIME
-        if k in ("start_time", "end_time")
-        else _FLOAT
-    )
-    for k in TRIAL_KEYS
-}
+# every column not named here is a float
+_NOT_FLOAT: dict[str, pa.DataType] = {
+    **dict.fromkeys(("trial_id", "status", "node_id", "node_ip", "device", "error", "confusion",
+                     "group_id", "layer"), _STR),
+    **dict.fromkeys(("trial_number", "best_iteration", "iterations", "epochs", "samples",
+                     "group_member", "group_size", "iteration", "report", "epoch",
+                     "grad_nonfinite"), _INT),
+    **dict.fromkeys(("fused", "improved", "grad_vanishing", "grad_exploding", "embedding"), _BOOL),
+    **dict.fromkeys(("start_time", "end_time"), _TIME),
+}  # fmt: skip
 
-METRICS_SCHEMA = pa.schema([("trial_id", _STR), *_METRIC_TYPES.items()])
-LAYERS_SCHEMA = pa.schema([("trial_id", _STR), ("iteration", _INT), *_LAYER_TYPES.items()])
-TRIALS_SCHEMA = pa.schema(list(_TRIAL_TYPES.items()))
+
+def _types(keys: Sequence[str]) -> list[tuple[str, pa.DataType]]:
+    return [(k, _NOT_FLOAT.get(k, _FLOAT)) for k in keys]
+
+
+METRICS_SCHEMA = pa.schema(_types(["trial_id", *METRIC_KEYS]))
+LAYERS_SCHEMA = pa.schema(_types(["trial_id", "iteration", *LAYER_KEYS]))
+TRIALS_SCHEMA = pa.schema(_types(TRIAL_KEYS))
 
 
 def param_value(value: Any) -> Any:
@@ -135,6 +122,8 @@ class _KeyedTable:
     at most N / BLOCK cached blocks. Trials end in about the order they start, so the blocks
     of finished trials stay cached, and a 5,000-trial sweep does not re-join 5,000 small
     tables at every write (it did: the cost of a trial's end grew with the trials before it).
+    Trials two blocks back lose their own tables (a few kB each; their block's table stays):
+    a late change to one of them builds them again.
     """
 
     BLOCK = 128
@@ -149,58 +138,59 @@ class _KeyedTable:
         self._block_cache: dict[int, pa.Table] = {}
         self._seen = 0
         self.changed: set[int] = set()  # blocks changed since their part was last written
+        self._joined: tuple[int, pa.Table | None] = (0, None)  # blocks before [0], joined
 
     def put(self, trial_id: str, key: Any, row: dict[str, Any]) -> None:
         if trial_id not in self.rows:
             block = self._seen // self.BLOCK
+            if self._seen % self.BLOCK == 0:  # a new block: two blocks back, trials are done
+                for done in self._blocks.get(block - 2, ()):
+                    self._cache.pop(done, None)
             self._seen += 1
             self._block_of[trial_id] = block
             self._blocks.setdefault(block, []).append(trial_id)
         self.rows.setdefault(trial_id, {})[key] = row
-        self._cache.pop(trial_id, None)
-        self._block_cache.pop(self._block_of[trial_id], None)
-        self.changed.add(self._block_of[trial_id])
+        self._touch(trial_id, self._block_of[trial_id])
 
     def drop(self, trial_id: str) -> bool:
         """Forget a trial's rows; True if it had any."""
         if self.rows.pop(trial_id, None) is None:
             return False
-        self._cache.pop(trial_id, None)
         block = self._block_of.pop(trial_id)
         self._blocks[block].remove(trial_id)
-        self._block_cache.pop(block, None)
-        self.changed.add(block)
+        self._touch(trial_id, block)
         return True
-
-    def blocks(self) -> list[int]:
-        return sorted(self._blocks)
-
-    def block(self, block: int) -> pa.Table:
-        """One block's rows (a schema-only table once all its trials were dropped)."""
-        table = self._block_table(block)
-        if table is None:
-            return self.schema.empty_table()
-        names = [f.name for f in self.schema]
-        return table.select(names + [n for n in table.column_names if n not in names])
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
 
+    def _touch(self, trial_id: str, block: int) -> None:
+        """A trial's rows changed: its table, its block's and the done blocks' join go."""
+        self._cache.pop(trial_id, None)
+        self._block_cache.pop(block, None)
+        self.changed.add(block)
+        if block < self._joined[0]:
+            self._joined = (0, None)
+
+    def block(self, block: int) -> pa.Table:
+        """One block's rows (a schema-only table once all its trials were dropped)."""
+        table = self._block_table(block)
+        return self.schema.empty_table() if table is None else self._ordered(table)
+
     def _trial_table(self, trial_id: str) -> pa.Table:
         table = self._cache.get(trial_id)
         if table is None:
-            rows = [self.rows[trial_id][k] for k in sorted(self.rows[trial_id], key=_sort_key)]
+            rows = [self.rows[trial_id][k] for k in sorted(self.rows[trial_id])]
             table = self._build(rows)
             self._cache[trial_id] = table
         return table
 
     def _build(self, rows: list[dict[str, Any]]) -> pa.Table:
-        known = {f.name for f in self.schema}
         arrays = [
             pa.array([_cell(r.get(f.name), f.type) for r in rows], type=f.type) for f in self.schema
         ]
         names = [f.name for f in self.schema]
-        found = {k for r in rows for k in r} - known
+        found = {k for r in rows for k in r} - set(names)
         extra = [c for c in self.extra_order if c in found] + sorted(found - set(self.extra_order))
         for name in extra:
             arrays.append(_infer_array([r.get(name) for r in rows]))
@@ -216,10 +206,19 @@ class _KeyedTable:
         return table
 
     def table(self) -> pa.Table:
-        tables = [t for b in sorted(self._blocks) if (t := self._block_table(b)) is not None]
-        if not tables:
-            return self.schema.empty_table()
-        table = _concat(tables)
+        """Every row: the blocks before the newest two (their trials done) joined once, not
+        at every write (joining 40 blocks at each write grew a trial's end with the sweep)."""
+        last = max(self._blocks, default=-1)
+        done = max(0, last - 1)
+        if self._joined[0] != done:
+            joined = [t for b in range(done) if (t := self._block_table(b)) is not None]
+            self._joined = (done, _concat(joined).combine_chunks() if joined else None)
+        tables = [self._joined[1], *(self._block_table(b) for b in range(done, last + 1))]
+        tables = [t for t in tables if t is not None]
+        return self._ordered(_concat(tables)) if tables else self.schema.empty_table()
+
+    def _ordered(self, table: pa.Table) -> pa.Table:
+        """The schema's columns, then the others: extra_order's first, the rest by name."""
         names = [f.name for f in self.schema]
         extra = [n for n in table.column_names if n not in names]
         ordered = [c for c in self.extra_order if c in extra]
@@ -236,11 +235,7 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
         return pa.concat_tables(_as_text_where_mixed(tables), promote_options="permissive")
 
 
-def part_name(block: int) -> str:
-    return f"part-{block:06d}.parquet"
-
-
-def _write_parts(path: Path, keyed: _KeyedTable, whole: bool = False) -> None:
+def _write_parts(path: Path, keyed: _KeyedTable, whole: bool) -> list[Path]:
     """metrics.parquet/ and grad_layers.parquet/ are folders of Parquet files, one per block
     of trials (_KeyedTable.BLOCK, in the order trials were first seen), that pandas reads as
     one table (`pd.read_parquet(folder / "metrics.parquet")`). Only the parts whose trials
@@ -248,18 +243,20 @@ def _write_parts(path: Path, keyed: _KeyedTable, whole: bool = False) -> None:
     not part of the table), and every row of a trial lives in one part: a reader sees each
     trial's rows of one moment. A new table, an older sweep's single file, or (`whole`) one
     reopened for a resume, whose blocks may fall differently now, is written whole into a
-    hidden folder that then takes its place."""
+    hidden folder that then takes its place (its files fsynced). Returns the parts written
+    in place, not yet fsynced (ResultsWriter.flush)."""
     if path.is_dir() and not whole:
-        for block in sorted(keyed.changed):
-            write_with(path / part_name(block), partial(pq.write_table, keyed.block(block)))
+        parts = [path / PART.format(block) for block in sorted(keyed.changed)]
+        for part, block in zip(parts, sorted(keyed.changed)):
+            write_with(part, partial(pq.write_table, keyed.block(block)), durable=False)
         keyed.changed.clear()
-        return
+        return parts
     tag = uuid.uuid4().hex[:8]
     new = path.with_name(f".{path.name}.new-{tag}")
     new.mkdir()
     try:
-        for block in keyed.blocks() or [0]:
-            write_with(new / part_name(block), partial(pq.write_table, keyed.block(block)))
+        for block in sorted(keyed._blocks) or [0]:
+            write_with(new / PART.format(block), partial(pq.write_table, keyed.block(block)))
         old = path.with_name(f".{path.name}.old-{tag}")
         if path.exists():
             os.replace(path, old)
@@ -267,11 +264,9 @@ def _write_parts(path: Path, keyed: _KeyedTable, whole: bool = False) -> None:
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old.exists():
-        old.unlink()
+    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     keyed.changed.clear()
+    return []
 
 
 def _by_number(table: pa.Table) -> pa.Table:
@@ -306,10 +301,6 @@ def _as_text_where_mixed(tables: list[pa.Table]) -> list[pa.Table]:
     return out
 
 
-def _sort_key(key: Any) -> tuple:
-    return key if isinstance(key, tuple) else (key,)
-
-
 def _infer_array(values: list[Any]) -> pa.Array:
     """Parameter columns: numbers stay numbers, lists become JSON text, mixed types become text."""
     values = [param_value(v) for v in values]
@@ -320,8 +311,10 @@ def _infer_array(values: list[Any]) -> pa.Array:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """A table's rows, or one UserError line for a damaged file (the writer never leaves one;
-    something else truncated or replaced it)."""
+    """A table's rows (none when it does not exist), or one UserError line for a damaged file
+    (the writer never leaves one; something else truncated or replaced it)."""
+    if not path.exists():
+        return []
     try:
         return pq.read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as exc:
@@ -354,8 +347,11 @@ class ResultsWriter:
         self.trials = _KeyedTable(TRIALS_SCHEMA, [PARAM_PREFIX + p for p in params])
         self.metrics = _KeyedTable(METRICS_SCHEMA)
         self.layers = _KeyedTable(LAYERS_SCHEMA)
-        self._order: dict[str, None] = {}  # trial ids in first-seen order
-        self._ids: list[str] | None = None  # trial_ids(), kept until a trial or number changes
+        # trial_ids(), kept sorted as trials come (re-sorting all of them at each new trial
+        # grew with the sweep): (Optuna number, first seen, trial id), and each trial's entry
+        self._index: list[tuple[float, int, str]] = []
+        self._places: dict[str, tuple[float, int, str]] = {}
+        self._seen = itertools.count()
         self._dirty: set[str] = set()
         self._max_write_share = max_write_share
         self._next_write = 0.0
@@ -363,49 +359,37 @@ class ResultsWriter:
         self.write_seconds = 0.0
         self.max_stale_s = 0.0  # the longest a change waited to be written
         self._whole: set[str] = set()  # tables to write whole at their next write (reopened)
+        self._unsynced: set[Path] = set()  # files written since the last durable flush
 
-    # -- loading (resume) ------------------------------------------------------------------
     @classmethod
     def open(cls, folder: str | os.PathLike, **kw: Any) -> ResultsWriter:
         """A writer seeded with whatever tables already exist in `folder`."""
         writer = cls(folder, **kw)
-        paths = {
-            "trials": writer.folder / TRIALS_FILE,
-            "metrics": writer.folder / METRICS_FILE,
-            "layers": writer.folder / LAYERS_FILE,
-        }
-        if paths["trials"].exists():
-            for row in _read_rows(paths["trials"]):
-                writer._put_trial_row(row)
-        if paths["metrics"].exists():
-            for row in _read_rows(paths["metrics"]):
-                writer.metrics.put(row["trial_id"], row["iteration"], row)
-        if paths["layers"].exists():
-            for row in _read_rows(paths["layers"]):
-                writer.layers.put(row["trial_id"], (row["iteration"], row["layer"]), row)
+        for row in _read_rows(writer.folder / TRIALS_FILE):
+            writer._put_trial_row(row)
+        for row in _read_rows(writer.folder / METRICS_FILE):
+            writer.metrics.put(row["trial_id"], row["iteration"], row)
+        for row in _read_rows(writer.folder / LAYERS_FILE):
+            writer.layers.put(row["trial_id"], (row["iteration"], row["layer"]), row)
         writer._whole = {"metrics", "layers"}  # its blocks need not match the parts there
         return writer
 
-    # -- rows ------------------------------------------------------------------------------
     def add_report(self, trial_id: str, report: Mapping[str, Any]) -> None:
         """One evaluation report (schema.METRIC_KEYS plus schema.LAYERS) of one trial."""
         iteration = int(report["iteration"])
         row = {"trial_id": trial_id, **{k: report.get(k) for k in METRIC_KEYS}}
         self.metrics.put(trial_id, iteration, row)
         layers = report.get(LAYERS) or {}
-        names = layers.get("layer") or []
-        for i, name in enumerate(names):
-            lrow = {"trial_id": trial_id, "iteration": iteration}
-            for k in LAYER_KEYS:
-                col = layers.get(k)
-                lrow[k] = col[i] if col is not None and i < len(col) else None
-            self.layers.put(trial_id, (iteration, name), lrow)
+        cols = {k: col for k in LAYER_KEYS if (col := layers.get(k)) is not None}
+        for i, name in enumerate(layers.get("layer") or []):
+            lrow = {k: cols[k][i] if k in cols and i < len(cols[k]) else None for k in LAYER_KEYS}
+            self.layers.put(trial_id, (iteration, name),
+                            {"trial_id": trial_id, "iteration": iteration, **lrow})  # fmt: skip
         self._mark("metrics", "layers")
 
     def _mark(self, *tables: str) -> None:
-        now = time.monotonic()
         for name in tables:
-            self._dirty_since.setdefault(name, now)
+            self._dirty_since.setdefault(name, time.monotonic())
         self._dirty.update(tables)
 
     def set_trial(self, trial_id: str, **fields: Any) -> None:
@@ -422,20 +406,26 @@ class ResultsWriter:
         self._mark("trials")
 
     def _put_trial_row(self, row: dict[str, Any]) -> None:
-        tid = row["trial_id"]
-        if tid not in self._order:
-            self._order[tid] = None
-            self._ids = None
-        elif self.trials.rows[tid][0].get("trial_number") != row.get("trial_number"):
-            self._ids = None
+        tid, number = row["trial_id"], row.get("trial_number")
+        old = self._places.get(tid)
+        if old is None or self.trials.rows[tid][0].get("trial_number") != number:
+            self._unplace(tid)
+            place = (float(number) if finite(number) else math.inf,
+                     next(self._seen) if old is None else old[1], tid)  # fmt: skip
+            bisect.insort(self._index, place)
+            self._places[tid] = place
         self.trials.put(tid, 0, row)
+
+    def _unplace(self, trial_id: str) -> None:
+        place = self._places.pop(trial_id, None)
+        if place is not None:
+            del self._index[bisect.bisect_left(self._index, place)]
 
     def drop_trial(self, trial_id: str) -> None:
         """Forget a trial's rows (an interrupted run that a resume starts over)."""
         for table in (self.trials, self.metrics, self.layers):
             table.drop(trial_id)
-        self._order.pop(trial_id, None)
-        self._ids = None
+        self._unplace(trial_id)
         self._mark("trials", "metrics", "layers")
 
     def has_report(self, trial_id: str, iteration: int) -> bool:
@@ -458,14 +448,7 @@ class ResultsWriter:
 
     def trial_ids(self) -> list[str]:
         """Trial ids by Optuna trial number (the baseline first), then first seen."""
-
-        def key(item: tuple[int, str]) -> tuple[float, int]:
-            number = self.trials.rows[item[1]][0].get("trial_number")
-            return (math.inf if number is None else float(number), item[0])
-
-        if self._ids is None:
-            self._ids = [t for _, t in sorted(enumerate(self._order), key=key)]
-        return list(self._ids)
+        return [place[2] for place in self._index]
 
     def rows(self, copy: bool = True) -> list[dict[str, Any]]:
         """Every trial's row, by trial number; copy=False: the writer's own (read them only)."""
@@ -476,19 +459,26 @@ class ResultsWriter:
     def trial_row(self, trial_id: str) -> dict[str, Any]:
         return dict(self.trials.rows.get(trial_id, {}).get(0, {}))
 
-    # -- writing ---------------------------------------------------------------------------
-    def flush(self, force: bool = False, only: Sequence[str] | None = None) -> bool:
+    def flush(
+        self, force: bool = False, only: Sequence[str] | None = None, durable: bool | None = None
+    ) -> bool:
         """Write the changed tables unless writing would exceed its share of wall time.
 
         `force` writes now; `only` (e.g. ("trials",)) limits a forced write to the small
-        tables so a trial's end does not rewrite every report of a large sweep."""
+        tables so a trial's end does not rewrite every report of a large sweep. `durable`
+        (default: `force`) then fsyncs every file written since the last durable flush:
+        a trial's end, which Optuna hears of next, outlives a crash of the machine. The
+        frequent writes between are not fsynced: a driver that dies loses none of them
+        (readers see each rename; the page cache outlives the process), a machine that goes
+        down only what came after the last trial's end, which nothing was told of yet."""
+        durable = force if durable is None else durable
         if force:
             todo = self._dirty & set(only) if only else set(self._dirty)
         elif time.monotonic() >= self._next_write:
             todo = set(self._dirty)
         else:
             return False
-        if not todo:
+        if not todo and not (durable and self._unsynced):
             return False
         t0 = time.monotonic()
         with tables_lock(self.folder, shared=False):  # readers see the tables of one moment
@@ -498,18 +488,24 @@ class ResultsWriter:
                     try:
                         if name == "trials":
                             table = _by_number(self.trials.table())
-                            write_with(self.folder / file, partial(pq.write_table, table))
+                            write = partial(pq.write_table, table)
+                            write_with(self.folder / file, write, durable=False)
+                            self._unsynced.add(self.folder / file)
                         else:
                             whole = name in self._whole
-                            _write_parts(self.folder / file, getattr(self, name), whole)
+                            written = _write_parts(self.folder / file, getattr(self, name), whole)
+                            self._unsynced.update(written)
                             self._whole.discard(name)
                     except OSError as exc:  # name the table (pyarrow names none)
                         why = os.strerror(exc.errno) if exc.errno else str(exc)
                         raise OSError(exc.errno, why, str(self.folder / file)) from exc
-        for name in todo:
-            since = self._dirty_since.pop(name, None)
-            if since is not None:
-                self.max_stale_s = max(self.max_stale_s, time.monotonic() - since)
+        while durable and self._unsynced:  # each file once, however often it was replaced
+            path = self._unsynced.pop()
+            if path.exists():  # else a whole rewrite replaced it (fsynced)
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        late = [time.monotonic() - self._dirty_since.pop(n) for n in todo & set(self._dirty_since)]
+        self.max_stale_s = max([self.max_stale_s, *late])
         self._dirty -= todo
         spent = time.monotonic() - t0
         self.write_seconds += spent
@@ -517,8 +513,7 @@ class ResultsWriter:
         return True
 
     def write_sweep_info(self, info: Mapping[str, Any]) -> None:
-        text = json.dumps(info, indent=2, sort_keys=False, default=str)
-        write_text(self.folder / SWEEP_FILE, text + "\n")
+        write_text(self.folder / SWEEP_FILE, json.dumps(info, indent=2, default=str) + "\n")
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -598,14 +593,8 @@ def load(path: str | os.PathLike) -> SweepResults:
         trials = _read(folder / TRIALS_FILE, TRIALS_SCHEMA)
         metrics = _read(folder / METRICS_FILE, METRICS_SCHEMA)
         layers = _read(folder / LAYERS_FILE, LAYERS_SCHEMA)
-    return SweepResults(
-        path=folder,
-        trials=trials,
-        metrics=metrics,
-        grad_layers=layers,
-        spec=dict(info.get("spec") or {}),
-        info=info,
-    )
+    return SweepResults(path=folder, trials=trials, metrics=metrics, grad_layers=layers,
+                        spec=dict(info.get("spec") or {}), info=info)  # fmt: skip
 
 
 def decode_param(value: Any) -> Any:
@@ -655,16 +644,22 @@ def ranking(rows: Sequence[Mapping[str, Any]], goal: str, top: int | None = None
     """Trial ids of the COMPLETED trials with a finite objective (`metric`), best first for
     `goal` (maximize | minimize); ties go to the earlier Optuna trial. What keep_best keeps
     and what `harness.predict` calls the best trial. `top`: only the first `top` (a partial
-    sort: the shelf asks at every trial's end)."""
-    done = [r for r in rows if r.get("status") == "COMPLETED" and finite(r.get("metric"))]
+    sort: the shelf asks at every trial's end, the console every few)."""
+    return [str(r["trial_id"]) for r in ranked_rows(rows, goal, top)]
+
+
+def ranked_rows(
+    rows: Sequence[Mapping[str, Any]], goal: str, top: int | None = None
+) -> list[Mapping[str, Any]]:
+    """The rows `ranking` names, in its order."""
+    done = [r for r in rows if r.get("status") == Status.COMPLETED and finite(r.get("metric"))]
     sign = -1.0 if goal == "maximize" else 1.0
 
     def key(r: Mapping[str, Any]) -> tuple[float, float]:
         number = r.get("trial_number")
         return (sign * float(r["metric"]), float(number) if finite(number) else math.inf)
 
-    best = sorted(done, key=key) if top is None else heapq.nsmallest(top, done, key=key)
-    return [str(r["trial_id"]) for r in best]
+    return sorted(done, key=key) if top is None else heapq.nsmallest(top, done, key=key)
 
 
 def trial_params(results: SweepResults, trial_id: str) -> dict[str, Any]:

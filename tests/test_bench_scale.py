@@ -41,3 +41,4 @@ def test_scale_bench_runs_a_sweep_per_size_and_reports(tmp_path: Path, capsys) -
                 "driver_peak_mb", "report_s"):  # fmt: skip
         assert row[key] > 0, key
     assert 0 <= row["tables_max_stale_s"] < 30
+    assert row["table_reads"] >= 0 and row["table_read_failures"] == 0  # read while it ran

@@ -32,3 +32,16 @@ def test_output_paths_are_checked_without_creating_anything(tmp_path: Path) -> N
         files.usable_file(tmp_path)
     with pytest.raises(UserError, match="a device, not a regular file"):
         files.usable_file("/dev/null")
+
+
+def test_a_write_that_need_not_be_durable_is_renamed_unsynced(tmp_path: Path, monkeypatch) -> None:
+    """durable=False (the results tables between trials' ends): no fsync, the same rename."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    path = tmp_path / "t.txt"
+    path.write_text("old")
+    files.write_with(path, lambda tmp: tmp.write_text("new"), durable=False)
+    assert path.read_text() == "new" and synced == [] and not list(tmp_path.glob(".*.tmp"))
+    assert path.stat().st_mode & 0o777 == files.FILE_MODE
+    files.write_text(path, "newer")
+    assert len(synced) == 1

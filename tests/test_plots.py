@@ -87,9 +87,14 @@ def test_parallel_axes_carry_values_and_pruned_trials(rep: report.SweepReport) -
     assert all(len(v) >= 2 for v in ticks.values()), ticks
     assert ticks["tick:num_filters"] == ["64", "128", "256"]  # the choices, not 100, 150, ...
     assert "0.001" in ticks["tick:learning_rate"]  # log axis in round values
-    styles = [ln.get_linestyle() for ln in ax.get_lines() if len(ln.get_xdata()) == 4]
+    drawn = {c.get_gid(): c for c in ax.collections if c.get_gid()}  # a collection a status
     # 6 completed, 2 pruned (dashed), 1 diverged (dotted); the failed trial has no value
-    assert styles.count("--") >= 2 and styles.count(":") >= 1
+    assert {g: len(c.get_segments()) for g, c in drawn.items()} == {
+        "status:COMPLETED": 6, "status:PRUNED": 2, "status:DIVERGED": 1}  # fmt: skip
+    assert all(len(seg) == 4 for c in drawn.values() for seg in c.get_segments())
+    dashes = {g: c.get_linestyle()[0][1] for g, c in drawn.items()}
+    assert dashes["status:COMPLETED"] is None and dashes["status:PRUNED"]
+    assert dashes["status:DIVERGED"] and dashes["status:DIVERGED"] != dashes["status:PRUNED"]
     assert f"best: {trial_name(1)}" in labels(ax)
     assert not overlaps(ax.texts)
 
@@ -150,8 +155,9 @@ def test_curves_show_pruned_trials_and_baseline(rep: report.SweepReport) -> None
     assert f"baseline {trial_name(0)}" in names  # the baseline is trial #0 (baseline: true)
     assert {trial_name(n) for n in (1, 4, 5, 3)} <= set(names)  # the rest of the top 5
     assert "pruned (2; x: where stopped)" in names
-    faded = [ln for ln in acc.get_lines() if ln.get_alpha() == 0.35]
-    ends = sorted(max(ln.get_xdata()) for ln in faded)
+    (faded,) = [c for c in acc.collections if c.get_gid() == "pruned"]  # one collection
+    assert faded.get_alpha() == 0.35
+    ends = sorted(seg[:, 0].max() for seg in faded.get_segments())
     assert ends == [100, 200]  # the pruned trials' curves, to where ASHA stopped them
     (base,) = [ln for ln in loss.get_lines() if ln.get_label().startswith("baseline")]
     assert base.get_linestyle() == "--"

@@ -176,6 +176,58 @@ def test_reports_are_parts_of_one_dataset_rewritten_by_block(tmp_path: Path, mon
     assert (old / rs.METRICS_FILE).is_dir() and len(pd.read_parquet(old / rs.METRICS_FILE)) == 7
 
 
+def test_only_forced_writes_are_fsynced(tmp_path: Path, monkeypatch) -> None:
+    """A trial's end (a forced write, which Optuna hears of next) outlives a crash of the
+    machine; the frequent unforced writes are renamed into place unsynced, and every reader
+    sees them all the same."""
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))  # a table, or a part of one
+        synced.append(path.name if path.parent == tmp_path else path.parent.name)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    w = rs.ResultsWriter(tmp_path, max_write_share=1e9)  # no throttle: every flush writes
+    w.set_trial("a", trial_number=0, status="RUNNING")
+    w.add_report("a", report(10))
+    w.flush(force=True)  # a new table is written whole, fsynced
+    synced.clear()
+    w.set_trial("a", iterations=20)
+    w.add_report("a", report(20))
+    assert w.flush() and synced == []
+    assert pd.read_parquet(tmp_path / rs.TRIALS_FILE)["iterations"].tolist() == [20]
+    assert len(pd.read_parquet(tmp_path / rs.METRICS_FILE)) == 2
+    w.set_trial("a", status="COMPLETED")  # the end: its reports, written before, synced too
+    assert w.flush(force=True)
+    assert sorted(n.split(".")[0] for n in synced) == ["grad_layers", "metrics", "trials"]
+    synced.clear()
+    w.set_trial("a", end_time=1767225700.0)
+    assert w.flush(force=True, only=("trials",), durable=False) and synced == []
+    assert w.flush(force=True) and synced == ["trials.parquet"]  # nothing new, still synced
+
+
+def test_old_blocks_keep_their_table_not_each_trials(tmp_path: Path, monkeypatch) -> None:
+    """Trials two blocks back give up their own Arrow tables (memory that grew with the
+    sweep); a late change to one of them is written as if nothing had been dropped."""
+    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    w = rs.ResultsWriter(tmp_path)
+    for i in range(7):
+        w.set_trial(f"t{i}", trial_number=i, status="RUNNING")
+        w.add_report(f"t{i}", report(10))
+        w.flush(force=True)
+    assert not {"t0", "t1", "t2", "t3"} & set(w.metrics._cache)  # blocks 0 and 1
+    w.add_report("t0", report(20, dev_acc=0.9))
+    w.set_trial("t1", status="COMPLETED")
+    w.flush(force=True)
+    metrics = pd.read_parquet(tmp_path / rs.METRICS_FILE)
+    assert len(metrics) == 8 and metrics["dev_acc"].max() == 0.9
+    trials = pd.read_parquet(tmp_path / rs.TRIALS_FILE)
+    assert trials["trial_id"].tolist() == [f"t{i}" for i in range(7)]
+    assert trials["status"].tolist().count("COMPLETED") == 1
+
+
 def test_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path, monkeypatch) -> None:
     w = rs.ResultsWriter(tmp_path)
     fill(w)

@@ -257,3 +257,17 @@ def test_the_start_says_what_is_starting_and_an_unfused_sweep_says_nothing_of_fu
         "  starting a private Ray on 127.0.0.1 (a few seconds) ...",
         "  starting the first trials (a process each: torch, the loop, the data) ...",
     ]
+
+
+def test_the_table_ranks_as_keep_best_does_ties_to_the_earlier_trial() -> None:
+    """The top table takes the best few of every row (a partial sort, each time it prints):
+    COMPLETED trials only, ties to the earlier Optuna trial whatever the rows' order."""
+    out = io.StringIO()
+    c = sweep.Console(load_spec(SMOKE), out=out)
+    rows = [{"trial_id": f"t{n}", "trial_number": n, "status": "COMPLETED", "metric": 0.5}
+            for n in range(9, 1, -1)]  # fmt: skip
+    rows += [{"trial_id": "p", "trial_number": 0, "status": "PRUNED", "metric": 0.99},
+             {"trial_id": "best", "trial_number": 1, "status": "COMPLETED", "metric": 0.9}]  # fmt: skip
+    assert [r["trial_id"] for r in c.ranked(rows, 3)] == ["best", "t2", "t3"]
+    c.table(rows, top=3)
+    assert [line.split()[0] for line in out.getvalue().splitlines()[1:]] == ["best", "t2", "t3"]

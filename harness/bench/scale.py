@@ -11,10 +11,14 @@ time. Each size runs in a process of its own, so its peak memory is its own. Mea
   tables, Optuna, the console) from the first trial's start to the last trial's end, per trial;
 - `table_write_s`: seconds spent writing the Parquet tables, and `tables_max_stale_s`, the
   longest a change to them waited before it was on disk;
-- `ask_tell_ms_per_trial`: milliseconds in Optuna's `Study.ask` and `Study.tell` per trial
-  (the sampler's work, with the study's storage);
+- `ask_tell_ms_per_trial`: milliseconds in Optuna's `Study.ask`, the parameters'
+  suggestions (`Trial.suggest_*`, where TPE does most of its work) and `Study.tell` per
+  trial (the sampler's work, with the study's storage);
 - `driver_peak_mb`: the driver process's peak resident memory;
-- `report_s`: `python -m harness.report` on the finished folder (figures included).
+- `report_s`: `python -m harness.report` on the finished folder (figures included);
+- `table_reads`, `table_read_failures`: `harness.results.load` of the running sweep's tables
+  every 5 s from the parent process (another reader, as a notebook would be), and how many
+  of those reads failed.
 
 The last line printed is one JSON object with these figures per size.
 """
@@ -94,22 +98,51 @@ class _CpuClock(threading.Thread):
         return at(t1) - at(t0)
 
 
+class _Reader(threading.Thread):
+    """Reads a running sweep's tables every `every` seconds, as another process would (a
+    notebook, the report): each read must succeed, whatever the writer is doing."""
+
+    def __init__(self, folder: Path, every: float = 5.0) -> None:
+        super().__init__(daemon=True)
+        self.folder, self.every = folder, every
+        self.reads = 0
+        self.failures: list[str] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from harness import results
+
+        while not self.done.wait(self.every):
+            if not (self.folder / results.SWEEP_FILE).exists():
+                continue
+            try:
+                results.load(self.folder)
+                self.reads += 1
+            except Exception as exc:  # noqa: BLE001 -- any failure to read is the finding
+                self.failures.append(f"{type(exc).__name__}: {exc}"[:300])
+
+
 def _timed_optuna() -> dict[str, float]:
-    """Study.ask and Study.tell, timed (this process only: the benchmark's own wrapper)."""
+    """Study.ask, Trial._suggest (every suggest_* goes through it) and Study.tell, timed (this
+    process only: the benchmark's own wrapper)."""
     import optuna
 
-    spent = {"ask_tell_s": 0.0}
-    for name in ("ask", "tell"):
-        original = getattr(optuna.study.Study, name)
+    spent = {"ask_tell_s": 0.0, "depth": 0}  # depth: an ask that suggests counts once
+    for owner, name in ((optuna.study.Study, "ask"), (optuna.trial.Trial, "_suggest"),
+                        (optuna.study.Study, "tell")):  # fmt: skip
+        original = getattr(owner, name)
 
         def timed(self: Any, *a: Any, _f: Any = original, **k: Any) -> Any:
             t0 = time.perf_counter()
+            spent["depth"] += 1
             try:
                 return _f(self, *a, **k)
             finally:
-                spent["ask_tell_s"] += time.perf_counter() - t0
+                spent["depth"] -= 1
+                if not spent["depth"]:
+                    spent["ask_tell_s"] += time.perf_counter() - t0
 
-        setattr(optuna.study.Study, name, timed)
+        setattr(owner, name, timed)
     return spent
 
 
@@ -175,9 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(list(argv) if argv is not None else None)
     if args.concurrency < 1 or args.steps < 1:
         raise UserError("--concurrency and --steps must be >= 1")
-    if args.one is not None:
-        with tempfile.TemporaryDirectory(prefix="harness-scale-") as tmp:
-            figures = run_one(args.one, args.concurrency, args.steps, Path(tmp))
+    if args.one is not None:  # its work beside --out: the parent reads the tables meanwhile
+        figures = run_one(args.one, args.concurrency, args.steps, Path(args.out).parent / "work")
         write_text(args.out, json.dumps(figures) + "\n")
         return 0
 
@@ -191,17 +223,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Path(tmp) / "figures.json"
             cmd = [sys.executable, "-m", "harness.bench", "scale", "--one", str(n), "--out",
                    str(out), "--concurrency", str(args.concurrency), "--steps", str(args.steps)]  # fmt: skip
+            reader = _Reader(Path(tmp) / "work" / "results" / "scale")
+            reader.start()
             done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True, check=False)  # fmt: skip
+            reader.done.set()
+            reader.join()
             if done.returncode != 0:
                 raise UserError(f"the {n}-trial sweep failed:\n{done.stderr[-2000:]}")
-            row = json.loads(out.read_text())
+            row = {**json.loads(out.read_text()), "table_reads": reader.reads,
+                   "table_read_failures": len(reader.failures)}  # fmt: skip
+            if reader.failures:
+                print(f"  unreadable tables: {reader.failures[0]}", flush=True)
         rows.append(row)
         print(f"{n:>6} trials: {row['wall_s']:.0f} s ({row['trials_per_hour']} trials/hour), "
               f"driver {row['driver_cpu_s_per_trial'] * 1000:.0f} ms cpu/trial, tables "
               f"{row['table_write_s']:.1f} s (stale <= {row['tables_max_stale_s']:.1f} s), "
               f"ask+tell {row['ask_tell_ms_per_trial']:.1f} ms/trial, peak "
-              f"{row['driver_peak_mb']} MB, report {row['report_s']:.0f} s", flush=True)  # fmt: skip
+              f"{row['driver_peak_mb']} MB, report {row['report_s']:.0f} s, tables read "
+              f"{row['table_reads']} times ({row['table_read_failures']} failed)",
+              flush=True)  # fmt: skip
     base = rows[0]["driver_cpu_s_per_trial"]
     figures = {
         "sizes": rows,

@@ -289,6 +289,20 @@ def open_study(sweep: Sweep) -> tuple[Any, str]:
         if not names:
             return None, "optuna.db holds no study"
         name = sweep.name if sweep.name in names else names[0]
-        return optuna.load_study(study_name=name, storage=url), ""
+        return _in_memory(optuna.load_study(study_name=name, storage=url)), ""
     except Exception as exc:  # noqa: BLE001 -- a damaged or foreign optuna.db is a note
         return None, f"could not open optuna.db ({type(exc).__name__}: {exc})"
+
+
+def _in_memory(study: Any) -> Any:
+    """The study read once into an in-memory copy: fANOVA and Optuna's importance plot read
+    every trial several times, and each read of a 5,000-trial study from SQLite took 1.5 s."""
+    import optuna
+
+    copy = optuna.create_study(study_name=study.study_name, directions=study.directions)
+    copy.add_trials(study.get_trials(deepcopy=False))
+    for key, value in study.user_attrs.items():
+        copy.set_user_attr(key, value)
+    if study.metric_names:
+        copy.set_metric_names(study.metric_names)
+    return copy

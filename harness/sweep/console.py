@@ -27,6 +27,7 @@ from harness import results as rs
 from harness.config import SweepSpec
 from harness.data import Dataset
 from harness.files import shown
+from harness.schema import Status
 from harness.sweep.groups import FusePlan, shape_names
 from harness.sweep.search import SearchPlan, optuna_storage_url
 from harness.tracker import TB_DIR
@@ -223,22 +224,24 @@ class Console:
             f"{n}={fmt(rs.decode_param(row.get('param.' + n)))}" for n in self.searched
         )
         line = "  ".join(parts) + ("  " + params if params else "")
-        if row.get("status") in ("FAILED", "DIVERGED") and row.get("error"):
+        if row.get("status") in (Status.FAILED, Status.DIVERGED) and row.get("error"):
             line += f"\n      {row['status'].lower()}: {str(row['error']).splitlines()[0][:160]}"
-            if row.get("status") == "FAILED":
+            if row.get("status") == Status.FAILED:
                 line += f"  (traceback in {rs.LOG_FILE})"
         self.print(line)
 
-    def ranked(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        done = [r for r in rows if r.get("status") == "COMPLETED" and finite(r.get("metric"))]
-        return sorted(
-            done, key=lambda r: float(r["metric"]), reverse=self.spec.metric.goal == "maximize"
-        )
+    def ranked(
+        self, rows: Sequence[Mapping[str, Any]], top: int | None = None
+    ) -> list[Mapping[str, Any]]:
+        """The COMPLETED trials best first, as keep_best and predict rank them (ties to the
+        earlier trial); `top`: the first `top` only, a partial sort (the table comes every
+        few trials, over every row so far: a whole sort each time grew with the sweep)."""
+        return rs.ranked_rows(rows, self.spec.metric.goal, top)
 
     def table(self, rows: Sequence[Mapping[str, Any]], top: int = 5, title: str = "") -> None:
         """The best COMPLETED trials: objective, test accuracy, it (batches trained) and best_it
         (the batch of the best dev loss: the weights kept and tested), time, parameters."""
-        ranked = self.ranked(rows)[:top]
+        ranked = self.ranked(rows, top)
         if not ranked:
             return
         metric = self.spec.metric.name
@@ -270,7 +273,7 @@ class Console:
         status = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
         self.print(f"\nsweep {self.spec.name}: {len(rows)} trials in {seconds:.0f} s ({status})")
         self.table(rows, top=5, title="top trials:")
-        ranked = self.ranked(rows)
+        ranked = self.ranked(rows, 1)
         if ranked:
             self._best(ranked[0], rows, folder)
         here = shown(folder)
