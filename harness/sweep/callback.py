@@ -217,9 +217,14 @@ class SweepCallback(tune.Callback):
     def _end(self, trial: Any, status: str | None = None, error: str | None = None) -> None:
         """The Ray trial ended: members it never ended were stopped from outside (PRUNED: a
         scheduler, the time budget) or went down with it (FAILED: its worker died)."""
+        closed = False
         for row, m in self._members(trial):
             if row not in self._done:
                 self._close(row, status or Status.PRUNED, error=error, params=m["params"])
+                closed = True
+        if closed:  # the ends now, not each trial's reports: those when their turn has come
+            self.writer.flush(force=True, only=("trials",))
+            self.writer.flush()
 
     def _close(
         self,
@@ -228,7 +233,8 @@ class SweepCallback(tune.Callback):
         error: str | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> None:
-        """A trial's end: its row final, the tables written, its console line."""
+        """A trial's end: its row final and its console line (the caller writes the tables,
+        once for all the members that ended)."""
         if tid in self._done:
             return
         self._done.add(tid)
@@ -242,8 +248,6 @@ class SweepCallback(tune.Callback):
             fields["error"] = None
         self.writer.set_trial(tid, params=dict(params or {}), **fields)
         self.trackers.end(tid, status)
-        self.writer.flush(force=True, only=("trials",))
-        self.writer.flush()  # the reports too, when their turn has come
         if self.console is not None:
             self.console.trial_line(self.writer.trial_row(tid))
             if self.console.finished % self.console.table_every == 0:  # rows only when it prints

@@ -139,6 +139,7 @@ class OptunaSearcher(Searcher):
         self._reported: dict[str, set[int]] = {}  # member id -> steps reported
         self._ended: dict[str, Mapping[str, Any]] = {}  # ends the tables hold, to tell
         self._told: set[str] = set()
+        self._ended_before: int | None = None  # trials the study held ended, not told here
         self._grid_points: list[dict[str, Any]] | None = None
         self._grid_pass = 0  # runs of each grid point before the group being filled
 
@@ -197,9 +198,11 @@ class OptunaSearcher(Searcher):
             return self._size
         if self._spec.budget.num_samples < GROW * self._size:
             return self._size
-        ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        done = len(self.study.get_trials(deepcopy=False, states=ended))
-        return max(1, math.ceil(done / GROW))
+        if self._ended_before is None:  # read once: a read per group grew with the study
+            ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+            done = len(self.study.get_trials(deepcopy=False, states=ended))
+            self._ended_before = done - len(self._told)
+        return max(1, math.ceil((self._ended_before + len(self._told)) / GROW))
 
     def _register(
         self, trial_id: str, k: int, ot_trial: optuna.Trial, params: dict[str, Any]
