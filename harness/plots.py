@@ -72,10 +72,6 @@ def _by_status(ax, x: pd.Series, y: pd.Series, status: pd.Series, **kw) -> None:
             ax.scatter(x[m], y[m], s=14, color=color, label=STATUS_LABELS[name], **kw)
 
 
-def _cmap(name: str):
-    return matplotlib.colormaps[name]
-
-
 def _names(trials: pd.DataFrame) -> dict[str, str]:
     """trial_id -> how the report names the trial."""
     names = trials["trial_name"] if "trial_name" in trials else trials["trial_id"]
@@ -178,8 +174,7 @@ def history(trials: pd.DataFrame, metric: str, maximize: bool, label: str | None
                 zorder=4,
                 label=f"best: {names[str(t.at[i, 'trial_id'])]}",
             )
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(label or metric)
+        ax.set(xlabel=xlabel, ylabel=label or metric)
         ax.grid(alpha=0.3)
     _legend(axes[0], fontsize=7, loc="best")
     failed = int((trials["status"] == Status.FAILED).sum())
@@ -237,8 +232,7 @@ def learning_curves(
                 label=f"baseline {names.get(baseline, baseline)}",
             )
     for ax, name in zip(axes, ("dev loss", "dev accuracy")):
-        ax.set_xlabel("iteration")
-        ax.set_ylabel(name)
+        ax.set(xlabel="iteration", ylabel=name)
         ax.grid(alpha=0.3)
     _legend(axes[1], fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("learning curves of the top trials", fontsize=10)
@@ -261,7 +255,7 @@ def grad_norms(
     ax = axes[0]
     lrs = _positive(lr).dropna()
     norm = LogNorm(lrs.min(), lrs.max()) if len(lrs) and lrs.min() < lrs.max() else None
-    cmap = _cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     dashed = 0
     ok = metrics.assign(grad_norm=_positive(metrics["grad_norm"]))  # statistics are sampled:
     paths = _paths(ok, "grad_norm")  # reports without them are skipped, not gaps
@@ -282,8 +276,7 @@ def grad_norms(
         dots = np.repeat(np.array(colors).reshape(-1, 4), [len(p) for p in calm], axis=0)
         ax.scatter(points[:, 0], points[:, 1], s=4, c=dots, alpha=0.85, linewidths=0)
     ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("global gradient norm")
+    ax.set(xlabel="iteration", ylabel="global gradient norm")
     ax.set_title("all trials" + ("; dashed: diverged" if dashed else ""), fontsize=9)
     ax.grid(alpha=0.3, which="both")
     _legend(ax, fontsize=6, loc="best")
@@ -307,8 +300,7 @@ def grad_norms(
         ax.text(
             0.5, 0.5, "no per-layer statistics", ha="center", va="center", transform=ax.transAxes
         )
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("layer gradient norm")
+    ax.set(xlabel="iteration", ylabel="layer gradient norm")
     best = "" if best_id is None else f" {names.get(str(best_id), best_id)}"
     ax.set_title(f"per layer, best trial{best}", fontsize=9)
     ax.grid(alpha=0.3, which="both")
@@ -415,7 +407,7 @@ def parallel(
     fig, ax = _figure(figsize=(max(5.0, 1.9 * len(names)), 3.8))
     lo, hi = y.min(), y.max()
     norm = Normalize(lo, hi if hi > lo else lo + 1)
-    cmap = _cmap("viridis" if maximize else "viridis_r")  # bright = better, lines and bar alike
+    cmap = matplotlib.colormaps["viridis" if maximize else "viridis_r"]  # bright = better, lines and bar alike
     xs = np.arange(len(names))
     order = y.sort_values(ascending=maximize).index  # best last, drawn on top
     stack = np.column_stack([scaled.reindex(order).to_numpy(float) for scaled, _ in axes])
@@ -561,13 +553,11 @@ def confusion(matrix: np.ndarray, classes: Sequence[Any], title: str) -> Figure:
     if font is None:
         labels = [str(i) for i in range(k)]
         prop = FontProperties(size=7)
-        ax.set_xlabel("predicted (class index)")
-        ax.set_ylabel("true (class index)")
+        ax.set(xlabel="predicted (class index)", ylabel="true (class index)")
     else:
         labels = [str(c) for c in classes]
         prop = FontProperties(fname=font.fname, size=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.set(xlabel="predicted", ylabel="true")
     ax.set_xticklabels(labels, rotation=45 if font else 0, ha="right" if font else "center")
     ax.set_yticklabels(labels)
     for lab in ax.get_xticklabels() + ax.get_yticklabels():
@@ -594,8 +584,7 @@ def pareto(values: pd.DataFrame, front: pd.Index, names: Sequence[str]) -> Figur
     ax.scatter(values[a], values[b], s=14, color="tab:gray", label="trials")
     f = values.loc[front].sort_values(a)
     ax.plot(f[a], f[b], "o-", color="tab:red", ms=5, lw=1.2, label="Pareto front")
-    ax.set_xlabel(a)
-    ax.set_ylabel(b)
+    ax.set(xlabel=a, ylabel=b)
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=7)
     return fig
@@ -611,8 +600,7 @@ def anytime(curves: dict[str, pd.DataFrame], metric: str) -> Figure:
     for name, c in curves.items():
         if not c.empty:
             ax.step(c["hours"], c["best"], where="post", lw=1.3, label=name)
-    ax.set_xlabel("cumulative trial-hours")
-    ax.set_ylabel(metric)
+    ax.set(xlabel="cumulative trial-hours", ylabel=metric)
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=7)
     ax.set_title("best so far against compute", fontsize=9)
@@ -642,8 +630,7 @@ def searchers_anytime(
     ax.set_ylabel(f"best {metric} (IQM over seeds)")
     ax.set_title(title, fontsize=9)
     axr.set_yscale("symlog", linthresh=tolerance_floor)
-    axr.set_ylabel("regret to best found")
-    axr.set_xlabel(xlabel)
+    axr.set(ylabel="regret to best found", xlabel=xlabel)
     for a in (ax, axr):
         a.grid(alpha=0.3)
         a.set_xlim(left=0)
@@ -696,10 +683,8 @@ def replay_regret(summary: pd.DataFrame, table: str, metric: str) -> Figure:
     markers = "osD^v"
     for k, (budget, s) in enumerate(summary.groupby("budget", sort=True)):
         y = np.array([combos.index(c) for c in s["combo"]]) + 0.18 * (k - 0.5)
-        floor = 1e-4
-        mid = np.maximum(s["iqm_regret"].to_numpy(float), floor)
-        lo = np.maximum(s["ci_lo"].to_numpy(float), floor)
-        hi = np.maximum(s["ci_hi"].to_numpy(float), floor)
+        mid, lo, hi = (np.maximum(s[c].to_numpy(float), 1e-4)  # the log axis' floor
+                       for c in ("iqm_regret", "ci_lo", "ci_hi"))  # fmt: skip
         ax.errorbar(mid, y, xerr=[mid - lo, hi - mid], fmt=markers[k % len(markers)], ms=4,
                     capsize=2, lw=1, label=f"{budget} trials")  # fmt: skip
     ax.set_xscale("log")
