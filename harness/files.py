@@ -70,7 +70,11 @@ def _destination(path: Path) -> Path:
 
 
 def write_with(
-    path: str | os.PathLike, write: Callable[[Path], None], *, durable: bool = True
+    path: str | os.PathLike,
+    write: Callable[[Path], None],
+    *,
+    durable: bool = True,
+    scratch: Path | None = None,
 ) -> None:
     """Call write(tmp_path) for a temporary file beside `path`, then make it `path` atomically.
 
@@ -79,10 +83,13 @@ def write_with(
     skips the fsync, for a file rewritten many times a minute whose every version need not
     outlive a crash of the machine: a reader still sees the old file or the new one, never a
     torn one, and a process that dies (the page cache outlives it) loses nothing.
+    `scratch`: the folder for the temporary file (on the same file system) when `path`'s own
+    folder is read whole by others, as a Parquet dataset folder is (polars reads every file
+    in it, hidden ones too).
     """
     path = _destination(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=scratch or path.parent)
     os.close(fd)
     tmp = Path(name)
     try:

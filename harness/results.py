@@ -239,16 +239,17 @@ def _write_parts(path: Path, keyed: _KeyedTable, whole: bool) -> list[Path]:
     """metrics.parquet/ and grad_layers.parquet/ are folders of Parquet files, one per block
     of trials (_KeyedTable.BLOCK, in the order trials were first seen), that pandas reads as
     one table (`pd.read_parquet(folder / "metrics.parquet")`). Only the parts whose trials
-    changed are rewritten, each atomically (harness.files; its hidden temporary files are
-    not part of the table), and every row of a trial lives in one part: a reader sees each
-    trial's rows of one moment. A new table, an older sweep's single file, or (`whole`) one
-    reopened for a resume, whose blocks may fall differently now, is written whole into a
-    hidden folder that then takes its place (its files fsynced). Returns the parts written
-    in place, not yet fsynced (ResultsWriter.flush)."""
+    changed are rewritten, each atomically (harness.files, its temporary file outside the
+    folder: polars reads every file in it), and every row of a trial lives in one part: a
+    reader sees each trial's rows of one moment. A new table, an older sweep's single file,
+    or (`whole`) one reopened for a resume, whose blocks may fall differently now, is written
+    whole into a hidden folder that then takes its place (its files fsynced). Returns the
+    parts written in place, not yet fsynced (ResultsWriter.flush)."""
     if path.is_dir() and not whole:
         parts = [path / PART.format(block) for block in sorted(keyed.changed)]
         for part, block in zip(parts, sorted(keyed.changed)):
-            write_with(part, partial(pq.write_table, keyed.block(block)), durable=False)
+            write = partial(pq.write_table, keyed.block(block))
+            write_with(part, write, durable=False, scratch=path.parent)
         keyed.changed.clear()
         return parts
     tag = uuid.uuid4().hex[:8]

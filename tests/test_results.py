@@ -176,6 +176,27 @@ def test_reports_are_parts_of_one_dataset_rewritten_by_block(tmp_path: Path, mon
     assert (old / rs.METRICS_FILE).is_dir() and len(pd.read_parquet(old / rs.METRICS_FILE)) == 7
 
 
+def test_a_part_being_written_is_never_in_the_dataset_folder(tmp_path: Path, monkeypatch) -> None:
+    """polars reads every file of metrics.parquet/, hidden ones too: a part's temporary file
+    lives in the sweep's folder until it is renamed into place."""
+    w = rs.ResultsWriter(tmp_path)
+    w.set_trial("t0", trial_number=0)
+    w.add_report("t0", report(10))
+    w.flush(force=True)  # the folders exist now; later writes go part by part
+    seen: list[list[str]] = []
+    write_table = rs.pq.write_table
+
+    def watched(table, where, *args, **kwargs):
+        seen.append(sorted(p.name for p in (tmp_path / rs.METRICS_FILE).iterdir()))
+        return write_table(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(rs.pq, "write_table", watched)
+    w.add_report("t0", report(20))
+    w.flush(force=True)
+    assert seen and all(names == ["part-000000.parquet"] for names in seen)
+    assert len(pd.read_parquet(tmp_path / rs.METRICS_FILE)) == 2
+
+
 def test_only_forced_writes_are_fsynced(tmp_path: Path, monkeypatch) -> None:
     """A trial's end (a forced write, which Optuna hears of next) outlives a crash of the
     machine; the frequent unforced writes are renamed into place unsynced, and every reader
