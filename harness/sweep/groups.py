@@ -7,7 +7,8 @@ batch size, pad size, ..., and the batch order `data_seed`) and may differ in th
 ones (learning rate, dropout, seed, ...). The searcher (harness.sweep.search.GroupSearch)
 fills each group; this module says how big a group is and what makes two trials groupable.
 
-`resources.fuse: auto` picks N by this rule (the measured figures are in the README):
+`resources.fuse: auto` picks N by this rule (measured figures: docs/sweeps.md, fused
+sweeps, and docs/gpu.md):
   0. 1 under early_terminate hyperband_sync or pbt: they pause, checkpoint and clone single
      Ray trials (a group's members are stopped inside it instead, harness.sweep.rungs).
   1. 1 for a model without a fused form (TextRNN, TextRNN_Att, TextRCNN): its members would

@@ -46,7 +46,7 @@ from harness.sweep.keys import (
 from harness.values import finite
 
 log = logging.getLogger(__name__)
-GROW = 4  # a fused group holds at most 1/GROW of the trials ended so far (GroupSearch._cap)
+GROW = 4  # a fused group holds at most 1/GROW of the trials ended so far (OptunaSearcher._cap)
 
 
 def running_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
@@ -189,8 +189,8 @@ class OptunaSearcher(Searcher):
         """Groups grow as the search learns: a group holds at most a quarter of the trials
         that have ended (at least 1). A group shares its shape settings and is asked before
         any of its members reports, so 64 trials in groups of 8 make only 8 shape choices,
-        most of them blind; replayed on the THUCNews table (README, "Replayed search
-        benchmarks") that cost auto's fused search most of its edge, and growing groups won
+        most of them blind; replayed on the THUCNews table (docs/benchmarks.md, "Replayed
+        search benchmarks") that cost auto's fused search most of its edge, and growing groups won
         it back. Random and QMC learn nothing from results, and a budget of fewer than
         GROW full groups would hardly fuse at all (at 16 trials in groups of 8 the replay
         found no loss to win back): their groups are full."""
