@@ -16,7 +16,7 @@ import sqlalchemy.exc
 from helpers import final, searcher, study
 
 from harness import results as rs
-from harness.sweep.halt import Halt, describe, guarded
+from harness.sweep.halt import Halt, caused_by_storage, describe, guarded, interrupted
 
 
 def test_the_line_names_the_path_and_the_cause() -> None:
@@ -127,3 +127,35 @@ def test_after_a_fault_optuna_hears_no_more(tmp_path: Path) -> None:
     assert t.state == optuna.trial.TrialState.RUNNING
     assert s.suggest("u") is None  # and no new trial is asked for
     assert len(study(tmp_path, "smoke").trials) == 1
+
+
+def test_a_ctrl_c_inside_a_file_error_is_an_interrupt_not_a_fault() -> None:
+    # a second Ctrl-C can land while a file error is being handled (or raise one as it
+    # unwinds): the sweep must end as interrupted (exit 130, --resume), not as a full disk
+    def chained(first: BaseException, then: BaseException) -> BaseException:
+        try:
+            try:
+                raise first
+            except BaseException:  # noqa: BLE001 -- building a chain
+                raise then
+        except BaseException as exc:  # noqa: BLE001
+            return exc
+
+    disk = OSError(errno.ENOSPC, "No space left on device")
+    assert caused_by_storage(chained(ValueError("x"), RuntimeError("wrapped"))) is False
+    assert caused_by_storage(chained(disk, RuntimeError("wrapped"))) is True
+    during_ctrl_c = chained(KeyboardInterrupt(), OSError(errno.EIO, "I/O error"))
+    assert interrupted(during_ctrl_c) and not caused_by_storage(during_ctrl_c)
+
+    class Hook:
+        halt = Halt()
+        folder = "results/x"
+
+        @guarded("folder")
+        def on_trial_result(self) -> None:
+            raise during_ctrl_c
+
+    hook = Hook()
+    with pytest.raises(KeyboardInterrupt):
+        hook.on_trial_result()
+    assert hook.halt.fault is None

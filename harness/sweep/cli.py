@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     if out.fault:  # the record could not be written mid-run: what was kept, how to go on
+        sys.stdout.flush()  # the console's lines first, where both go to one pipe
         print(f"error: {out.fault}", file=sys.stderr)
         return 1
     return 130 if out.interrupted else 0

@@ -65,14 +65,28 @@ class Halt(tune.Stopper):
         return self.fault is not None
 
 
-def caused_by_storage(exc: BaseException) -> bool:
-    """Whether a storage fault is anywhere in exc's chain (Tune wraps what it catches)."""
+def _chain(exc: BaseException) -> list[BaseException]:
+    """exc and what caused it, or was being handled when it was raised (Tune wraps what it
+    catches)."""
+    out: list[BaseException] = []
     seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, STORAGE_FAULTS):
-            return True
+    while seen is not None and seen not in out:
+        out.append(seen)
         seen = seen.__cause__ or seen.__context__
-    return False
+    return out
+
+
+def caused_by_storage(exc: BaseException) -> bool:
+    """Whether a storage fault is in exc's chain and no Ctrl-C is: an interrupt that lands
+    while a file error is being handled is still an interrupt (exit 130, --resume), not a
+    full disk."""
+    chain = _chain(exc)
+    return not interrupted(exc) and any(isinstance(e, STORAGE_FAULTS) for e in chain)
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether a Ctrl-C (KeyboardInterrupt) is anywhere in exc's chain."""
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc))
 
 
 def guarded(where: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -89,6 +103,8 @@ def guarded(where: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             try:
                 return hook(self, *args, **kw)
             except STORAGE_FAULTS as exc:
+                if interrupted(exc):  # a file error while a Ctrl-C unwound: the Ctrl-C
+                    raise KeyboardInterrupt from exc
                 if halt is None:
                     raise
                 halt.record(str(getattr(self, where)), exc)

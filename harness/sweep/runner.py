@@ -37,7 +37,7 @@ from harness.sweep import checkpoints
 from harness.sweep.callback import SweepCallback
 from harness.sweep.console import Console
 from harness.sweep.groups import FusePlan, gpu_probe, plan_fuse
-from harness.sweep.halt import STORAGE_FAULTS, Halt, caused_by_storage, describe
+from harness.sweep.halt import STORAGE_FAULTS, Halt, caused_by_storage, describe, interrupted
 from harness.sweep.population import Population
 from harness.sweep.provenance import sweep_info
 from harness.sweep.ray_session import (
@@ -398,6 +398,8 @@ def _fit(
                     run_config=run_config,
                 ).fit()  # fmt: skip
             except Exception as exc:
+                if interrupted(exc):  # a second Ctrl-C that something wrapped
+                    raise KeyboardInterrupt from exc
                 if halt is None or not caused_by_storage(exc):
                     raise
                 halt.record(str(run_config.storage_path), exc)
