@@ -154,9 +154,7 @@ def resolve(model: str, flat: dict[str, Any] | None = None) -> TrialConfig:
     try:
         train = TrainConfig(**train_kw)
         params = entry.params_cls(**param_kw)
-    except UserError as exc:
-        raise UserError(*exc.problems) from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # a UserError (each problem a record) goes as it is
         raise UserError(str(exc)) from None
     return TrialConfig(model=model, params=params, train=train)
 

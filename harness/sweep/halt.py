@@ -81,7 +81,9 @@ def caused_by_storage(exc: BaseException) -> bool:
     while a file error is being handled is still an interrupt (exit 130, --resume), not a
     full disk."""
     chain = _chain(exc)
-    return not interrupted(exc) and any(isinstance(e, STORAGE_FAULTS) for e in chain)
+    return not any(isinstance(e, KeyboardInterrupt) for e in chain) and any(
+        isinstance(e, STORAGE_FAULTS) for e in chain
+    )
 
 
 def interrupted(exc: BaseException) -> bool:
