@@ -131,7 +131,9 @@ def test_resume_goes_on_from_the_interrupted_trials_checkpoint(
         while time.monotonic() - t0 < 180 and proc.poll() is None:
             try:
                 t = pd.read_parquet(folder / rs.TRIALS_FILE)
-                if ((t["status"] == "RUNNING") & (t["iterations"].fillna(0) >= 100)).any():
+                far = ((t["status"] == "RUNNING") & (t["iterations"].fillna(0) >= 100)).any()
+                # and Tune has stored a checkpoint of it (it may lag the tables' row)
+                if far and any((folder / "ray").rglob("checkpoint_*")):
                     break
             except (OSError, ValueError, KeyError):
                 pass
