@@ -351,6 +351,8 @@ AUTO = "auto"
 # few, and past about a hundred TPE has the data it needs (a judgement, not measured here).
 GP_MAX_TRIALS = 100
 PRIOR_DRAWS = 4  # at most this many start-up trials drawn around the classic values
+HISTORY = 1000  # past this budget, auto's TPE sees only its best BEST and latest HISTORY trials
+BEST = 25  # (harness.history: a suggestion's cost then stops growing with the sweep)
 
 
 @dataclass(frozen=True)
@@ -362,6 +364,7 @@ class Choice:
     startup: int  # trials before the model takes over (baseline and prior draws included)
     prior_draws: int  # trials drawn around the classic values, run right after the baseline
     why: str  # one line for the console
+    history: int = 0  # TPE sees its best and this many latest trials (harness.history); 0: all
 
     def sampler(self, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
         import optuna
@@ -373,10 +376,15 @@ class Choice:
             return samplers.NSGAIISampler(seed=seed, population_size=self.startup)
         with warnings.catch_warnings():  # group is "experimental": noise for users
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return samplers.TPESampler(
+            tpe = samplers.TPESampler(
                 seed=seed, n_startup_trials=self.startup, multivariate=True, group=True,
                 constant_liar=True,
             )  # fmt: skip
+        if not self.history:
+            return tpe
+        from harness.history import BoundedHistory
+
+        return BoundedHistory(tpe, self.history, BEST)
 
     def describe(self) -> str:
         settings = {
@@ -384,6 +392,8 @@ class Choice:
             "gp": "Gaussian process (GPSampler)",
             "nsga2": f"NSGA-II, population {self.startup}",
         }[self.method]
+        if self.history:
+            settings += f", over its best {BEST} and latest {self.history:,} trials"
         if self.method == "nsga2":
             return f"auto chose {settings}: {self.why}"
         start = f"{self.startup} start-up trials"
@@ -393,11 +403,12 @@ class Choice:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "startup": self.startup,
-                "prior_draws": self.prior_draws, "why": self.why}  # fmt: skip
+                "prior_draws": self.prior_draws, "why": self.why, "history": self.history}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Choice:
-        return cls(str(d["method"]), int(d["startup"]), int(d["prior_draws"]), str(d["why"]))
+        return cls(str(d["method"]), int(d["startup"]), int(d["prior_draws"]), str(d["why"]),
+                   int(d.get("history", 0)))  # fmt: skip
 
 
 def continuous(p: ParamSpec) -> bool:
@@ -425,7 +436,9 @@ def choose(
       stopping trials: GPSampler (it models only COMPLETE trials, so under ASHA, which
       prunes about two thirds, it would stay on its random start for most of the budget);
     - otherwise multivariate TPE with group decomposition and the constant liar (it learns
-      from pruned trials' curves too).
+      from pruned trials' curves too); past HISTORY trials it sees only its best BEST and
+      latest HISTORY trials (harness.history), so a suggestion's cost stops growing with
+      the sweep.
     Start-up: a third of the budget (3-10, as startup_trials; replayed, half the budget up to
     20 was worse and a quarter the same); with the baseline on, up to PRIOR_DRAWS of the
     others are drawn around the classic values (prior_points) instead of at random (replayed
@@ -448,7 +461,7 @@ def choose(
         why = f"{kind}; {num_samples} trials is past the GP's budget ({GP_MAX_TRIALS})"
     else:
         why = f"{kind} (categorical-heavy)"
-    return Choice("tpe", startup, draws, why)
+    return Choice("tpe", startup, draws, why, HISTORY if num_samples > HISTORY else 0)
 
 
 def prior_points(
