@@ -127,13 +127,12 @@ class _KeyedTable:
 
     BLOCK = 128
 
-    def __init__(
-        self, schema: pa.Schema, extra_order: Sequence[str] = (), sort: Any = None
-    ) -> None:
+    def __init__(self, schema: pa.Schema, extra: Sequence[str] = (), sort: Any = None) -> None:
         self.schema = schema
-        self.extra_order = list(extra_order)  # extra (parameter) columns in this order first
+        self.extra_order = list(extra)  # extra (parameter) columns in this order first
         self.sort = sort  # a part's rows in this order (trials: _by_number), else as seen
         self.written: pa.Schema | None = None  # the schema of every part now in the folder
+        self._shape: pa.Schema | None = None  # every block's columns (shape()), None: unknown
         self.rows: dict[str, dict[Any, dict[str, Any]]] = {}
         self._cache: dict[str, pa.Table] = {}
         self._block_of: dict[str, int] = {}
@@ -161,6 +160,7 @@ class _KeyedTable:
         block = self._block_of.pop(trial_id)
         self._blocks[block].remove(trial_id)
         self._touch(trial_id, block)
+        self._shape = None  # its columns may go with it
         return True
 
     def __len__(self) -> int:
@@ -178,11 +178,13 @@ class _KeyedTable:
         return self.schema.empty_table() if table is None else self._ordered(table)
 
     def shape(self) -> pa.Schema:
-        """The schema every part shares: pandas and pyarrow read a folder with its first
-        part's schema (a column only a later part has is lost, a null-typed one fails)."""
-        blocks = map(self._block_table, self._blocks)
-        tables = [t.schema.empty_table() for t in blocks if t is not None]
-        return self._ordered(_concat(tables)).schema if tables else self.schema
+        """The schema of every part (pandas reads a folder with its first part's: a column only
+        a later one has is lost); joined again only when a changed block's differs from it."""
+        if self._shape is None or any(self.block(b).schema != self._shape for b in self.changed):
+            blocks = (t.schema for t in map(self._block_table, self._blocks) if t is not None)
+            distinct = dict.fromkeys([self.schema, *blocks])  # most blocks share one
+            self._shape = self._ordered(_concat([s.empty_table() for s in distinct])).schema
+        return self._shape
 
     def part(self, block: int, shape: pa.Schema) -> pa.Table:
         """One block's rows in `shape` (text where another block made a column text)."""
@@ -238,16 +240,15 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 
 
 def _write_parts(path: Path, keyed: _KeyedTable, whole: bool) -> list[Path]:
-    """Each table (trials.parquet/, metrics.parquet/, grad_layers.parquet/) is a folder of
-    Parquet files of one schema, one per block of trials (_KeyedTable.BLOCK, as first seen),
-    that pandas reads as one table (`pd.read_parquet(folder / "trials.parquet")`). Only the
-    changed blocks' parts are rewritten (a trial's end: one part, however long the sweep),
-    each atomically (harness.files, its temporary file outside the folder: polars reads
-    every file in it); a trial's rows all live in one part, so a reader sees them of one
-    moment. A new table, an older sweep's single file, a changed schema (a new parameter
-    column, one turned text), or (`whole`) one reopened for a resume, whose blocks may fall
-    differently now, is written whole into a hidden folder that then takes its place (its
-    files fsynced). Returns the parts written in place, not yet fsynced (ResultsWriter.flush)."""
+    """Each table is a folder of Parquet files of one schema, one per block of trials
+    (_KeyedTable.BLOCK, as first seen), that pandas reads as one (`pd.read_parquet(folder /
+    "trials.parquet")`). Only changed blocks' parts are rewritten (a trial's end: one part,
+    however long the sweep), each atomically (harness.files; its temporary file outside the
+    folder, as polars reads every file in it); a trial's rows all live in one part. A new
+    table, an older sweep's single file, a new schema (a new column, one turned text), or
+    (`whole`) one reopened for a resume, whose blocks may fall differently now, is written
+    whole into a hidden folder that then takes its place (its files fsynced). Returns the
+    parts written in place, not yet fsynced (ResultsWriter.flush)."""
     shape = keyed.shape()
     if path.is_dir() and not whole and shape == keyed.written:
         parts = [path / PART.format(block) for block in sorted(keyed.changed)]
@@ -492,9 +493,8 @@ class ResultsWriter:
                                ("layers", LAYERS_FILE)):  # fmt: skip
                 if name in todo:
                     try:
-                        whole = name in self._whole
-                        written = _write_parts(self.folder / file, getattr(self, name), whole)
-                        self._unsynced.update(written)
+                        keyed, whole = getattr(self, name), name in self._whole
+                        self._unsynced.update(_write_parts(self.folder / file, keyed, whole))
                         self._whole.discard(name)
                     except OSError as exc:  # name the table (pyarrow names none)
                         why = os.strerror(exc.errno) if exc.errno else str(exc)
