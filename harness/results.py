@@ -52,7 +52,7 @@ OPTUNA_FILE = "optuna.db"
 RAY_DIR = "ray"
 MODELS_DIR = "models"  # the kept trials' weights (harness.bundle), one folder per trial id
 LOG_FILE = "ray.log"
-PART = "part-{:06d}.parquet"  # a part of metrics.parquet/ and grad_layers.parquet/, by block
+PART = "part-{:06d}.parquet"  # a part of each table's folder (trials.parquet/ ...), by block
 
 # Arrow types of the fixed columns; parameter columns are inferred.
 _BOOL = pa.bool_()
@@ -118,19 +118,21 @@ class _KeyedTable:
     """Rows grouped by trial and keyed by (trial_id, key), with Arrow tables cached per trial
     and per block of BLOCK trials (in the order trials were first seen).
 
-    A change rebuilds its trial's table and its block's; writing the whole table then joins
-    at most N / BLOCK cached blocks. Trials end in about the order they start, so the blocks
-    of finished trials stay cached, and a 5,000-trial sweep does not re-join 5,000 small
-    tables at every write (it did: the cost of a trial's end grew with the trials before it).
-    Trials two blocks back lose their own tables (a few kB each; their block's table stays):
-    a late change to one of them builds them again.
+    A change rebuilds its trial's table and its block's, and a write rewrites only the
+    changed blocks' parts (_write_parts). Trials end in about the order they start, so a
+    5,000-trial sweep's trial end writes one part, not 5,000 trials (it did: the cost of a
+    trial's end grew with the trials before it). Trials two blocks back lose their own
+    tables (a few kB each; their block's table stays): a late change builds them again.
     """
 
     BLOCK = 128
 
-    def __init__(self, schema: pa.Schema, extra_order: Sequence[str] = ()) -> None:
+    def __init__(self, schema: pa.Schema, extra: Sequence[str] = (), sort: Any = None) -> None:
         self.schema = schema
-        self.extra_order = list(extra_order)  # extra (parameter) columns in this order first
+        self.extra_order = list(extra)  # extra (parameter) columns in this order first
+        self.sort = sort  # a part's rows in this order (trials: _by_number), else as seen
+        self.written: pa.Schema | None = None  # the schema of every part now in the folder
+        self._shape: pa.Schema | None = None  # every block's columns (shape()), None: unknown
         self.rows: dict[str, dict[Any, dict[str, Any]]] = {}
         self._cache: dict[str, pa.Table] = {}
         self._block_of: dict[str, int] = {}
@@ -138,7 +140,6 @@ class _KeyedTable:
         self._block_cache: dict[int, pa.Table] = {}
         self._seen = 0
         self.changed: set[int] = set()  # blocks changed since their part was last written
-        self._joined: tuple[int, pa.Table | None] = (0, None)  # blocks before [0], joined
 
     def put(self, trial_id: str, key: Any, row: dict[str, Any]) -> None:
         if trial_id not in self.rows:
@@ -159,23 +160,38 @@ class _KeyedTable:
         block = self._block_of.pop(trial_id)
         self._blocks[block].remove(trial_id)
         self._touch(trial_id, block)
+        self._shape = None  # its columns may go with it
         return True
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
 
     def _touch(self, trial_id: str, block: int) -> None:
-        """A trial's rows changed: its table, its block's and the done blocks' join go."""
+        """A trial's rows changed: its table and its block's go."""
         self._cache.pop(trial_id, None)
         self._block_cache.pop(block, None)
         self.changed.add(block)
-        if block < self._joined[0]:
-            self._joined = (0, None)
 
     def block(self, block: int) -> pa.Table:
         """One block's rows (a schema-only table once all its trials were dropped)."""
         table = self._block_table(block)
         return self.schema.empty_table() if table is None else self._ordered(table)
+
+    def shape(self) -> pa.Schema:
+        """The schema of every part (pandas reads a folder with its first part's: a column only
+        a later one has is lost); joined again only when a changed block's differs from it."""
+        if self._shape is None or any(self.block(b).schema != self._shape for b in self.changed):
+            blocks = (t.schema for t in map(self._block_table, self._blocks) if t is not None)
+            distinct = dict.fromkeys([self.schema, *blocks])  # most blocks share one
+            self._shape = self._ordered(_concat([s.empty_table() for s in distinct])).schema
+        return self._shape
+
+    def part(self, block: int, shape: pa.Schema) -> pa.Table:
+        """One block's rows in `shape` (text where another block made a column text)."""
+        table = self.block(block)
+        if table.schema != shape:
+            table = _concat([shape.empty_table(), table]).select(shape.names).cast(shape)
+        return self.sort(table) if self.sort else table
 
     def _trial_table(self, trial_id: str) -> pa.Table:
         table = self._cache.get(trial_id)
@@ -205,18 +221,6 @@ class _KeyedTable:
             self._block_cache[block] = table
         return table
 
-    def table(self) -> pa.Table:
-        """Every row: the blocks before the newest two (their trials done) joined once, not
-        at every write (joining 40 blocks at each write grew a trial's end with the sweep)."""
-        last = max(self._blocks, default=-1)
-        done = max(0, last - 1)
-        if self._joined[0] != done:
-            joined = [t for b in range(done) if (t := self._block_table(b)) is not None]
-            self._joined = (done, _concat(joined).combine_chunks() if joined else None)
-        tables = [self._joined[1], *(self._block_table(b) for b in range(done, last + 1))]
-        tables = [t for t in tables if t is not None]
-        return self._ordered(_concat(tables)) if tables else self.schema.empty_table()
-
     def _ordered(self, table: pa.Table) -> pa.Table:
         """The schema's columns, then the others: extra_order's first, the rest by name."""
         names = [f.name for f in self.schema]
@@ -236,19 +240,20 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 
 
 def _write_parts(path: Path, keyed: _KeyedTable, whole: bool) -> list[Path]:
-    """metrics.parquet/ and grad_layers.parquet/ are folders of Parquet files, one per block
-    of trials (_KeyedTable.BLOCK, in the order trials were first seen), that pandas reads as
-    one table (`pd.read_parquet(folder / "metrics.parquet")`). Only the parts whose trials
-    changed are rewritten, each atomically (harness.files, its temporary file outside the
-    folder: polars reads every file in it), and every row of a trial lives in one part: a
-    reader sees each trial's rows of one moment. A new table, an older sweep's single file,
-    or (`whole`) one reopened for a resume, whose blocks may fall differently now, is written
+    """Each table is a folder of Parquet files of one schema, one per block of trials
+    (_KeyedTable.BLOCK, as first seen), that pandas reads as one (`pd.read_parquet(folder /
+    "trials.parquet")`). Only changed blocks' parts are rewritten (a trial's end: one part,
+    however long the sweep), each atomically (harness.files; its temporary file outside the
+    folder, as polars reads every file in it); a trial's rows all live in one part. A new
+    table, an older sweep's single file, a new schema (a new column, one turned text), or
+    (`whole`) one reopened for a resume, whose blocks may fall differently now, is written
     whole into a hidden folder that then takes its place (its files fsynced). Returns the
     parts written in place, not yet fsynced (ResultsWriter.flush)."""
-    if path.is_dir() and not whole:
+    shape = keyed.shape()
+    if path.is_dir() and not whole and shape == keyed.written:
         parts = [path / PART.format(block) for block in sorted(keyed.changed)]
         for part, block in zip(parts, sorted(keyed.changed)):
-            write = partial(pq.write_table, keyed.block(block))
+            write = partial(pq.write_table, keyed.part(block, shape))
             write_with(part, write, durable=False, scratch=path.parent)
         keyed.changed.clear()
         return parts
@@ -257,7 +262,7 @@ def _write_parts(path: Path, keyed: _KeyedTable, whole: bool) -> list[Path]:
     new.mkdir()
     try:
         for block in sorted(keyed._blocks) or [0]:
-            write_with(new / PART.format(block), partial(pq.write_table, keyed.block(block)))
+            write_with(new / PART.format(block), partial(pq.write_table, keyed.part(block, shape)))
         old = path.with_name(f".{path.name}.old-{tag}")
         if path.exists():
             os.replace(path, old)
@@ -267,6 +272,7 @@ def _write_parts(path: Path, keyed: _KeyedTable, whole: bool) -> list[Path]:
         raise
     shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     keyed.changed.clear()
+    keyed.written = shape
     return []
 
 
@@ -345,7 +351,7 @@ class ResultsWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         for left in self.folder.glob(".*.parquet.new-*"):  # a crash mid-way: never published
             shutil.rmtree(left, ignore_errors=True)
-        self.trials = _KeyedTable(TRIALS_SCHEMA, [PARAM_PREFIX + p for p in params])
+        self.trials = _KeyedTable(TRIALS_SCHEMA, [PARAM_PREFIX + p for p in params], _by_number)
         self.metrics = _KeyedTable(METRICS_SCHEMA)
         self.layers = _KeyedTable(LAYERS_SCHEMA)
         # trial_ids(), kept sorted as trials come (re-sorting all of them at each new trial
@@ -372,7 +378,7 @@ class ResultsWriter:
             writer.metrics.put(row["trial_id"], row["iteration"], row)
         for row in _read_rows(writer.folder / LAYERS_FILE):
             writer.layers.put(row["trial_id"], (row["iteration"], row["layer"]), row)
-        writer._whole = {"metrics", "layers"}  # its blocks need not match the parts there
+        writer._whole = {"trials", "metrics", "layers"}  # its blocks may not match the parts
         return writer
 
     def add_report(self, trial_id: str, report: Mapping[str, Any]) -> None:
@@ -487,16 +493,9 @@ class ResultsWriter:
                                ("layers", LAYERS_FILE)):  # fmt: skip
                 if name in todo:
                     try:
-                        if name == "trials":
-                            table = _by_number(self.trials.table())
-                            write = partial(pq.write_table, table)
-                            write_with(self.folder / file, write, durable=False)
-                            self._unsynced.add(self.folder / file)
-                        else:
-                            whole = name in self._whole
-                            written = _write_parts(self.folder / file, getattr(self, name), whole)
-                            self._unsynced.update(written)
-                            self._whole.discard(name)
+                        keyed, whole = getattr(self, name), name in self._whole
+                        self._unsynced.update(_write_parts(self.folder / file, keyed, whole))
+                        self._whole.discard(name)
                     except OSError as exc:  # name the table (pyarrow names none)
                         why = os.strerror(exc.errno) if exc.errno else str(exc)
                         raise OSError(exc.errno, why, str(self.folder / file)) from exc
@@ -591,9 +590,11 @@ def load(path: str | os.PathLike) -> SweepResults:
         raise UserError(f"{folder}: not a sweep results folder (no {SWEEP_FILE})")
     info = _read_info(info_path)
     with tables_lock(folder, shared=True):  # not between a running sweep's table writes
-        trials = _read(folder / TRIALS_FILE, TRIALS_SCHEMA)
+        trials = _read(folder / TRIALS_FILE, TRIALS_SCHEMA)  # by part: sort as the file was
         metrics = _read(folder / METRICS_FILE, METRICS_SCHEMA)
         layers = _read(folder / LAYERS_FILE, LAYERS_SCHEMA)
+    if "trial_number" in trials:  # by number, then first seen (stable), as _by_number does
+        trials = trials.sort_values("trial_number", kind="stable", ignore_index=True)
     return SweepResults(path=folder, trials=trials, metrics=metrics, grad_layers=layers,
                         spec=dict(info.get("spec") or {}), info=info)  # fmt: skip
 

@@ -115,19 +115,22 @@ def read(folder: Path) -> Earlier:
 
 
 def _check_table(path: Path) -> None:
-    """A trials.parquet that exists must be whole (its footer readable): a truncated one says
-    the folder was damaged (the sweep's writer never leaves one)."""
+    """A trials.parquet that exists must be whole (the footer of its file, or of each part
+    of its folder, readable): a truncated one says the folder was damaged (the sweep's
+    writer never leaves one)."""
     if not path.exists():
         return
     import pyarrow.parquet as pq
 
-    try:
-        pq.read_metadata(path)
-    except Exception as exc:  # noqa: BLE001 -- any failure to read it is the folder's damage
-        why = " ".join(str(exc).split())[:120]
-        raise UserError(
-            f"{shown(path)}: not a readable Parquet file ({why}); this folder is damaged"
-        ) from None
+    # a folder of parts (harness.results; pyarrow skips hidden names), or an older sweep's file
+    for part in sorted(path.glob("[!._]*")) if path.is_dir() else [path]:
+        try:
+            pq.read_metadata(part)
+        except Exception as exc:  # noqa: BLE001 -- any failure to read it is the folder's damage
+            why = " ".join(str(exc).split())[:120]
+            raise UserError(
+                f"{shown(part)}: not a readable Parquet file ({why}); this folder is damaged"
+            ) from None
 
 
 # ------------------------------------------------------------------------- the check

@@ -9,16 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from functools import partial
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from harness import lock
 from harness import results as rs
 from harness.errors import UserError
-from harness.files import write_with
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +104,7 @@ def test_readers_wait_for_a_table_write_to_finish(tmp_path: Path) -> None:
         time.sleep(0.5)
         assert reader.is_alive()  # blocked while the write is under way
         writer.set_trial("a", status="COMPLETED")  # the write itself, as flush does it
-        write_with(tmp_path / rs.TRIALS_FILE, partial(pq.write_table, writer.trials.table()))
+        rs._write_parts(tmp_path / rs.TRIALS_FILE, writer.trials, whole=False)
     reader.join(timeout=30)
     assert seen["waited"] >= 0.4 and seen["status"] == "COMPLETED"
 

@@ -183,10 +183,10 @@ def test_out_must_be_a_file_that_can_be_written_and_is_never_a_device_replaced(
 def test_a_damaged_sweep_folder_is_one_line(sweep_dir: Path, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(sweep_dir, bad)
-    trials = bad / rs.TRIALS_FILE
-    trials.write_bytes(trials.read_bytes()[:200])  # truncated
+    trials, part = bad / rs.TRIALS_FILE, Path(rs.TRIALS_FILE, rs.PART.format(0))
+    (bad / part).write_bytes((bad / part).read_bytes()[:200])  # truncated
     assert f"{trials}: not a readable Parquet file" in _error(capsys, str(bad), "--text", "x")
-    shutil.copy(sweep_dir / rs.TRIALS_FILE, trials)
+    shutil.copy(sweep_dir / part, bad / part)
     info = bad / rs.SWEEP_FILE
     info.write_text("[]", encoding="utf-8")
     assert f"{info}: expected a JSON object" in _error(capsys, str(bad), "--text", "x")

@@ -157,6 +157,7 @@ def test_failed_and_diverged_only(tmp_path: Path) -> None:
     src = make_folder(tmp_path / "bad")
     t = pd.read_parquet(src / "trials.parquet")
     t = t[t["status"].isin(["FAILED", "DIVERGED"])]
+    shutil.rmtree(src / "trials.parquet")  # its parts, written back as an older sweep's file
     t.to_parquet(src / "trials.parquet")
     rep = report.build_report(report.load_sweep(src), tmp_path / "out", dpi=40)
     assert rep.facts["status_counts"] == {"COMPLETED": 0, "PRUNED": 0, "FAILED": 1, "DIVERGED": 1}

@@ -114,6 +114,7 @@ def test_blocks_of_trials_keep_rows_keys_and_order(tmp_path: Path, monkeypatch) 
     trial renumbered later all come out as if written from scratch."""
     monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
     w = rs.ResultsWriter(tmp_path, params=["lr"])
+    w.write_sweep_info({"spec": {"name": "blocks"}})  # load() sorts the parts' rows by number
     for i in (4, 0, 3, 1, 2):  # first seen out of number order, across three blocks
         w.set_trial(f"t{i}", trial_number=i, status="RUNNING", params={"lr": i / 10})
         w.add_report(f"t{i}", report(10))
@@ -123,7 +124,7 @@ def test_blocks_of_trials_keep_rows_keys_and_order(tmp_path: Path, monkeypatch) 
     w.drop_trial("t3")
     w.set_trial("new", status="RUNNING")  # no number yet: last
     w.flush(force=True)
-    trials = pd.read_parquet(tmp_path / rs.TRIALS_FILE)
+    trials = rs.load(tmp_path).trials
     assert trials["trial_id"].tolist() == ["t0", "t1", "t2", "t4", "new"]
     assert trials.set_index("trial_id").loc["t4", "status"] == "COMPLETED"
     assert trials["param.lr"].tolist()[:4] == [0.0, 0.1, 0.2, 0.4]
@@ -133,7 +134,7 @@ def test_blocks_of_trials_keep_rows_keys_and_order(tmp_path: Path, monkeypatch) 
     w.set_trial("new", trial_number=5)
     w.flush(force=True)
     assert [r["trial_id"] for r in w.rows()] == ["t0", "t1", "t2", "t4", "new"]
-    assert pd.read_parquet(tmp_path / rs.TRIALS_FILE)["trial_id"].tolist()[-1] == "new"
+    assert rs.load(tmp_path).trials["trial_id"].tolist()[-1] == "new"
     assert 0 <= w.max_stale_s < 60 and w.write_seconds > 0
 
 
@@ -174,6 +175,50 @@ def test_reports_are_parts_of_one_dataset_rewritten_by_block(tmp_path: Path, mon
     w.add_report("t9", report(10))
     w.flush(force=True)
     assert (old / rs.METRICS_FILE).is_dir() and len(pd.read_parquet(old / rs.METRICS_FILE)) == 7
+
+
+def test_trials_are_parts_and_a_trial_end_rewrites_only_its_own(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """trials.parquet/ is a folder of parts, one per block of trials, each by trial number: a
+    trial's end rewrites its own block's part (rewriting every row grew with the sweep); a
+    column that one block adds or turns text rewrites them all in one schema; an older
+    sweep's single file reads as before and becomes parts at its first write, no row lost."""
+    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    w = rs.ResultsWriter(tmp_path, params=["lr"])
+    w.write_sweep_info({"spec": {"name": "parts"}})
+    for i in (1, 0, 4, 2, 3):  # blocks: t1 t0 | t4 t2 | t3
+        w.set_trial(f"t{i}", trial_number=i, status="RUNNING", params={"lr": i / 10})
+    w.flush(force=True)
+    folder = tmp_path / rs.TRIALS_FILE
+    inodes = {p.name: p.stat().st_ino for p in folder.iterdir()}
+    assert len(inodes) == 3
+    w.set_trial("t2", status="COMPLETED", metric=0.2)
+    assert w.flush(force=True, only=("trials",))
+    changed = [p.name for p in sorted(folder.iterdir()) if p.stat().st_ino != inodes[p.name]]
+    assert changed == [rs.PART.format(1)]
+    assert pq.read_table(folder / changed[0])["trial_id"].to_pylist() == ["t2", "t4"]
+    ids = [f"t{i}" for i in range(5)]
+    assert sorted(pd.read_parquet(folder)["trial_id"]) == ids  # one table, as pandas reads it
+    assert rs.load(tmp_path).trials["trial_id"].tolist() == ids  # sorted by number
+
+    w.set_trial("t5", trial_number=5, params={"lr": "auto", "extra": 1})  # the last block
+    w.flush(force=True, only=("trials",))
+    assert all(p.stat().st_ino != inodes[p.name] for p in folder.iterdir())
+    t = pq.read_table(folder)
+    assert t["param.lr"].type == "string" and t["param.extra"].to_pylist().count(1) == 1
+
+    old = tmp_path / "old"  # an older sweep's folder: trials.parquet one file
+    old.mkdir()
+    rows = rs.load(tmp_path).trials
+    rows.to_parquet(old / rs.TRIALS_FILE)
+    (old / rs.SWEEP_FILE).write_text((tmp_path / rs.SWEEP_FILE).read_text())
+    assert rs.load(old).trials.equals(rows)
+    w = rs.ResultsWriter.open(old)
+    w.set_trial("t6", trial_number=6, status="RUNNING")
+    assert w.flush(force=True, only=("trials",))
+    assert (old / rs.TRIALS_FILE).is_dir() and len(list((old / rs.TRIALS_FILE).iterdir())) == 4
+    assert rs.load(old).trials["trial_id"].tolist() == [*ids, "t5", "t6"]
 
 
 def test_a_part_being_written_is_never_in_the_dataset_folder(tmp_path: Path, monkeypatch) -> None:
@@ -252,7 +297,8 @@ def test_old_blocks_keep_their_table_not_each_trials(tmp_path: Path, monkeypatch
 def test_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path, monkeypatch) -> None:
     w = rs.ResultsWriter(tmp_path)
     fill(w)
-    before = (tmp_path / rs.TRIALS_FILE).read_bytes()
+    part = tmp_path / rs.TRIALS_FILE / rs.PART.format(0)
+    before = part.read_bytes()
 
     def broken(table, where, **kw):
         Path(where).write_bytes(b"half a parquet file")
@@ -262,7 +308,7 @@ def test_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path, monkeypatch)
     w.set_trial("a", status="FAILED")
     with pytest.raises(OSError):
         w.flush(force=True)
-    assert (tmp_path / rs.TRIALS_FILE).read_bytes() == before  # the old table, intact
+    assert part.read_bytes() == before  # the old table, intact
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     assert pq.read_table(tmp_path / rs.TRIALS_FILE).num_rows == 2
 
@@ -271,7 +317,8 @@ def test_written_files_are_readable_by_others(tmp_path: Path) -> None:
     fill(rs.ResultsWriter(tmp_path))
     mask = os.umask(0)
     os.umask(mask)
-    assert os.stat(tmp_path / rs.TRIALS_FILE).st_mode & 0o777 == 0o666 & ~mask  # not 0600
+    part = tmp_path / rs.TRIALS_FILE / rs.PART.format(0)
+    assert os.stat(part).st_mode & 0o777 == 0o666 & ~mask  # not 0600
 
 
 def test_a_parameter_of_mixed_types_is_stored_as_text(tmp_path: Path) -> None:
@@ -352,7 +399,8 @@ def test_a_damaged_folder_is_one_line_naming_the_file(tmp_path: Path) -> None:
     w.write_sweep_info({"spec": {"name": "demo"}})
     fill(w)
     trials = tmp_path / rs.TRIALS_FILE
-    trials.write_bytes(trials.read_bytes()[:150])
+    part = trials / rs.PART.format(0)
+    part.write_bytes(part.read_bytes()[:150])
     with pytest.raises(UserError, match=f"{trials}: not a readable Parquet file"):
         rs.load(tmp_path)
     info = tmp_path / rs.SWEEP_FILE

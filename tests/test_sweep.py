@@ -181,8 +181,10 @@ def test_resume_on_a_damaged_record_is_one_error(tmp_path: Path, capsys, damaged
     writer.set_trial("a", trial_number=0, status="RUNNING")
     writer.flush(force=True)
     optuna.create_study(study_name="smoke", storage=sweep.optuna_storage_url(folder))
-    data = (folder / damaged).read_bytes()
-    (folder / damaged).write_bytes(data[: len(data) // 2])  # truncated by something else
+    file = folder / damaged
+    file = file / rs.PART.format(0) if file.is_dir() else file  # a table: a folder of parts
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])  # truncated by something else
     with pytest.raises(SystemExit) as exc:
         sweep.main([str(SMOKE), "--results", str(tmp_path), "--resume"])
     assert exc.value.code == 2

@@ -238,7 +238,8 @@ def test_a_damaged_sweep_folder_is_one_line_for_replay_and_init_from(
     folder = tmp_path / "sweep"
     _one_trial_sweep(folder, tiny_corpus)
     trials = folder / rs.TRIALS_FILE
-    trials.write_bytes(trials.read_bytes()[:100])  # truncated
+    part = trials / rs.PART.format(0)
+    part.write_bytes(part.read_bytes()[:100])  # truncated
     for flag in ("--replay", "--init-from"):
         err = _error(capsys, flag, str(folder), "--trial", "1", "--out", str(tmp_path / "r"))
         assert f"{trials}: not a readable Parquet file" in err

@@ -261,9 +261,18 @@ def test_a_live_sweep_gives_its_finished_trials_with_a_warning(old: Path, tmp_pa
 
 
 def test_a_damaged_trials_table_is_refused(old: Path) -> None:
-    (old / rs.TRIALS_FILE).write_bytes(b"PAR1\x00\x01")  # truncated: no footer
+    (old / rs.TRIALS_FILE).write_bytes(b"PAR1\x00\x01")  # an older sweep's file, truncated
     with pytest.raises(UserError, match=r"warm_start\[0\]: .*trials.parquet: not a readable "
                                         r"Parquet file .*this folder is damaged"):  # fmt: skip
+        load_spec(SMOKE, [f"warm_start=[{old}]"])
+    (old / rs.TRIALS_FILE).unlink()
+    writer = rs.ResultsWriter(old)  # a folder of parts: each part must be whole
+    writer.set_trial("t0", trial_number=0, status="COMPLETED")
+    writer.flush(force=True)
+    load_spec(SMOKE, [f"warm_start=[{old}]"])
+    part = old / rs.TRIALS_FILE / rs.PART.format(0)
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(UserError, match=rf"{rs.PART.format(0)}: not a readable Parquet file"):
         load_spec(SMOKE, [f"warm_start=[{old}]"])
 
 

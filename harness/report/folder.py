@@ -157,7 +157,7 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
     p = Path(path)
     if not p.is_dir():
         raise UserError(f"{p}: not a results folder (no such directory)")
-    missing = [f for f in REQUIRED_FILES if not (p / f).is_file()]
+    missing = [f for f in REQUIRED_FILES if not (p / f).exists()]  # a table: a folder of parts
     if missing:
         raise UserError(
             f"{p}: not a results folder (missing {', '.join(missing)}; "
@@ -214,8 +214,11 @@ def _unreadable(folder: Path, exc: Exception) -> str:
     if not isinstance(info, dict):
         return f"{folder / 'sweep.json'}: expected a JSON object, got {type(info).__name__}"
     for name in ("trials.parquet", "metrics.parquet", "grad_layers.parquet"):
-        f = folder / name
-        if f.is_file():
+        table = folder / name
+        if not table.exists():
+            continue
+        # a folder of parts (pyarrow skips hidden names), or an older sweep's single file
+        for f in sorted(table.glob("[!._]*")) if table.is_dir() else [table]:
             try:
                 pq.read_metadata(f)
             except Exception as err:  # noqa: BLE001 -- any failure means this file is bad
