@@ -281,3 +281,9 @@ def recover(path: Path) -> None:
     for left in [*path.parent.glob(f".{path.name}.new-*"),
                  *path.parent.glob(f".{path.name}.old-*")]:  # fmt: skip
         shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(missing_ok=True)
+
+
+def files(path: Path) -> list[Path]:
+    """A table's Parquet files: its parts (as pyarrow reads the folder, hidden names
+    skipped), or an older sweep's single file."""
+    return sorted(path.glob("[!._]*")) if path.is_dir() else [path]
