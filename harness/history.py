@@ -46,6 +46,7 @@ class BoundedHistory(optuna.samplers.BaseSampler):
         # the study's running trials in the mirror: number -> the mirror's trial id
         self._running: dict[int, int] = {}
         self._ended = 0  # trials ended since the mirror was last built
+        self._viewed: int | None = None  # the trial whose view is current (read once per trial)
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
@@ -114,12 +115,14 @@ class BoundedHistory(optuna.samplers.BaseSampler):
             self._directions = list(study.directions)
             self._build(study.get_trials(deepcopy=False, states=_ENDED))
         assert self._storage is not None
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            tid = self._running.get(t.number)
-            if tid is None:
-                self._running[t.number] = self._add(_copy(t, TrialState.RUNNING, None))
-            else:
-                self._update(tid, t)
+        if trial.number != self._viewed:  # a trial's suggestions come in one go: read once
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                tid = self._running.get(t.number)
+                if tid is None:
+                    self._running[t.number] = self._add(_copy(t, TrialState.RUNNING, None))
+                else:
+                    self._update(tid, t)
+            self._viewed = trial.number
         return self._mirror(), self._storage.get_trial(self._running[trial.number])
 
     def _update(self, tid: int, trial: FrozenTrial) -> None:
@@ -144,6 +147,7 @@ class BoundedHistory(optuna.samplers.BaseSampler):
             self._add(t)
         self._running = {}
         self._ended = 0
+        self._viewed = None
 
     def _best(self, ended: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         """The best complete trials, in the order they ended (single objective only: more

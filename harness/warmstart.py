@@ -122,8 +122,9 @@ def _check_table(path: Path) -> None:
         return
     import pyarrow.parquet as pq
 
-    # a folder of parts (harness.results; pyarrow skips hidden names), or an older sweep's file
-    for part in sorted(path.glob("[!._]*")) if path.is_dir() else [path]:
+    from harness.parts import files
+
+    for part in files(path):
         try:
             pq.read_metadata(part)
         except Exception as exc:  # noqa: BLE001 -- any failure to read it is the folder's damage

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import lock
+from harness import lock, parts
 from harness import results as rs
 from harness.errors import UserError
 
@@ -104,7 +104,7 @@ def test_readers_wait_for_a_table_write_to_finish(tmp_path: Path) -> None:
         time.sleep(0.5)
         assert reader.is_alive()  # blocked while the write is under way
         writer.set_trial("a", status="COMPLETED")  # the write itself, as flush does it
-        rs._write_parts(tmp_path / rs.TRIALS_FILE, writer.trials, whole=False)
+        parts.write_parts(tmp_path / rs.TRIALS_FILE, writer.trials, whole=False)
     reader.join(timeout=30)
     assert seen["waited"] >= 0.4 and seen["status"] == "COMPLETED"
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from helpers import user_error
 
-from harness import bundle
+from harness import bundle, parts
 from harness import results as rs
 from harness.errors import UserError
 from harness.predict import load, main
@@ -183,7 +183,7 @@ def test_out_must_be_a_file_that_can_be_written_and_is_never_a_device_replaced(
 def test_a_damaged_sweep_folder_is_one_line(sweep_dir: Path, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(sweep_dir, bad)
-    trials, part = bad / rs.TRIALS_FILE, Path(rs.TRIALS_FILE, rs.PART.format(0))
+    trials, part = bad / rs.TRIALS_FILE, Path(rs.TRIALS_FILE, parts.PART.format(0))
     (bad / part).write_bytes((bad / part).read_bytes()[:200])  # truncated
     assert f"{trials}: not a readable Parquet file" in _error(capsys, str(bad), "--text", "x")
     shutil.copy(sweep_dir / part, bad / part)

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from harness import parts
 from harness import results as rs
 from harness.errors import UserError
 from harness.schema import LAYER_KEYS, METRIC_KEYS, PARAM_PREFIX, TRIAL_KEYS
@@ -112,7 +113,7 @@ def test_blocks_of_trials_keep_rows_keys_and_order(tmp_path: Path, monkeypatch) 
     """The tables are joined from cached blocks of trials (a 5,000-trial sweep does not
     re-join every trial at each write): a change in an old block, a dropped trial and a
     trial renumbered later all come out as if written from scratch."""
-    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    monkeypatch.setattr(parts.KeyedTable, "BLOCK", 2)
     w = rs.ResultsWriter(tmp_path, params=["lr"])
     w.write_sweep_info({"spec": {"name": "blocks"}})  # load() sorts the parts' rows by number
     for i in (4, 0, 3, 1, 2):  # first seen out of number order, across three blocks
@@ -142,19 +143,19 @@ def test_reports_are_parts_of_one_dataset_rewritten_by_block(tmp_path: Path, mon
     """metrics.parquet/ and grad_layers.parquet/ hold one part per block of trials: a change
     rewrites its block's part only; a reopened writer (resume) and an older sweep's single
     file are rewritten whole, never leaving a trial's rows in two parts."""
-    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    monkeypatch.setattr(parts.KeyedTable, "BLOCK", 2)
     w = rs.ResultsWriter(tmp_path)
     for i in range(5):
         w.set_trial(f"t{i}", trial_number=i)
         w.add_report(f"t{i}", report(10))
     w.flush(force=True)
-    parts = sorted(p.name for p in (tmp_path / rs.METRICS_FILE).iterdir())
-    assert parts == ["part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]
-    assert sorted(p.name for p in (tmp_path / rs.LAYERS_FILE).iterdir()) == parts
-    first = (tmp_path / rs.METRICS_FILE / parts[0]).stat().st_ino
+    names = sorted(p.name for p in (tmp_path / rs.METRICS_FILE).iterdir())
+    assert names == ["part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]
+    assert sorted(p.name for p in (tmp_path / rs.LAYERS_FILE).iterdir()) == names
+    first = (tmp_path / rs.METRICS_FILE / names[0]).stat().st_ino
     w.add_report("t4", report(20))  # the last block only
     w.flush(force=True)
-    assert (tmp_path / rs.METRICS_FILE / parts[0]).stat().st_ino == first
+    assert (tmp_path / rs.METRICS_FILE / names[0]).stat().st_ino == first
     assert len(pd.read_parquet(tmp_path / rs.METRICS_FILE)) == 6
 
     w = rs.ResultsWriter.open(tmp_path)
@@ -184,7 +185,7 @@ def test_trials_are_parts_and_a_trial_end_rewrites_only_its_own(
     trial's end rewrites its own block's part (rewriting every row grew with the sweep); a
     column that one block adds or turns text rewrites them all in one schema; an older
     sweep's single file reads as before and becomes parts at its first write, no row lost."""
-    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    monkeypatch.setattr(parts.KeyedTable, "BLOCK", 2)
     w = rs.ResultsWriter(tmp_path, params=["lr"])
     w.write_sweep_info({"spec": {"name": "parts"}})
     for i in (1, 0, 4, 2, 3):  # blocks: t1 t0 | t4 t2 | t3
@@ -196,7 +197,7 @@ def test_trials_are_parts_and_a_trial_end_rewrites_only_its_own(
     w.set_trial("t2", status="COMPLETED", metric=0.2)
     assert w.flush(force=True, only=("trials",))
     changed = [p.name for p in sorted(folder.iterdir()) if p.stat().st_ino != inodes[p.name]]
-    assert changed == [rs.PART.format(1)]
+    assert changed == [parts.PART.format(1)]
     assert pq.read_table(folder / changed[0])["trial_id"].to_pylist() == ["t2", "t4"]
     ids = [f"t{i}" for i in range(5)]
     assert sorted(pd.read_parquet(folder)["trial_id"]) == ids  # one table, as pandas reads it
@@ -277,7 +278,7 @@ def test_only_forced_writes_are_fsynced(tmp_path: Path, monkeypatch) -> None:
 def test_old_blocks_keep_their_table_not_each_trials(tmp_path: Path, monkeypatch) -> None:
     """Trials two blocks back give up their own Arrow tables (memory that grew with the
     sweep); a late change to one of them is written as if nothing had been dropped."""
-    monkeypatch.setattr(rs._KeyedTable, "BLOCK", 2)
+    monkeypatch.setattr(parts.KeyedTable, "BLOCK", 2)
     w = rs.ResultsWriter(tmp_path)
     for i in range(7):
         w.set_trial(f"t{i}", trial_number=i, status="RUNNING")
@@ -297,7 +298,7 @@ def test_old_blocks_keep_their_table_not_each_trials(tmp_path: Path, monkeypatch
 def test_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path, monkeypatch) -> None:
     w = rs.ResultsWriter(tmp_path)
     fill(w)
-    part = tmp_path / rs.TRIALS_FILE / rs.PART.format(0)
+    part = tmp_path / rs.TRIALS_FILE / parts.PART.format(0)
     before = part.read_bytes()
 
     def broken(table, where, **kw):
@@ -317,7 +318,7 @@ def test_written_files_are_readable_by_others(tmp_path: Path) -> None:
     fill(rs.ResultsWriter(tmp_path))
     mask = os.umask(0)
     os.umask(mask)
-    part = tmp_path / rs.TRIALS_FILE / rs.PART.format(0)
+    part = tmp_path / rs.TRIALS_FILE / parts.PART.format(0)
     assert os.stat(part).st_mode & 0o777 == 0o666 & ~mask  # not 0600
 
 
@@ -399,7 +400,7 @@ def test_a_damaged_folder_is_one_line_naming_the_file(tmp_path: Path) -> None:
     w.write_sweep_info({"spec": {"name": "demo"}})
     fill(w)
     trials = tmp_path / rs.TRIALS_FILE
-    part = trials / rs.PART.format(0)
+    part = trials / parts.PART.format(0)
     part.write_bytes(part.read_bytes()[:150])
     with pytest.raises(UserError, match=f"{trials}: not a readable Parquet file"):
         rs.load(tmp_path)

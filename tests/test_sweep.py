@@ -24,8 +24,8 @@ import pytest
 import yaml
 from helpers import ROOT, SMOKE, _tables, study, write_spec
 
+from harness import parts, sweep, tracker
 from harness import results as rs
-from harness import sweep, tracker
 from harness.config import as_spec, load_spec
 from harness.errors import UserError
 from harness.lock import LOCK_FILE, FolderLock
@@ -182,7 +182,7 @@ def test_resume_on_a_damaged_record_is_one_error(tmp_path: Path, capsys, damaged
     writer.flush(force=True)
     optuna.create_study(study_name="smoke", storage=sweep.optuna_storage_url(folder))
     file = folder / damaged
-    file = file / rs.PART.format(0) if file.is_dir() else file  # a table: a folder of parts
+    file = file / parts.PART.format(0) if file.is_dir() else file  # a table: a folder of parts
     data = file.read_bytes()
     file.write_bytes(data[: len(data) // 2])  # truncated by something else
     with pytest.raises(SystemExit) as exc:

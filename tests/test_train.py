@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from helpers import user_error
 
-from harness import schema, trainer
+from harness import parts, schema, trainer
 from harness.errors import UserError
 from harness.train import data_spec, main, progress_line, split_sets
 
@@ -238,7 +238,7 @@ def test_a_damaged_sweep_folder_is_one_line_for_replay_and_init_from(
     folder = tmp_path / "sweep"
     _one_trial_sweep(folder, tiny_corpus)
     trials = folder / rs.TRIALS_FILE
-    part = trials / rs.PART.format(0)
+    part = trials / parts.PART.format(0)
     part.write_bytes(part.read_bytes()[:100])  # truncated
     for flag in ("--replay", "--init-from"):
         err = _error(capsys, flag, str(folder), "--trial", "1", "--out", str(tmp_path / "r"))

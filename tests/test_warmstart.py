@@ -18,8 +18,8 @@ import pytest
 from helpers import SMOKE, study
 from optuna.trial import TrialState
 
+from harness import parts, space, sweep, warmstart
 from harness import results as rs
-from harness import space, sweep, warmstart
 from harness.config import SweepSpec, load_spec
 from harness.errors import UserError
 
@@ -270,9 +270,9 @@ def test_a_damaged_trials_table_is_refused(old: Path) -> None:
     writer.set_trial("t0", trial_number=0, status="COMPLETED")
     writer.flush(force=True)
     load_spec(SMOKE, [f"warm_start=[{old}]"])
-    part = old / rs.TRIALS_FILE / rs.PART.format(0)
+    part = old / rs.TRIALS_FILE / parts.PART.format(0)
     part.write_bytes(part.read_bytes()[:100])
-    with pytest.raises(UserError, match=rf"{rs.PART.format(0)}: not a readable Parquet file"):
+    with pytest.raises(UserError, match=rf"{parts.PART.format(0)}: not a readable Parquet file"):
         load_spec(SMOKE, [f"warm_start=[{old}]"])
 
 

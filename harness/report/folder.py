@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import schema
+from harness import parts, schema
 from harness.errors import UserError
 from harness.schema import Status
 from harness.values import finite, plain
@@ -217,8 +217,7 @@ def _unreadable(folder: Path, exc: Exception) -> str:
         table = folder / name
         if not table.exists():
             continue
-        # a folder of parts (pyarrow skips hidden names), or an older sweep's single file
-        for f in sorted(table.glob("[!._]*")) if table.is_dir() else [table]:
+        for f in parts.files(table):
             try:
                 pq.read_metadata(f)
             except Exception as err:  # noqa: BLE001 -- any failure means this file is bad
