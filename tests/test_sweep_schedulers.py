@@ -28,6 +28,36 @@ def test_scheduler_per_early_terminate_type(tmp_path: Path, kind: str) -> None:
     assert expected in [c.__name__ for c in type(sched).__mro__]
 
 
+@pytest.mark.parametrize("kind", ["asha", "median", "none", "fused"])
+def test_the_next_trial_is_tunes_fifo_choice_past_the_finished(tmp_path: Path, kind: str) -> None:
+    """Each scheduler picks what Tune's FIFOScheduler picks (the first PENDING trial, else the
+    first PAUSED one), as trials are added and move on, while skipping the finished ones."""
+    import random
+    from types import SimpleNamespace
+
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    et = {"type": "none" if kind == "fused" else kind}
+    spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate=et))
+    sched = sweep.build_scheduler(spec, max_t=9, fused=kind == "fused")
+    trials: list[SimpleNamespace] = []
+    controller = SimpleNamespace(get_trials=lambda: trials)
+    after = {Trial.PENDING: [Trial.RUNNING], Trial.RUNNING: [Trial.TERMINATED, Trial.ERROR,
+             Trial.PAUSED, Trial.PENDING], Trial.PAUSED: [Trial.RUNNING]}  # fmt: skip
+    rng = random.Random(0)
+    for _ in range(400):
+        if rng.random() < 0.3:
+            trials.append(SimpleNamespace(status=Trial.PENDING))
+        for t in rng.sample(trials, min(3, len(trials))):
+            if t.status in after:
+                t.status = rng.choice(after[t.status])
+        assert sched.choose_trial_to_run(controller) is FIFOScheduler().choose_trial_to_run(
+            controller
+        )
+    assert sched._past > 0  # it did skip finished trials
+
+
 def test_asha_first_rung_follows_the_grace_rule(tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path / "s.yaml", early_terminate={"type": "asha"}))
     assert spec.early_terminate.grace_period is None

@@ -251,7 +251,7 @@ class SweepCallback(tune.Callback):
         if self.console is not None:
             self.console.trial_line(self.writer.trial_row(tid))
             if self.console.finished % self.console.table_every == 0:  # rows only when it prints
-                self.console.maybe_table(self.writer.rows())
+                self.console.maybe_table(self.writer.rows(copy=False))  # read only
 
     @guarded("folder")
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

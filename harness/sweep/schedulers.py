@@ -2,7 +2,8 @@
 
 Groups of a fused sweep are stopped per member inside the trial (harness.sweep.rungs, with
 these rules), so Tune's own scheduler is FIFO for them. BaselineASHA reads private
-attributes of Ray's ASHA, pinned by tests/test_sweep_pins.py.
+attributes of Ray's ASHA, pinned by tests/test_sweep_pins.py. Every FIFO-choosing scheduler
+here starts its choice past the finished trials (Queue).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import (
     AsyncHyperBandScheduler,
     FIFOScheduler,
@@ -22,7 +24,38 @@ from harness.config import SweepSpec
 from harness.sweep.keys import NUMBER
 
 
-class BaselineASHA(AsyncHyperBandScheduler):
+class Queue:
+    """Tune's FIFO choice of the next trial to start, from past the finished trials.
+
+    Tune asks its scheduler at every step of its loop (many per trial), and FIFOScheduler
+    scans every trial of the sweep for a PENDING (then a PAUSED) one: a cost per trial that
+    grew with the sweep. A TERMINATED or ERROR trial never runs again, so the trials before
+    the first unfinished one are skipped for good; the choice is the same trial."""
+
+    _past = 0  # trials before this index have all finished
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        trials = tune_controller.get_trials()
+        i = self._past
+        while i < len(trials) and trials[i].status in (Trial.TERMINATED, Trial.ERROR):
+            i += 1
+        self._past = i
+        for status in (Trial.PENDING, Trial.PAUSED):
+            for k in range(i, len(trials)):
+                if trials[k].status == status:
+                    return trials[k]
+        return None
+
+
+class FIFO(Queue, FIFOScheduler):
+    """Tune's FIFOScheduler, choosing past the finished trials."""
+
+
+class MedianStopping(Queue, MedianStoppingRule):
+    """Tune's MedianStoppingRule, choosing past the finished trials."""
+
+
+class BaselineASHA(Queue, AsyncHyperBandScheduler):
     """ASHA that never stops the classic baseline (Optuna trial 0 with `baseline: true`).
 
     The baseline's results still enter every rung it reaches, so the other trials are
@@ -52,7 +85,7 @@ def build_scheduler(spec: SweepSpec, max_t: int, fused: bool = False) -> TrialSc
     """The spec's early termination for whole trials; groups decide per member inside the
     trial (harness.sweep.rungs), so Tune's own scheduler is FIFO for them."""
     if fused:
-        return FIFOScheduler()
+        return FIFO()
     et = spec.early_terminate
     metric, mode = spec.metric.name, spec.metric.mode
     if et.type == "asha":
@@ -93,11 +126,11 @@ def build_scheduler(spec: SweepSpec, max_t: int, fused: bool = False) -> TrialSc
 
         return pbt_scheduler(spec)
     if et.type == "median":
-        return MedianStoppingRule(
+        return MedianStopping(
             time_attr="training_iteration",
             metric=metric,
             mode=mode,
             grace_period=spec.grace_period(max_t),
             min_samples_required=3,
         )
-    return FIFOScheduler()
+    return FIFO()
