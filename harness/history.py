@@ -4,12 +4,12 @@ Why: Optuna's TPE reads every finished trial at every suggestion (its split into
 the rest, its Parzen estimators, the group decomposition), so the driver's time per trial
 grows with the trials so far: alone on an in-memory study of the smoke space, `method:
 auto`'s TPE spent 2.5, 12.7 and 51 ms of CPU per trial at 100, 1,000 and 5,000 trials. For a
-budget past harness.space.HISTORY (1,000) trials, `auto` runs its TPE on a mirror study that
+budget past harness.space.HISTORY (500) trials, `auto` runs its TPE on a mirror study that
 holds only
 
 - the `best` (space.BEST, 25) best COMPLETE trials (TPE's good group is its best
   min(10%, 25) complete trials, so it stays what it would be over every trial),
-- the `history` (1,000) trials that ended last (TPE already weighs older trials less:
+- the `history` (500) trials that ended last (TPE already weighs older trials less:
   Optuna's default weights ramp from 1/n for the oldest up to 1 for the newest 25), and
 - the trials running now (TPE's constant liar counts them as bad results).
 

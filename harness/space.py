@@ -351,7 +351,7 @@ AUTO = "auto"
 # few, and past about a hundred TPE has the data it needs (a judgement, not measured here).
 GP_MAX_TRIALS = 100
 PRIOR_DRAWS = 4  # at most this many start-up trials drawn around the classic values
-HISTORY = 1000  # past this budget, auto's TPE sees only its best BEST and latest HISTORY trials
+HISTORY = 500  # past this budget, auto's TPE sees only its best BEST and latest HISTORY trials
 BEST = 25  # (harness.history: a suggestion's cost then stops growing with the sweep)
 
 

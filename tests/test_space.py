@@ -250,12 +250,12 @@ def test_auto_bounds_tpes_history_past_a_thousand_trials():
     from harness.history import BoundedHistory
 
     small, large = space.choose(CATEGORICAL, space.HISTORY), space.choose(CATEGORICAL, 5000)
-    assert small.history == 0 and isinstance(small.sampler(0, 1000), optuna.samplers.TPESampler)
+    assert small.history == 0 and isinstance(small.sampler(0, 500), optuna.samplers.TPESampler)
     assert large.method == "tpe" and large.history == space.HISTORY
     sampler = large.sampler(0, 5000)
     assert isinstance(sampler, BoundedHistory) and sampler.history == space.HISTORY
     assert isinstance(sampler.base, optuna.samplers.TPESampler) and sampler.base._group
-    assert "over its best 25 and latest 1,000 trials" in large.describe()
+    assert "over its best 25 and latest 500 trials" in large.describe()
     assert space.Choice.from_dict(json.loads(json.dumps(large.to_dict()))) == large
     old = {k: v for k, v in large.to_dict().items() if k != "history"}  # an older sweep.json
     assert space.Choice.from_dict(old).history == 0
