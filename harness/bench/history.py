@@ -1,11 +1,11 @@
 """`python -m harness.bench history`: does a bounded history cost `method: auto`'s TPE its search?
 
-Past space.HISTORY trials, `auto` runs TPE over its best and latest trials only
+Past space.HISTORY (500) trials, `auto` runs TPE over its best and latest trials only
 (harness.history), so that a suggestion's cost stops growing with the sweep. This judges
 that on recorded tables (`bench record`; the shipped ones by default), the way `bench
 searchers --replay` judges searchers, scaled down so that many seeds run in minutes: a
-history of `--history` trials (100) against a budget of `--trials` (500), the same 1:5 as
-1,000 against 5,000. Per table and seed, `auto`'s TPE (its settings for that budget, without
+history of `--history` trials (50) against a budget of `--trials` (500), the same 1:10 as
+500 against 5,000. Per table and seed, `auto`'s TPE (its settings for that budget, without
 the baseline's draws) searches the table's space twice, with every trial's history and with
 the bounded one, paired by seed. A suggestion's answer is the final objective of the
 nearest recorded configuration (harness.bench.searchers.restriction; repeats allowed, since
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--table", action="append", type=Path, help="a packed table (.npz); "
                     "repeatable (default: the shipped ones)")  # fmt: skip
     ap.add_argument("--trials", type=int, default=500)
-    ap.add_argument("--history", type=int, default=100)
+    ap.add_argument("--history", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--concurrency", type=int, default=4)
     args = ap.parse_args(argv)
