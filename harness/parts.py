@@ -11,6 +11,7 @@ and the files.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -218,14 +219,12 @@ def write_parts(path: Path, keyed: KeyedTable, whole: bool) -> list[Path]:
     try:
         for block in sorted(keyed._blocks) or [0]:
             write_with(new / PART.format(block), partial(pq.write_table, keyed.part(block, shape)))
-        old = path.with_name(f".{path.name}.old-{tag}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(new, path)
+        previous = _swap(new, path, path.with_name(f".{path.name}.old-{tag}"))
     except BaseException:
-        shutil.rmtree(new, ignore_errors=True)
+        _remove(new)
         raise
-    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    if previous is not None:
+        _remove(previous)
     keyed.changed.clear()
     keyed.written = shape
     return []
@@ -263,6 +262,37 @@ def _infer_array(values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], type=_STR)
 
 
+def _swap(new: Path, path: Path, aside: Path) -> Path | None:
+    """`new` takes `path`'s place; returns where the table it replaced now is (None: there
+    was none). Where the kernel exchanges two names in one step (Linux renameat2 with
+    RENAME_EXCHANGE), a reader that takes no lock (plain pandas) never finds the table
+    missing; elsewhere `path` first moves `aside` (published and recover handle a crash
+    between the two renames)."""
+    if not path.exists():
+        os.replace(new, path)
+        return None
+    if _exchange(new, path):
+        return new  # it holds the replaced table now (recover removes it after a crash)
+    os.replace(path, aside)
+    os.replace(new, path)
+    return aside
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two names atomically (Linux renameat2, RENAME_EXCHANGE); False where that is not
+    possible here (another OS, an older kernel or C library, a file system without it)."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def published(path: Path) -> Path:
     """The table to read: `path`, or the one a writer moved aside when it died between the
     two renames of a whole rewrite (write_parts), before its new folder took the place."""
@@ -280,7 +310,7 @@ def recover(path: Path) -> None:
         os.replace(aside, path)
     for left in [*path.parent.glob(f".{path.name}.new-*"),
                  *path.parent.glob(f".{path.name}.old-*")]:  # fmt: skip
-        shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(missing_ok=True)
+        _remove(left)
 
 
 def files(path: Path) -> list[Path]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 
 import pandas as pd
+import pytest
 
 from harness import parts
 from harness import results as rs
@@ -45,3 +48,31 @@ def test_a_table_in_place_is_what_is_read(tmp_path):
     (tmp_path / f".{rs.METRICS_FILE}.old-stale").mkdir()  # e.g. left by a copy; not newer
     assert parts.published(tmp_path / rs.TRIALS_FILE) == tmp_path / rs.TRIALS_FILE
     assert parts.published(table) == table or not table.exists()
+
+
+def test_a_whole_rewrite_exchanges_the_folders_in_one_step(tmp_path, monkeypatch):
+    """Where the kernel can exchange two names (Linux renameat2), the new folder takes the
+    table's place in one step, so a reader without the lock never finds it missing; an
+    older sweep's single file is exchanged for a folder the same way."""
+    if sys.platform != "linux":
+        pytest.skip("renameat2 is Linux's")
+    _sweep(tmp_path)
+    table = tmp_path / rs.TRIALS_FILE
+    frame = pd.read_parquet(table)
+    shutil.rmtree(table)
+    frame.to_parquet(table)  # as an older sweep left it: one file
+    swaps: list[tuple[bool, bool]] = []
+    real = parts._exchange
+
+    def exchange(a, b):  # the real exchange, watched
+        done = real(a, b)
+        swaps.append((done, b.is_dir()))
+        return done
+
+    monkeypatch.setattr(parts, "_exchange", exchange)
+    writer = rs.ResultsWriter.open(tmp_path)  # a resume: every table is rewritten whole
+    writer.set_trial("t3", trial_number=3, status="COMPLETED", metric=0.9)
+    writer.flush(force=True)
+    assert swaps and all(done and is_dir for done, is_dir in swaps)
+    assert pd.read_parquet(table)["trial_id"].tolist() == ["t0", "t1", "t2", "t3"]
+    assert not list(tmp_path.glob(".*.parquet.*-*"))  # the replaced tables went
