@@ -35,7 +35,7 @@ import optuna
 from harness import space
 from harness.bench.blackbox import Blackbox
 from harness.bench.searchers.restriction import Restriction
-from harness.bench.searchers.statistics import iqm
+from harness.bench.searchers.statistics import best_so_far, iqm, regret
 
 TABLES = sorted((Path(__file__).parent / "tables").glob("*.npz"))
 
@@ -46,10 +46,9 @@ def search(
 ) -> tuple[np.ndarray, float]:  # fmt: skip
     """The best final objective after each trial's end, and the CPU ms per trial (its ask
     and suggestions, the oldest running trial's tell) over the last tenth of the budget."""
-    sign = 1.0 if table.goal == "maximize" else -1.0
     study = optuna.create_study(direction=table.goal, sampler=sampler)
     running: list[tuple[optuna.Trial, float]] = []
-    curve: list[float] = []
+    ended: list[float] = []  # objective values in the order trials ended (NaN: failed)
 
     def tell() -> None:
         trial, value = running.pop(0)
@@ -57,8 +56,7 @@ def search(
             study.tell(trial, value)
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        so_far = curve[-1] if curve else -math.inf * sign
-        curve.append(value if sign * value > sign * so_far else so_far)
+        ended.append(value)
 
     late, cpu = trials - max(1, trials // 10), 0.0
     for i in range(trials):
@@ -73,7 +71,7 @@ def search(
             cpu += time.process_time() - t0
     while running:
         tell()
-    return np.array(curve), 1000 * cpu / (trials - late)
+    return best_so_far(np.array(ended), table.goal), 1000 * cpu / (trials - late)
 
 
 def judge(path: Path, trials: int, history: int, seeds: int, concurrency: int) -> dict[str, Any]:
@@ -88,11 +86,10 @@ def judge(path: Path, trials: int, history: int, seeds: int, concurrency: int) -
     regrets: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     cpu: dict[str, list[float]] = {k: [] for k in kinds}
     optimum = table.optimum()
-    sign = 1.0 if table.goal == "maximize" else -1.0
     for seed in range(seeds):
         for kind, c in kinds.items():
             curve, ms = search(table, restriction, c.sampler(seed, trials), trials, concurrency)
-            regrets[kind].append(sign * (optimum - curve))
+            regrets[kind].append(regret(curve, optimum, table.goal))
             cpu[kind].append(ms)
     marks = sorted({min(trials, history * 3 // 2), min(trials, history * 3), trials})
     full, bounded = (np.array(regrets[k]) for k in kinds)
