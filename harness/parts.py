@@ -31,11 +31,12 @@ from harness.files import write_with
 
 PART = "part-{:06d}.parquet"  # a part of each table's folder (trials.parquet/ ...), by block
 
-_BOOL = pa.bool_()
-_INT = pa.int64()
-_FLOAT = pa.float64()
-_STR = pa.string()
-_TIME = pa.timestamp("us", tz="UTC")
+# the Arrow types of the tables' fixed columns (harness.results names which column has which)
+BOOL = pa.bool_()
+INT = pa.int64()
+FLOAT = pa.float64()
+STR = pa.string()
+TIME = pa.timestamp("us", tz="UTC")
 
 
 def param_value(value: Any) -> Any:
@@ -50,16 +51,16 @@ def _cell(value: Any, typ: pa.DataType) -> Any:
     if value is None:
         return None
     try:
-        if typ == _BOOL:
+        if typ == BOOL:
             return bool(value)
-        if typ == _INT:
+        if typ == INT:
             f = float(value)
             return int(f) if math.isfinite(f) else None
-        if typ == _FLOAT:
+        if typ == FLOAT:
             return float(value)
-        if typ == _STR:
+        if typ == STR:
             return str(value)
-        if typ == _TIME:
+        if typ == TIME:
             if isinstance(value, (int, float)):
                 return datetime.fromtimestamp(value, tz=timezone.utc)
             if isinstance(value, str):
@@ -248,7 +249,7 @@ def _as_text_where_mixed(tables: list[pa.Table]) -> list[pa.Table]:
     for t in tables:
         for name in mixed & set(t.column_names):
             i = t.column_names.index(name)
-            t = t.set_column(i, name, t.column(name).cast(_STR))
+            t = t.set_column(i, name, t.column(name).cast(STR))
         out.append(t)
     return out
 
@@ -259,7 +260,7 @@ def _infer_array(values: list[Any]) -> pa.Array:
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], type=_STR)
+        return pa.array([None if v is None else str(v) for v in values], type=STR)
 
 
 def _swap(new: Path, path: Path, aside: Path) -> Path | None:

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harness import parts
 from harness.errors import UserError
 from harness.files import write_text
 from harness.lock import tables_lock
@@ -50,27 +51,22 @@ RAY_DIR = "ray"
 MODELS_DIR = "models"  # the kept trials' weights (harness.bundle), one folder per trial id
 LOG_FILE = "ray.log"
 
-# Arrow types of the fixed columns; parameter columns are inferred.
-_BOOL = pa.bool_()
-_INT = pa.int64()
-_FLOAT = pa.float64()
-_STR = pa.string()
-_TIME = pa.timestamp("us", tz="UTC")
-
-# every column not named here is a float
+# Arrow types of the fixed columns (every column not named here is a float); parameter
+# columns are inferred.
 _NOT_FLOAT: dict[str, pa.DataType] = {
     **dict.fromkeys(("trial_id", "status", "node_id", "node_ip", "device", "error", "confusion",
-                     "group_id", "layer"), _STR),
+                     "group_id", "layer"), parts.STR),
     **dict.fromkeys(("trial_number", "best_iteration", "iterations", "epochs", "samples",
                      "group_member", "group_size", "iteration", "report", "epoch",
-                     "grad_nonfinite"), _INT),
-    **dict.fromkeys(("fused", "improved", "grad_vanishing", "grad_exploding", "embedding"), _BOOL),
-    **dict.fromkeys(("start_time", "end_time"), _TIME),
+                     "grad_nonfinite"), parts.INT),
+    **dict.fromkeys(("fused", "improved", "grad_vanishing", "grad_exploding", "embedding"),
+                    parts.BOOL),
+    **dict.fromkeys(("start_time", "end_time"), parts.TIME),
 }  # fmt: skip
 
 
 def _types(keys: Sequence[str]) -> list[tuple[str, pa.DataType]]:
-    return [(k, _NOT_FLOAT.get(k, _FLOAT)) for k in keys]
+    return [(k, _NOT_FLOAT.get(k, parts.FLOAT)) for k in keys]
 
 
 METRICS_SCHEMA = pa.schema(_types(["trial_id", *METRIC_KEYS]))
