@@ -160,6 +160,10 @@ class ResultsWriter:
                             {"trial_id": trial_id, "iteration": iteration, **lrow})  # fmt: skip
         self._mark("metrics", "layers")
 
+    def reports_written(self) -> bool:
+        """Whether every report added so far is on disk (what --resume reads)."""
+        return not self._dirty & {"metrics", "layers"}
+
     def _mark(self, *tables: str) -> None:
         for name in tables:
             self._dirty_since.setdefault(name, time.monotonic())

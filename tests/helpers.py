@@ -89,12 +89,13 @@ def _cli_args(tiny_corpus: Path, results: Path, *sets: str) -> list[str]:
     return args
 
 
-def _start(args: list[str]) -> subprocess.Popen:
-    """The real command, in its own session so everything it starts can be reaped."""
+def _start(args: list[str], code: str | None = None) -> subprocess.Popen:
+    """The real command (or `code` run with its arguments: the command with a hook), in its
+    own session so everything it starts can be reaped."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.sweep", *args],
+        [sys.executable, *(["-c", code] if code else ["-m", "harness.sweep"]), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -379,11 +379,7 @@ def test_a_driver_killed_as_a_member_ends_loses_nothing_of_it(
     folder = tmp_path / "smoke"
     args = _cli_args(tiny_corpus, tmp_path, "budget.num_samples=4", "resources.fuse=2",
                      "early_terminate={type: none}", "keep_best=4")  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_AT_A_MEMBER_END, *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = _start(args, _KILLED_AT_A_MEMBER_END)
     try:
         proc.wait(timeout=300)
     finally:

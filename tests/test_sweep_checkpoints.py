@@ -117,6 +117,30 @@ def test_a_killed_group_goes_on_from_its_checkpoint(
         assert (folder / rs.MODELS_DIR / m / "model.json").is_file()
 
 
+# The command, killed (SIGKILL) at its 5th checkpoint, the tables on disk held back since its
+# 3rd (their writes are rate-limited: a kill can come at any checkpoint with the last few
+# reports not yet written). --resume goes on only from a checkpoint whose report is on disk.
+_KILLED_WITH_THE_TABLES_BEHIND = """
+import os, signal, sys
+from harness.sweep import main
+from harness.sweep.callback import SweepCallback
+from harness.results import ResultsWriter
+hook, flush, seen = SweepCallback.on_checkpoint, ResultsWriter.flush, []
+def held(self, force=False, **kw):
+    return flush(self, force=force, **kw) if force or len(seen) < 3 else False
+def killing(self, iteration, trials, trial, checkpoint, **info):
+    seen.append(checkpoint)
+    if len(seen) == 3:
+        self.writer.flush(force=True)  # reports up to the 3rd checkpoint's on disk
+    hook(self, iteration, trials, trial, checkpoint, **info)
+    if len(seen) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+SweepCallback.on_checkpoint, ResultsWriter.flush = killing, held
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_resume_goes_on_from_the_interrupted_trials_checkpoint(
@@ -125,22 +149,12 @@ def test_resume_goes_on_from_the_interrupted_trials_checkpoint(
     folder = tmp_path / "smoke"
     args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=2",
                      "budget.max_concurrent=1")  # fmt: skip
-    proc = _start(args)
+    proc = _start(args, _KILLED_WITH_THE_TABLES_BEHIND)
     try:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 180 and proc.poll() is None:
-            try:
-                t = pd.read_parquet(folder / rs.TRIALS_FILE)
-                far = ((t["status"] == "RUNNING") & (t["iterations"].fillna(0) >= 100)).any()
-                # and Tune has stored a checkpoint of it (it may lag the tables' row)
-                if far and any((folder / "ray").rglob("checkpoint_*")):
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.05)
-        assert proc.poll() is None, "the sweep ended before the kill"
+        proc.wait(timeout=300)
     finally:
         _kill_driver_and_its_ray(proc)
+    assert proc.returncode == -signal.SIGKILL
     before = pd.read_parquet(folder / rs.TRIALS_FILE)
     old = before[before["status"] == "RUNNING"]["trial_id"].iloc[0]
     number = int(before.set_index("trial_id").loc[old, "trial_number"])
@@ -151,7 +165,9 @@ def test_resume_goes_on_from_the_interrupted_trials_checkpoint(
     trials = pd.read_parquet(folder / rs.TRIALS_FILE)
     assert sorted(trials["trial_number"]) == [0, 1] and set(trials["status"]) == {"COMPLETED"}
     row = trials.set_index("trial_number").loc[number]
-    assert row["trial_id"] != old and f"continued from trial {old}'s checkpoint" in row["error"]
+    # a report every 20 iterations, each with a checkpoint: the 3rd's is the newest on disk
+    assert row["trial_id"] != old
+    assert row["error"] == f"continued from trial {old}'s checkpoint at iteration 60"
     assert old not in set(pd.read_parquet(folder / rs.METRICS_FILE)["trial_id"])
     _same_rows(folder, row["trial_id"])  # rows before the kill (kept) and after (new)
     st = study(folder, "smoke")
@@ -204,6 +220,12 @@ def test_a_trial_keeps_only_its_newest_checkpoints(tmp_path: Path) -> None:
         "checkpoint_000002", "checkpoint_000003", "result.json"]  # fmt: skip
     checkpoints.keep_newest(newest, 1)
     assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000003", "result.json"]
+    # the worker wrote its next checkpoint before the driver heard of this one: it stays
+    (trial / "checkpoint_000004").mkdir()
+    (trial / "checkpoint_000005").mkdir()
+    checkpoints.keep_newest(tune.Checkpoint(path=str(trial / "checkpoint_000004")), 1)
+    assert sorted(p.name for p in trial.iterdir()) == [
+        "checkpoint_000004", "checkpoint_000005", "result.json"]  # fmt: skip
     spec = load_spec(SMOKE)
     assert checkpoints.kept_per_trial(spec) == 1
     assert checkpoints.kept_per_trial(load_spec(SMOKE, ["early_terminate={type: pbt}"])) == 4

@@ -58,6 +58,8 @@ class SweepCallback(tune.Callback):
         # PBT clones a trial's checkpoints into others, also after it ended: delete at the end
         self._ended: list[Any] = []
         self._delete_at_end = spec.early_terminate.type == "pbt"
+        # trial id -> its newest checkpoint whose report may not be on disk yet
+        self._unwritten: dict[str, Any] = {}
 
     @property
     def folder(self) -> Path:
@@ -137,6 +139,7 @@ class SweepCallback(tune.Callback):
             elif "iteration" in entry:
                 self._evaluation(row, m["number"], entry)
         self.writer.flush(force=ended)
+        self._tidy_checkpoints()
 
     def _where(self, tid: str, extra: Mapping[str, Any], timeline: bool = True) -> None:
         """The trial's first result: where it runs, since when (and the timeline in ray.log)."""
@@ -263,13 +266,27 @@ class SweepCallback(tune.Callback):
     ) -> None:
         """A final checkpoint brings the trial's tested weights: onto the shelf if it ranks
         in the top keep_best (the trial's final result, with its objective, came first)."""
-        checkpoints.keep_newest(checkpoint, checkpoints.kept_per_trial(self.spec))
+        self._unwritten[trial.trial_id] = checkpoint
+        self._tidy_checkpoints()
         with checkpoints.final_models(checkpoint) as models:
             for row_id, folder in models.items():
                 self.shelf.offer(row_id, folder, self.writer.rows(copy=False))
 
+    def _tidy_checkpoints(self) -> None:
+        """A trial's older checkpoints go once the tables on disk hold its newest one's
+        report: --resume goes on only from a checkpoint whose report it finds there, and the
+        tables are written at most a share of the time (a driver killed between a checkpoint
+        and the next write still finds the one before it)."""
+        if not self._unwritten or not self.writer.reports_written():
+            return
+        keep = checkpoints.kept_per_trial(self.spec)
+        for checkpoint in self._unwritten.values():
+            checkpoints.keep_newest(checkpoint, keep)
+        self._unwritten.clear()
+
     def _drop_checkpoints(self, trial: Any) -> None:
         """An ended trial's checkpoints go (with PBT at the end of the sweep)."""
+        self._unwritten.pop(trial.trial_id, None)
         if self._delete_at_end:
             self._ended.append(trial)
             return

@@ -189,15 +189,18 @@ def kept_per_trial(spec: Any) -> int:
 
 
 def keep_newest(checkpoint: Any, keep: int) -> None:
-    """A trial reported `checkpoint`: remove its older ones but the newest `keep` (Tune's own
-    num_to_keep would save the whole experiment state at every checkpoint)."""
+    """A trial reported `checkpoint`: remove the ones older than it but the newest `keep`
+    (counting it). Newer ones stay: the worker may have written its next before the driver
+    got here. (Tune's own num_to_keep would save the whole experiment state at every
+    checkpoint.)"""
     try:
         fs, path = checkpoint.filesystem, str(checkpoint.path)
     except AttributeError:
         return
-    trial_path = str(PurePosixPath(path).parent)
-    for name in _checkpoints(fs, trial_path)[:-keep]:
-        _delete(fs, f"{trial_path}/{name}")
+    trial_path, name = str(PurePosixPath(path).parent), PurePosixPath(path).name
+    older = [n for n in _checkpoints(fs, trial_path) if n <= name]
+    for old in older[:-keep]:
+        _delete(fs, f"{trial_path}/{old}")
 
 
 def delete_trial(trial: Any) -> None:
