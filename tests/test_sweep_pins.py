@@ -67,7 +67,7 @@ def test_tune_storage_private_attributes() -> None:
 
 
 def test_enqueued_trials_carry_their_fixed_params(tmp_path: Any) -> None:
-    # GroupSearch fixes a group's shape settings with study.enqueue_trial (public) and, for a
+    # The searcher fixes a group's shape settings with study.enqueue_trial (public) and, for a
     # grid, counts the points still waiting in the queue by the "fixed_params" system
     # attribute Optuna stores them in (private: pinned here)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'q.db'}")

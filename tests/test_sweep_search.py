@@ -99,11 +99,11 @@ def test_the_report_a_trial_ended_at_comes_with_its_final_result(tmp_path: Path)
 # --------------------------------------------------------------------- groups (resources.fuse)
 
 
-def group_searcher(tmp_path: Path, size: int, samples: int, *sets: str) -> sweep.GroupSearch:
+def group_searcher(tmp_path: Path, size: int, samples: int, *sets: str) -> sweep.OptunaSearcher:
     spec = load_spec(SMOKE, [f"budget.num_samples={samples}", *sets])
     s = sweep.build_searcher(spec, tmp_path, fuse=FusePlan(size, size), new=samples)
     s.set_search_properties(None, None, {})
-    assert isinstance(s, sweep.GroupSearch)
+    assert isinstance(s, sweep.OptunaSearcher)
     return s
 
 
@@ -206,7 +206,7 @@ def test_interrupted_members_are_regrouped_by_shape_and_batch_order(tmp_path: Pa
 def test_fuse_1_is_todays_searcher_and_scheduler(tmp_path: Path) -> None:
     spec = load_spec(SMOKE)
     s = sweep.build_searcher(spec, tmp_path, fuse=FusePlan(1, 1))
-    assert type(s) is sweep.HonestOptunaSearch
+    assert type(s) is sweep.OptunaSearcher
     assert isinstance(sweep.build_scheduler(spec, 9), sweep.schedulers.AsyncHyperBandScheduler)
     fifo = sweep.build_scheduler(spec, 9, fused=True)
     assert "FIFOScheduler" in [c.__name__ for c in type(fifo).__mro__]

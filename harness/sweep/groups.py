@@ -4,7 +4,7 @@ and which trials may share a group.
 A group is N Optuna trials trained as one fused module (harness.trainer.train_group): they
 must agree on every *shape* setting (harness.trialconfig.shape_settings: the model's sizes,
 batch size, pad size, ..., and the batch order `data_seed`) and may differ in the fusible
-ones (learning rate, dropout, seed, ...). The searcher (harness.sweep.search.GroupSearch)
+ones (learning rate, dropout, seed, ...). The searcher (harness.sweep.search.OptunaSearcher)
 fills each group; this module says how big a group is and what makes two trials groupable.
 
 `resources.fuse: auto` picks N by this rule (measured figures: docs/sweeps.md, fused

@@ -1,8 +1,8 @@
 """`bench searchers --replay TABLE`: a sweep replayed against recorded learning curves.
 
 What runs is the sweep's own search and stopping code: the searcher harness.sweep.search
-builds (HonestOptunaSearch, or GroupSearch for fused groups, with the real Optuna sampler of
-the method, auto's choice and its draws around the baseline), restricted to the table's
+builds (OptunaSearcher, a trial or a fused group per Ray trial, with the real Optuna sampler
+of the method, auto's choice and its draws around the baseline), restricted to the table's
 configurations (harness.bench.blackbox.Restriction), and the scheduler build_scheduler makes
 (Ray's AsyncHyperBandScheduler as BaselineASHA, FIFO for none) or, for fused groups, the
 members' record harness.sweep.rungs.Rungs. Only Ray's trial runner is replaced, by a
