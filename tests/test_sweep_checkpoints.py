@@ -177,6 +177,55 @@ def test_resume_goes_on_from_the_interrupted_trials_checkpoint(
     )
 
 
+def _uninterrupted_group(folder: Path, trial_ids: list[str]) -> list[pd.DataFrame]:
+    """The members' configs trained as one group, in one go, in this process."""
+    from harness.trainer import train_group
+
+    pairs = [rs.trial_config_for(folder, t) for t in trial_ids]
+    rows: list[list[dict]] = [[] for _ in trial_ids]
+    train_group([c for c, _ in pairs], load_dataset(pairs[0][1]),
+                lambda i, m: rows[i].append(m), device="cpu", threads=1)  # fmt: skip
+    keys = [k for k in schema.METRIC_KEYS if k not in CLOCKS]
+    return [pd.DataFrame([{k: r[k] for k in keys} for r in rs_], columns=keys) for rs_ in rows]
+
+
+@pytest.mark.subprocess
+@pytest.mark.ray
+@pytest.mark.slow
+def test_resume_goes_on_from_the_interrupted_groups_checkpoint(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    # a trial is a group of one, and a group goes on like one: both members from the
+    # group's newest checkpoint whose reports are in the tables, under the new group's ids
+    folder = tmp_path / "smoke"
+    args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=2", "resources.fuse=2")
+    proc = _start(args, _KILLED_WITH_THE_TABLES_BEHIND)
+    try:
+        proc.wait(timeout=300)
+    finally:
+        _kill_driver_and_its_ray(proc)
+    assert proc.returncode == -signal.SIGKILL
+    before = pd.read_parquet(folder / rs.TRIALS_FILE)
+    assert list(before["status"]) == ["RUNNING", "RUNNING"]
+    (old,) = set(before["group_id"])
+
+    proc = _start([*args, "--resume"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    trials = pd.read_parquet(folder / rs.TRIALS_FILE).sort_values("trial_number")
+    assert list(trials["status"]) == ["COMPLETED", "COMPLETED"], trials
+    (new,) = set(trials["group_id"])
+    assert new != old and list(trials["trial_id"]) == [f"{new}-0", f"{new}-1"]
+    assert set(trials["error"]) == {f"continued from trial {old}'s checkpoint at iteration 60"}
+    metrics = pd.read_parquet(folder / rs.METRICS_FILE)
+    assert set(metrics["trial_id"]) == set(trials["trial_id"])
+    want = _uninterrupted_group(folder, list(trials["trial_id"]))
+    for tid, w in zip(trials["trial_id"], want):  # rows before the kill (kept) and after (new)
+        pd.testing.assert_frame_equal(_rows(folder, tid), w, check_dtype=False, check_exact=True)
+    assert [t.state.name for t in study(folder, "smoke").trials] == ["COMPLETE", "COMPLETE"]
+    assert not list((folder / rs.RAY_DIR / old).glob("checkpoint_*"))
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_hyperband_sync_pauses_trials_and_they_go_on_from_their_checkpoints(
@@ -229,3 +278,30 @@ def test_a_trial_keeps_only_its_newest_checkpoints(tmp_path: Path) -> None:
     spec = load_spec(SMOKE)
     assert checkpoints.kept_per_trial(spec) == 1
     assert checkpoints.kept_per_trial(load_spec(SMOKE, ["early_terminate={type: pbt}"])) == 4
+
+
+def test_resume_goes_on_only_from_a_checkpoint_of_the_whole_group(tmp_path: Path) -> None:
+    """An interrupted group goes on from its newest checkpoint whose loop trained all its
+    members and whose reports are in the tables; one taken after a member ended would not
+    train it again."""
+    import torch
+
+    from harness.sweep import checkpoints
+
+    def state(folder: Path, step: int, group: list[int], alive: list[int]) -> None:
+        tree = {"counters": {"step_count": step}, "group": group, "alive": alive,
+                "weights": torch.zeros(2)}  # fmt: skip
+        checkpoints.write_state(folder, tree)
+
+    exp = tmp_path / "exp"
+    state(exp / "g" / "checkpoint_000000", 20, [0, 1], [0, 1])
+    state(exp / "g" / "checkpoint_000001", 40, [0, 1], [0, 1])
+    state(exp / "g" / "checkpoint_000002", 60, [0, 1], [0])  # member 1 had ended
+    (exp / "g" / "checkpoint_000003").mkdir()  # still being written: no state yet
+    found = checkpoints.latest_state(str(exp), "g", members=2)
+    assert found == {"path": str(exp / "g" / "checkpoint_000001"), "trial_id": "g",
+                     "iteration": 40}  # fmt: skip
+    found = checkpoints.latest_state(str(exp), "g", lambda it: it <= 20, members=2)
+    assert found is not None and found["iteration"] == 20
+    assert checkpoints.latest_state(str(exp), "g", members=3) is None  # not this group
+    assert checkpoints.latest_state(str(exp), "g") is None  # a single trial's is group [0]

@@ -74,13 +74,17 @@ class SweepCallback(tune.Callback):
         ]
 
     def _start_rows(self, trial: Any) -> None:
+        members = self._members(trial)
         restore = trial.config.get(RESTORE)
-        if restore and not self.writer.trial_row(trial.trial_id):  # --resume from a checkpoint
-            self.writer.rename_trial(restore["trial_id"], trial.trial_id, restore["iteration"])
-            self.trackers.rename(restore["trial_id"], trial.trial_id)
+        if restore and not self.writer.trial_row(members[0][0]):  # --resume from a checkpoint
+            for row, m in members:  # each member's rows go on under its new id
+                old = keys.row_id(restore["trial_id"], trial.config, m["member"])
+                self.writer.rename_trial(old, row, restore["iteration"])
+                self.writer.set_trial(row, group_id=trial.trial_id)
+                self.trackers.rename(old, row)
+                self.replaced.pop(m["number"], None)
             log.info("trial %s goes on from trial %s's checkpoint at iteration %s",
                      trial.trial_id, restore["trial_id"], restore["iteration"])  # fmt: skip
-        members = self._members(trial)
         for row, m in members:
             old = self.replaced.pop(m["number"], None)
             if old is not None and old != row:  # an interrupted trial runs again now

@@ -162,21 +162,28 @@ def _checkpoints(fs: pafs.FileSystem, trial_path: str) -> list[str]:
 
 
 def latest_state(
-    exp_dir: str, trial_id: str, usable: Callable[[int], bool] = lambda it: True
+    exp_dir: str,
+    trial_id: str,
+    usable: Callable[[int], bool] = lambda it: True,
+    members: int = 1,
 ) -> dict[str, Any] | None:
     """An interrupted trial's newest complete state checkpoint in Tune's storage whose
-    iteration is `usable` (its report reached the tables): {path, trial_id, iteration}."""
+    iteration is `usable` (its report reached the tables) and whose loop was training all
+    `members` of its group (a fused group's members 0 to members-1; a member that had ended
+    makes the checkpoint one the group cannot go on from): {path, trial_id, iteration}."""
     fs, root = _fs(exp_dir)
     trial_path = f"{root}/{trial_id}"
+    everyone = list(range(members))
     for name in reversed(_checkpoints(fs, trial_path)):
         tree = f"{trial_path}/{name}/{STATE}/{loopstate.TREE}"
         try:
             with fs.open_input_stream(tree) as f:
-                counters = json.loads(f.read().decode("utf-8")).get("counters", {})
+                state = json.loads(f.read().decode("utf-8"))
         except (OSError, ValueError):
             continue
-        iteration = int(counters.get("step_count", 0))
-        if usable(iteration):
+        iteration = int(state.get("counters", {}).get("step_count", 0))
+        trained = state.get("group", everyone), state.get("alive", everyone)
+        if trained == (everyone, everyone) and usable(iteration):
             return {"path": _uri(exp_dir, f"{trial_path}/{name}"), "trial_id": trial_id,
                     "iteration": iteration}  # fmt: skip
     return None

@@ -51,7 +51,8 @@ class ResumePlan:
     replaced: dict[int, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)  # rows of starts Optuna never heard of
     # number -> {path, trial_id, iteration}: the checkpoint an interrupted trial goes on from
-    # (its rows up to that iteration stay; harness.sweep.checkpoints)
+    # (its rows up to that iteration stay; harness.sweep.checkpoints); a fused group's
+    # members share theirs, with "members": their numbers in the group's order
     restore: dict[int, dict] = field(default_factory=dict)
 
 
@@ -99,6 +100,7 @@ def plan_resume(
     plan = ResumePlan()
     known: set[str] = set()
     single = len(spec.metrics) == 1
+    groups: dict[str, list[tuple[int, int, str]]] = {}  # group id -> (member, number, row id)
     for t in trials:
         tid = t.user_attrs.get("ray_trial_id")
         row = writer.trial_row(tid) if tid else {}
@@ -122,6 +124,11 @@ def plan_resume(
             study.tell(t.number, state=TrialState.FAIL)
         else:
             plan.rerun.append(t.number)
+            group = row.get("group_id")
+            if tid and group and group != tid:  # a fused group's member: the group's, below
+                k = row.get("group_member")
+                groups.setdefault(group, []).append((-1 if k is None else int(k), t.number, tid))
+                continue
             found = None
             if tid and exp_dir:
                 found = checkpoints.latest_state(exp_dir, tid, partial(writer.has_report, tid))
@@ -134,12 +141,42 @@ def plan_resume(
                 plan.replaced[t.number] = tid
             continue
         plan.finished += 1
+    for group, members in groups.items():
+        _plan_group(plan, writer, exp_dir, group, sorted(members))
     for tid in writer.trial_ids():  # rows Optuna never heard of: a start cut short
         if tid not in known and writer.trial_row(tid).get("status") == Status.RUNNING:
             writer.drop_trial(tid)
             plan.dropped.append(tid)
     writer.flush(force=True)
     return plan
+
+
+def _plan_group(
+    plan: ResumePlan,
+    writer: rs.ResultsWriter,
+    exp_dir: str | None,
+    group: str,
+    members: list[tuple[int, int, str]],
+) -> None:
+    """An interrupted fused group (member, number, row id of each member to run again) goes
+    on from its last checkpoint when it was training exactly these members there and each
+    one's report of that iteration is in the tables; else its members start over. Their
+    old rows are `replaced` either way: the group's run takes them over or drops them."""
+    rows = [tid for _, _, tid in members]
+    found = None
+    if exp_dir and [k for k, _, _ in members] == list(range(len(members))):
+        found = checkpoints.latest_state(
+            exp_dir, group, lambda it: all(writer.has_report(r, it) for r in rows), len(rows)
+        )
+    if found is not None:
+        found["members"] = [n for _, n, _ in members]
+    elif exp_dir:
+        checkpoints.delete_all(exp_dir, group)
+    for _, number, tid in members:
+        if found is not None:
+            plan.restore[number] = found
+        if tid in writer.trial_ids():
+            plan.replaced[number] = tid
 
 
 def check_budget(spec: SweepSpec, folder: Path, trials: list[optuna.trial.FrozenTrial]) -> None:

@@ -29,6 +29,7 @@ from harness import results as rs
 from harness import space, warmstart
 from harness.config import SweepSpec
 from harness.schema import Status
+from harness.sweep import checkpoints
 from harness.sweep.groups import FusePlan, group_by_shape, shape_names
 from harness.sweep.halt import STORAGE_FAULTS, Halt, guarded
 from harness.sweep.keys import (
@@ -174,7 +175,10 @@ class OptunaSearcher(Searcher):
             self._groups[trial_id] = members
         members = self._groups[trial_id]
         if self._fused:
-            return {MEMBERS: [dict(m) for m in members]}
+            config = {MEMBERS: [dict(m) for m in members]}
+            if members[0]["number"] in self._restore:  # an interrupted group, whole again
+                config[RESTORE] = self._restore[members[0]["number"]]
+            return config
         (m,) = members
         config = {PARAMS: dict(m["params"]), NUMBER: m["number"]}
         if m["number"] in self._restore:
@@ -485,13 +489,33 @@ def build_searcher(
     if plan.warm is not None:  # after the baseline: it keeps trial number 0
         warmstart.add(study, plan.warm)
     size = fuse.size if fused and fuse is not None else 1
-    groups = rerun_groups(spec, storage, rerun, size) if fused else [[n] for n in rerun]
+    restore = dict(restore or {})
+    whole = _whole_groups(restore, size if fused else 0)
+    taken = {n for g in whole for n in g}
+    rest = [n for n in rerun if n not in taken]
+    groups = whole + rerun_groups(spec, storage, rest, size) if fused else [[n] for n in rerun]
     if fused and new is None:
         new = len(rerun)
     return OptunaSearcher(
         study, spec, size=size, fused=fused, new=new, rerun=groups, restore=restore,
         rungs=rungs, halt=halt, db=str(folder / rs.OPTUNA_FILE),
     )  # fmt: skip
+
+
+def _whole_groups(restore: dict[int, dict], size: int) -> list[list[int]]:
+    """The interrupted fused groups that go on from their checkpoints (numbers in member
+    order), as they were; one that no longer fits a group of `size` (0: the sweep is not
+    fused now) starts over, its members regrouped, and its checkpoints go."""
+    groups: dict[str, list[int]] = {}
+    for found in restore.values():
+        if "members" in found:
+            groups[found["path"]] = list(found["members"])
+    for path, numbers in groups.items():
+        if len(numbers) > size:
+            for n in numbers:
+                restore.pop(n, None)
+            checkpoints.delete_beside(path)
+    return [g for g in groups.values() if len(g) <= size]
 
 
 def rerun_groups(
