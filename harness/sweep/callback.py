@@ -268,8 +268,9 @@ class SweepCallback(tune.Callback):
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
     ) -> None:
-        """A final checkpoint brings the trial's tested weights: onto the shelf if it ranks
-        in the top keep_best (the trial's final result, with its objective, came first)."""
+        """A trial's checkpoint: its older ones go when the tables allow (_tidy_checkpoints).
+        A final one brings the trial's tested weights: onto the shelf if it ranks in the top
+        keep_best (the trial's final result, with its objective, came first)."""
         self._unwritten[trial.trial_id] = checkpoint
         self._tidy_checkpoints()
         with checkpoints.final_models(checkpoint) as models:
