@@ -186,7 +186,7 @@ def _uninterrupted_group(folder: Path, trial_ids: list[str]) -> list[pd.DataFram
     train_group([c for c, _ in pairs], load_dataset(pairs[0][1]),
                 lambda i, m: rows[i].append(m), device="cpu", threads=1)  # fmt: skip
     keys = [k for k in schema.METRIC_KEYS if k not in CLOCKS]
-    return [pd.DataFrame([{k: r[k] for k in keys} for r in rs_], columns=keys) for rs_ in rows]
+    return [pd.DataFrame([{k: r[k] for k in keys} for r in got], columns=keys) for got in rows]
 
 
 @pytest.mark.subprocess
