@@ -305,3 +305,32 @@ def test_resume_goes_on_only_from_a_checkpoint_of_the_whole_group(tmp_path: Path
     assert found is not None and found["iteration"] == 20
     assert checkpoints.latest_state(str(exp), "g", members=3) is None  # not this group
     assert checkpoints.latest_state(str(exp), "g") is None  # a single trial's is group [0]
+
+
+def test_a_killed_workers_temporary_checkpoint_folders_are_removed_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between writing a checkpoint and reporting it leaves its temporary
+    folder; a later trial removes it once its process is gone (and only then)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from harness.sweep import checkpoints
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    gone = tmp_path / f"harness-checkpoint-{int(dead.stdout)}-abc_12"
+    gone_final = tmp_path / f"harness-final-{int(dead.stdout)}-x9"
+    fresh = tmp_path / f"harness-checkpoint-{int(dead.stdout)}-new"  # written a moment ago
+    mine = checkpoints.temporary()
+    other = tmp_path / "harness-checkpoint-oldname"  # not one of these: left alone
+    for d in (gone, gone_final, fresh, other):
+        d.mkdir()
+        (d / "state").mkdir()
+    for d in (gone, gone_final, mine, other):
+        os.utime(d, (time.time() - 3600, time.time() - 3600))
+    assert mine.parent == tmp_path and mine.name.startswith(f"harness-checkpoint-{os.getpid()}-")
+    checkpoints.remove_orphans()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, mine.name, other.name])

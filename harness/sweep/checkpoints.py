@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -43,11 +45,38 @@ MODELS = "models"
 _PREFIX = "checkpoint_"  # Tune's checkpoint folder names: checkpoint_000003
 
 
+def temporary(kind: str = "checkpoint") -> Path:
+    """A new temporary folder for a checkpoint on its way to storage (or one read back),
+    named harness-<kind>-<pid>-*: one that a killed worker left is removed by the next
+    trial on the node (remove_orphans)."""
+    return Path(tempfile.mkdtemp(prefix=f"harness-{kind}-{os.getpid()}-"))
+
+
+def remove_orphans(older_than_s: float = 600.0) -> None:
+    """Remove the temporary folders (`temporary`) of worker processes that are gone: a worker
+    killed between writing a checkpoint and reporting it never removed its own. Only those
+    untouched for `older_than_s` (a /tmp shared with another machine's processes, whose
+    numbers mean nothing here, keeps its folders in use)."""
+    now = time.time()
+    for folder in Path(tempfile.gettempdir()).glob("harness-*-*-*"):
+        parts = folder.name.split("-", 3)
+        if len(parts) != 4 or parts[1] not in ("checkpoint", "final") or not parts[2].isdigit():
+            continue
+        try:
+            if now - folder.stat().st_mtime < older_than_s:
+                continue
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:  # gone: nothing will remove it
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # removed meanwhile, or another user's process (alive)
+            pass
+
+
 @contextlib.contextmanager
 def reporting(fill: Callable[[Path], None]) -> Iterator[tune.Checkpoint]:
     """A Tune checkpoint of a temporary folder that `fill` writes; the folder is removed once
     the `with` ends (tune.report has copied it into storage by then)."""
-    folder = Path(tempfile.mkdtemp(prefix="harness-checkpoint-"))
+    folder = temporary()
     try:
         fill(folder)
         yield tune.Checkpoint.from_directory(str(folder))
@@ -94,7 +123,7 @@ def restore(ckpt: tune.Checkpoint | None) -> Restored | None:
         folder = Path(d)
         if (folder / FINAL).is_file():
             final = json.loads((folder / FINAL).read_text(encoding="utf-8"))
-            copy = Path(tempfile.mkdtemp(prefix="harness-final-"))
+            copy = temporary("final")
             shutil.copytree(folder, copy, dirs_exist_ok=True)
             ends = [e.get(SUMMARY) or {} for e in final.get(GROUP) or ()]
             iteration = max((int(s.get("iterations") or 0) for s in ends), default=0)

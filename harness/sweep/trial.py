@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -117,6 +116,7 @@ def run_trial(config: dict[str, Any], job: TrialJob, data: Dataset) -> None:
     started = time.time()
     trial_id = tune.get_context().get_trial_id()
     device, shown, note = _choose_device(job.gpu)
+    checkpoints.remove_orphans()
     reachable = checkpoints.storage_reachable()
     if not reachable:
         note = _join(
@@ -241,7 +241,7 @@ class TrialSide:
         """The loop's state after this evaluation, written now (its tensors are live), sent
         with the evaluation's result."""
         self.drop_checkpoint()
-        folder = Path(tempfile.mkdtemp(prefix="harness-checkpoint-"))
+        folder = checkpoints.temporary()
         self.folder = folder
         group = [m["member"] for m in self.live]
         checkpoints.write_state(folder, {**state, "lineage": self.lineage, "group": group})
