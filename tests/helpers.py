@@ -137,6 +137,24 @@ def _alive(pids: set[int]) -> set[int]:
     return {p for p in pids if p in procs and procs[p][2]}
 
 
+def _killed_by(args: list[str], code: str) -> None:
+    """The command with a hook that SIGKILLs it (`code`, see _start), run until it does."""
+    proc = _start(args, code)
+    try:
+        proc.wait(timeout=300)
+    finally:
+        _kill_driver_and_its_ray(proc)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _resumed(args: list[str], why: str = "") -> str:
+    """The command with --resume, run to its end (exit status 0); its output."""
+    proc = _start([*args, "--resume"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"{why}{out}"
+    return out
+
+
 def _kill_driver_and_its_ray(proc: subprocess.Popen) -> None:
     """SIGKILL of the driver, then of the Ray processes it started (its session and its
     descendants, nothing else): Ray's agents would otherwise linger for a minute."""

@@ -29,6 +29,8 @@ from helpers import (
     _cli_args,
     _exactly_once,
     _kill_driver_and_its_ray,
+    _killed_by,
+    _resumed,
     _start,
     _tables,
     _trial_workers,
@@ -107,9 +109,7 @@ def _kill_then_resume(seed: int, span: float, tiny_corpus: Path, root: Path) -> 
         if (folder / name).exists():
             pd.read_parquet(folder / name)  # readable after a kill at any moment
 
-    proc = _start([*args, "--resume"])
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, f"seed {seed}:\n{out}"
+    _resumed(args, f"seed {seed}:\n")
     trials = _exactly_once(folder, 6)
     params = trials[[c for c in trials.columns if c.startswith("param.")]].astype(str)
     assert not params.duplicated().any(), f"seed {seed}: a resumed sampler repeated a draw"
@@ -206,9 +206,7 @@ def test_storage_uri_holds_tune_state_and_resume_works(tiny_corpus: Path, tmp_pa
     assert (store / "smoke").is_dir() and any((store / "smoke").glob("experiment_state*"))
     assert not (folder / "ray").exists()
 
-    proc = _start([*args, "--resume"])
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    _resumed(args)
     _exactly_once(folder, 2)
 
 
@@ -282,9 +280,7 @@ def test_a_disk_that_fills_mid_sweep_stops_with_one_line_and_resumes(
         assert (old["_merge"] == "both").all(), "a report row written before the fault is gone"
 
         (disk / "filler").unlink()
-        proc = _start([*args, "--resume"])
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, out
+        _resumed(args)
         _exactly_once(folder, 6)
 
 
@@ -310,9 +306,7 @@ def test_fused_driver_killed_then_resumed_ends_with_exactly_the_budget(
     finally:
         _kill_driver_and_its_ray(proc)
 
-    proc = _start([*args, "--resume"])
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, f"seed {seed}:\n{out}"
+    _resumed(args, f"seed {seed}:\n")
     trials = _exactly_once(folder, 6)
     assert (trials["trial_id"] == trials["group_id"] + "-" + trials["group_member"].astype(str)).all()
     for _, g in trials.groupby("group_id"):  # regrouped members share shape and batch order
@@ -379,17 +373,10 @@ def test_a_driver_killed_as_a_member_ends_loses_nothing_of_it(
     folder = tmp_path / "smoke"
     args = _cli_args(tiny_corpus, tmp_path, "budget.num_samples=4", "resources.fuse=2",
                      "early_terminate={type: none}", "keep_best=4")  # fmt: skip
-    proc = _start(args, _KILLED_AT_A_MEMBER_END)
-    try:
-        proc.wait(timeout=300)
-    finally:
-        _kill_driver_and_its_ray(proc)
-    assert proc.returncode == -signal.SIGKILL
+    _killed_by(args, _KILLED_AT_A_MEMBER_END)
     assert all(t.state.name in ("RUNNING", "WAITING") for t in study(folder, "smoke").trials)
 
-    proc = _start([*args, "--resume"])
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    _resumed(args)
     trials = _exactly_once(folder, 4)
     assert trials["metric"].notna().all() and trials["test_acc"].notna().all()
     from harness import bundle

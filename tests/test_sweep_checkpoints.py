@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import LONG, SMOKE, _cli_args, _kill_driver_and_its_ray, _start, _trial_workers, study
+from helpers import LONG, SMOKE, _cli_args, _killed_by, _resumed, _trial_workers, study
 
 from harness import results as rs
 from harness import schema, sweep
@@ -28,8 +28,13 @@ def _uninterrupted(folder: Path, trial_id: str) -> pd.DataFrame:
     cfg, spec = rs.trial_config_for(folder, trial_id)
     rows: list[dict] = []
     train(cfg, load_dataset(spec), lambda m: rows.append(m), device="cpu", threads=1)
+    return _frame(rows)
+
+
+def _frame(reports: list[dict]) -> pd.DataFrame:
+    """Reports as the metrics table holds them, clocks left out."""
     keys = [k for k in schema.METRIC_KEYS if k not in CLOCKS]
-    return pd.DataFrame([{k: r[k] for k in keys} for r in rows], columns=keys)
+    return pd.DataFrame([{k: r[k] for k in keys} for r in reports], columns=keys)
 
 
 def _rows(folder: Path, trial_id: str) -> pd.DataFrame:
@@ -149,19 +154,12 @@ def test_resume_goes_on_from_the_interrupted_trials_checkpoint(
     folder = tmp_path / "smoke"
     args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=2",
                      "budget.max_concurrent=1")  # fmt: skip
-    proc = _start(args, _KILLED_WITH_THE_TABLES_BEHIND)
-    try:
-        proc.wait(timeout=300)
-    finally:
-        _kill_driver_and_its_ray(proc)
-    assert proc.returncode == -signal.SIGKILL
+    _killed_by(args, _KILLED_WITH_THE_TABLES_BEHIND)
     before = pd.read_parquet(folder / rs.TRIALS_FILE)
     old = before[before["status"] == "RUNNING"]["trial_id"].iloc[0]
     number = int(before.set_index("trial_id").loc[old, "trial_number"])
 
-    proc = _start([*args, "--resume"])
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    _resumed(args)
     trials = pd.read_parquet(folder / rs.TRIALS_FILE)
     assert sorted(trials["trial_number"]) == [0, 1] and set(trials["status"]) == {"COMPLETED"}
     row = trials.set_index("trial_number").loc[number]
@@ -185,8 +183,7 @@ def _uninterrupted_group(folder: Path, trial_ids: list[str]) -> list[pd.DataFram
     rows: list[list[dict]] = [[] for _ in trial_ids]
     train_group([c for c, _ in pairs], load_dataset(pairs[0][1]),
                 lambda i, m: rows[i].append(m), device="cpu", threads=1)  # fmt: skip
-    keys = [k for k in schema.METRIC_KEYS if k not in CLOCKS]
-    return [pd.DataFrame([{k: r[k] for k in keys} for r in got], columns=keys) for got in rows]
+    return [_frame(got) for got in rows]
 
 
 @pytest.mark.subprocess
@@ -199,19 +196,12 @@ def test_resume_goes_on_from_the_interrupted_groups_checkpoint(
     # group's newest checkpoint whose reports are in the tables, under the new group's ids
     folder = tmp_path / "smoke"
     args = _cli_args(tiny_corpus, tmp_path, *LONG, "budget.num_samples=2", "resources.fuse=2")
-    proc = _start(args, _KILLED_WITH_THE_TABLES_BEHIND)
-    try:
-        proc.wait(timeout=300)
-    finally:
-        _kill_driver_and_its_ray(proc)
-    assert proc.returncode == -signal.SIGKILL
+    _killed_by(args, _KILLED_WITH_THE_TABLES_BEHIND)
     before = pd.read_parquet(folder / rs.TRIALS_FILE)
     assert list(before["status"]) == ["RUNNING", "RUNNING"]
     (old,) = set(before["group_id"])
 
-    proc = _start([*args, "--resume"])
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    _resumed(args)
     trials = pd.read_parquet(folder / rs.TRIALS_FILE).sort_values("trial_number")
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"], trials
     (new,) = set(trials["group_id"])
