@@ -89,13 +89,16 @@ def test_a_killed_worker_goes_on_from_its_checkpoint(
     overrides = ["data.name=thucnews", f"data.path={tiny_corpus}", *LONG, "max_failures=1",
                  "budget.num_samples=1", "keep_best=1"]  # fmt: skip
     folder = tmp_path / "smoke"
-    (trial,) = _kill_a_worker_mid_run(folder, tmp_path, overrides, 1)["trials"]
+    killed = _kill_a_worker_mid_run(folder, tmp_path, overrides, 1)
+    (trial,) = killed["trials"]
     trials = pd.read_parquet(folder / rs.TRIALS_FILE).set_index("trial_id")
     row = trials.loc[trial]
     assert row["status"] == "COMPLETED" and row["iterations"] == 300
     assert "continued from its checkpoint at iteration" in row["error"]
     resumed_at = int(row["error"].rsplit(" ", 1)[1])
-    assert 100 <= resumed_at <= 300 and resumed_at % 20 == 0
+    # the kill may come after the newest report reached the tables but before Tune took in
+    # its checkpoint: then the trial goes on from the one before (Tune takes each in turn)
+    assert killed["at"] - 20 <= resumed_at <= 300 and resumed_at % 20 == 0
     _same_rows(folder, trial)
     assert (folder / rs.MODELS_DIR / trial / "model.json").is_file()
 
